@@ -1,0 +1,33 @@
+"""loaderbench: a pytest-based performance regression suite for PyTorch input pipelines.
+
+The public surface is small; everything else lives in private-by-convention
+modules named for their one job.
+"""
+
+from loaderbench.clock import FakeClock, perf_clock
+from loaderbench.config import LoaderConfig
+from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, NotMeasured, UsageError, WorkloadError
+from loaderbench.harness import CpuConsumer, Plan, measure
+from loaderbench.measurement import Measurement
+from loaderbench.workloads import Workload, load_scenarios
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaseFailed",
+    "CpuConsumer",
+    "FakeClock",
+    "InvalidConfig",
+    "LoaderConfig",
+    "LoaderbenchError",
+    "Measurement",
+    "NotMeasured",
+    "Plan",
+    "UsageError",
+    "Workload",
+    "WorkloadError",
+    "__version__",
+    "load_scenarios",
+    "measure",
+    "perf_clock",
+]

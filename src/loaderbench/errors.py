@@ -1,0 +1,50 @@
+"""One exception hierarchy for everything loaderbench raises on purpose.
+
+Every message names the offending ``argument=value``, says why it is wrong and
+what to do instead.  Catch :class:`LoaderbenchError` to catch them all.
+"""
+
+from __future__ import annotations
+
+
+class LoaderbenchError(Exception):
+    """Base class of every error loaderbench raises deliberately."""
+
+
+class InvalidConfig(LoaderbenchError, ValueError):
+    """A ``LoaderConfig`` combination that ``torch.utils.data.DataLoader`` rejects.
+
+    Raised at construction, including for the two combinations that torch
+    itself only rejects later, at ``iter(loader)`` (``prefetch_factor=0`` with
+    workers and ``timeout>0`` without workers).  The message names the rule
+    that is broken and the change that fixes it.
+    """
+
+
+class UsageError(LoaderbenchError, ValueError):
+    """Bad input on the command line or in an option (unknown tier, device...).
+
+    The pytest plugin turns this into a usage error (exit code 4) without a
+    traceback.
+    """
+
+
+class WorkloadError(LoaderbenchError):
+    """A workload could not be built: unknown name, bad scenario file, or a
+    user factory that cannot be imported, raises, or returns no Dataset."""
+
+
+class CaseFailed(LoaderbenchError):
+    """One benchmark case failed while it was measured.
+
+    The message is one paragraph naming the case, the fault and the remedy;
+    the session goes on with the next case.
+    """
+
+
+class NotMeasured(LoaderbenchError):
+    """A metric that could not be measured on this machine (no GPU, no NVML...).
+
+    loaderbench never reports a made-up number: the metric is recorded as not
+    measured, with this reason.
+    """

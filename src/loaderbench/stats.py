@@ -1,0 +1,44 @@
+"""Robust summary statistics over raw per-round values."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+
+def median(values: Sequence[float]) -> float:
+    """The median, or NaN for no values."""
+    return statistics.median(values) if values else math.nan
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """(Q1, Q3) by linear interpolation (numpy's default); one value gives (v, v)."""
+    if not values:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def iqr(values: Sequence[float]) -> float:
+    """Interquartile range."""
+    q1, q3 = quartiles(values)
+    return q3 - q1
+
+
+def relative_iqr(values: Sequence[float]) -> float:
+    """IQR / median: the harness's instability measure (NaN when undefined)."""
+    m = median(values)
+    if not values or m == 0 or math.isnan(m):
+        return math.nan
+    return iqr(values) / abs(m)
+
+
+def cv(values: Sequence[float]) -> float:
+    """Coefficient of variation (sample stdev / mean); NaN with fewer than two values."""
+    if len(values) < 2:
+        return math.nan
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / mean if mean else math.nan

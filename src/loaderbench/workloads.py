@@ -1,0 +1,216 @@
+"""Workloads: named, seeded dataset recipes that know their ideal throughput.
+
+A :class:`Workload` is a frozen value read from the scenario file
+(``fixtures/workloads.toml``) or built in code.  ``build(length, workdir)``
+makes a dataset of the requested epoch length; ``ideal_samples_per_s`` says what
+the cost model allows for a worker count, or ``None`` where the workload has no
+cost model (memory- and IPC-bound workloads).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import statistics
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
+
+from loaderbench import datasets as ds
+from loaderbench.errors import WorkloadError
+
+KINDS = ("sleep", "spin", "tensor-fill", "skewed", "file", "tensor", "iterable-sleep", "iterable-spin", "user")
+
+
+@functools.lru_cache(maxsize=1)
+def spin_loops_per_s() -> float:
+    """Calibrate :func:`loaderbench.datasets.spin` on this machine: loops per second.
+
+    Median of seven timings of a ~20 ms spin, in the main process, cached for
+    the session so every worker gets the same loop count.
+    """
+    loops = 200_000
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        ds.spin(loops)
+        times.append(time.perf_counter() - t0)
+    return loops / statistics.median(times)
+
+
+def affinity_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A named dataset recipe: ``kind`` plus its parameters.
+
+    ``batch_size`` is the workload's natural batch size, used by the tiers.
+    ``params`` holds the kind's parameters (see ``fixtures/workloads.toml``).
+    """
+
+    name: str
+    kind: str
+    batch_size: int = 32
+    description: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    fixed_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise WorkloadError(f"kind={self.kind!r} (workload {self.name!r}): unknown workload kind. Use one of {KINDS}.")
+
+    def _p(self, key: str, default: Any = None) -> Any:
+        if key in self.params:
+            return self.params[key]
+        if default is None:
+            raise WorkloadError(f"workload {self.name!r}: parameter {key!r} is missing. Add {key} = ... to its scenario entry.")
+        return default
+
+    @property
+    def is_iterable(self) -> bool:
+        return self.kind.startswith("iterable")
+
+    def sample_cost_s(self) -> float | None:
+        """Mean seconds of work per sample in one process, where the cost model defines it."""
+        if self.kind == "sleep" or self.kind == "iterable-sleep":
+            return float(self._p("latency_s"))
+        if self.kind in ("spin", "iterable-spin"):
+            return float(self._p("cost_s"))
+        if self.kind == "skewed":
+            every = int(self._p("every"))
+            return (float(self._p("heavy_s")) + (every - 1) * float(self._p("base_s"))) / every
+        return None
+
+    def ideal_samples_per_s(self, num_workers: int, cpus: int | None = None) -> float | None:
+        """What the cost model allows with ``num_workers`` workers on ``cpus`` CPUs.
+
+        Sleeps release the GIL and overlap across workers without limit;
+        GIL-holding spins run on at most ``cpus`` workers at once.  Workloads
+        without a cost model return ``None``.
+        """
+        cost = self.sample_cost_s()
+        if cost is None or cost <= 0:
+            return None
+        parallel = max(1, num_workers)
+        if self.kind in ("spin", "iterable-spin"):
+            parallel = min(parallel, cpus if cpus is not None else affinity_cpus())
+        return parallel / cost
+
+    def build(self, length: int, workdir: str | os.PathLike[str] | None = None) -> Dataset[Any]:
+        """A dataset whose epoch has ``length`` samples."""
+        shape = tuple(self.params.get("shape", (16,)))
+        seed = int(self.params.get("seed", 0))
+        kind = self.kind
+        if kind == "sleep":
+            return ds.SleepDataset(length, latency_s=self._p("latency_s"), sigma=float(self.params.get("sigma", 0.0)), shape=shape, seed=seed)
+        if kind == "spin":
+            return ds.SpinDataset(length, loops=self._loops(), shape=shape)
+        if kind == "tensor-fill":
+            return ds.TensorFillDataset(length, shape=shape, dtype=str(self.params.get("dtype", "float32")))
+        if kind == "skewed":
+            return ds.SkewedDataset(length, base_s=self._p("base_s"), heavy_s=self._p("heavy_s"), every=int(self._p("every")), shape=shape)
+        if kind == "file":
+            return self._build_files(length, workdir)
+        if kind == "tensor":
+            n = int(self._p("rows"))
+            base = TensorDataset(torch.zeros((n, *shape)), torch.zeros(n, dtype=torch.long))
+            return ds.RepeatDataset(base, length)
+        if kind == "iterable-sleep":
+            return ds.IterableSleepDataset(length, latency_s=self._p("latency_s"), shape=shape)
+        if kind == "iterable-spin":
+            return ds.IterableSpinDataset(length, loops=self._loops(), shape=shape)
+        return self._build_user(length)
+
+    def _loops(self) -> int:
+        return max(1, round(float(self._p("cost_s")) * spin_loops_per_s()))
+
+    def _build_files(self, length: int, workdir: str | os.PathLike[str] | None) -> Dataset[Any]:
+        if workdir is None:
+            raise WorkloadError(f"workload {self.name!r}: kind='file' needs a workdir to write its files into.")
+        n_files = int(self.params.get("n_files", 64))
+        size = int(self._p("file_bytes"))
+        directory = Path(workdir) / f"files-{self.name}"
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = bytes(range(256)) * (size // 256 + 1)
+        for i in range(n_files):
+            path = directory / f"{i:06d}.bin"
+            if not path.exists() or path.stat().st_size != size:
+                path.write_bytes(payload[:size])
+        # The files were just written, so the page cache is warm: this measures
+        # the read path through the kernel, not the storage device.
+        return ds.FileDataset(length, directory=str(directory), n_files=n_files)
+
+    def _build_user(self, length: int) -> Dataset[Any]:
+        dataset = load_factory(str(self._p("factory")))
+        if isinstance(dataset, IterableDataset):
+            return dataset
+        return ds.RepeatDataset(dataset, length)
+
+
+def load_factory(path: str) -> Dataset[Any]:
+    """Import ``module:factory``, call it with no arguments, and check it returns a Dataset."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise WorkloadError(f"factory={path!r}: not a 'module:factory' path. Write it as e.g. mypkg.data:make_dataset.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise WorkloadError(f"factory={path!r}: cannot import {module_name!r} ({exc}). Check the module is on sys.path.") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise WorkloadError(f"factory={path!r}: {module_name} has no callable {attr!r}. Name a function that returns a Dataset.")
+    try:
+        dataset = factory()
+    except Exception as exc:  # noqa: BLE001 - any user error becomes one clear message
+        raise WorkloadError(f"factory={path!r}: the factory raised {type(exc).__name__}: {exc}. Fix the factory.") from None
+    if not isinstance(dataset, (Dataset, IterableDataset)) or (not isinstance(dataset, IterableDataset) and not hasattr(dataset, "__len__")):
+        raise WorkloadError(
+            f"factory={path!r}: returned {type(dataset).__name__}, not a sized torch Dataset or an IterableDataset. "
+            "Return a torch.utils.data.Dataset with __len__ and __getitem__."
+        )
+    return dataset
+
+
+def load_scenarios(path: str | os.PathLike[str]) -> dict[str, Workload]:
+    """Read the workload scenario file (TOML): ``[[workload]]`` tables."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkloadError(f"scenarios={str(p)!r}: file not found. Pass the path of a workloads TOML file.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise WorkloadError(f"scenarios={str(p)!r}: not valid TOML ({exc}). Fix the file.") from None
+    out: dict[str, Workload] = {}
+    for entry in data.get("workload", []):
+        entry = dict(entry)
+        try:
+            name = entry.pop("name")
+            kind = entry.pop("kind")
+        except KeyError as exc:
+            raise WorkloadError(f"scenarios={str(p)!r}: a [[workload]] lacks {exc}. Give every workload a name and a kind.") from None
+        if name in out:
+            raise WorkloadError(f"scenarios={str(p)!r}: workload {name!r} is defined twice. Rename one.")
+        out[name] = Workload(
+            name=name,
+            kind=kind,
+            batch_size=int(entry.pop("batch_size", 32)),
+            description=str(entry.pop("description", "")),
+            fixed_length=entry.pop("fixed_length", None),
+            params=entry,
+        )
+    if not out:
+        raise WorkloadError(f"scenarios={str(p)!r}: defines no [[workload]]. Add at least one.")
+    return out
