@@ -71,14 +71,20 @@ class Plan:
 class Consumer(Protocol):
     """What the harness does with each batch (on CPU: nothing; on CUDA: copy + compute)."""
 
-    def consume(self, batch: Any) -> None: ...
+    def consume(self, batch: Any) -> None:
+        """Called for every batch, inside the timed region."""
+        ...
 
-    def end_round(self, samples: int, seconds: float) -> Mapping[str, float]:
-        """Called inside the timed round, after its last batch (a CUDA consumer synchronizes here)."""
+    def sync(self) -> None:
+        """Called inside the timed region after a round's last batch (a CUDA consumer synchronizes here)."""
+        ...
+
+    def round_metrics(self, samples: int, seconds: float) -> Mapping[str, float]:
+        """Called after the round's clock stopped: extra per-round metrics (raw values kept)."""
         ...
 
     def finish(self) -> Mapping[str, Any]:
-        """Case-level metrics for ``extra_info``."""
+        """Case-level metrics for ``extra_info`` (called once, after the last round)."""
         ...
 
 
@@ -88,7 +94,10 @@ class CpuConsumer:
     def consume(self, batch: Any) -> None:
         return None
 
-    def end_round(self, samples: int, seconds: float) -> Mapping[str, float]:
+    def sync(self) -> None:
+        return None
+
+    def round_metrics(self, samples: int, seconds: float) -> Mapping[str, float]:
         return {}
 
     def finish(self) -> Mapping[str, Any]:
@@ -287,8 +296,9 @@ def _run(
             start = clock()
             for _ in range(k):
                 consumer.consume(next(it))
-            extra = consumer.end_round(samples, clock() - start)
+            consumer.sync()
             seconds = clock() - start
+            extra = consumer.round_metrics(samples, seconds)
             steady += k
             per_round["round_s"].append(seconds)
             per_round["samples_per_s"].append(samples / seconds)
