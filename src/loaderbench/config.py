@@ -153,7 +153,9 @@ class LoaderConfig:
             elif token in _START_METHODS:
                 kwargs["multiprocessing_context"] = token
             elif token in ("persist", "pin", "shuffle", "droplast", "unordered"):
-                field = {"persist": "persistent_workers", "pin": "pin_memory", "droplast": "drop_last"}.get(token, token)
+                field = {"persist": "persistent_workers", "pin": "pin_memory", "droplast": "drop_last"}.get(
+                    token, token
+                )
                 if field == "unordered":
                     kwargs["in_order"] = False
                 else:
@@ -162,7 +164,9 @@ class LoaderConfig:
                 try:
                     kwargs["timeout"] = float(token[2:])
                 except ValueError:
-                    raise _fail("config", text, f"token {token!r} is not a timeout like 'to30'", "Write e.g. to30") from None
+                    raise _fail(
+                        "config", text, f"token {token!r} is not a timeout like 'to30'", "Write e.g. to30"
+                    ) from None
             elif token.startswith("collate_"):
                 kwargs["collate"] = token[len("collate_") :]
             elif token.startswith("share_"):
@@ -190,10 +194,17 @@ class LoaderConfig:
     # --- DataLoader -----------------------------------------------------------------
     def check_dataset(self, dataset: Dataset[Any]) -> None:
         """Raise ``InvalidConfig`` for the combinations torch rejects for this dataset kind."""
-        if isinstance(dataset, IterableDataset):
+        self.check_kind(iterable=isinstance(dataset, IterableDataset))
+
+    def check_kind(self, *, iterable: bool) -> None:
+        """Raise ``InvalidConfig`` if torch rejects this config for a map-style/iterable dataset."""
+        if iterable:
             if self.shuffle:
                 raise _fail(
-                    "shuffle", True, "DataLoader cannot shuffle an IterableDataset", "Shuffle inside the dataset instead"
+                    "shuffle",
+                    True,
+                    "DataLoader cannot shuffle an IterableDataset",
+                    "Shuffle inside the dataset instead",
                 )
             if self.batching == "sampler":
                 raise _fail(
@@ -276,10 +287,15 @@ class LoaderConfig:
         return self.multiprocessing_context or multiprocessing.get_start_method(allow_none=False)
 
 
-def _validate(cfg: LoaderConfig) -> None:  # noqa: C901 - one rule per branch, kept flat on purpose
+def _validate(cfg: LoaderConfig) -> None:
     bs = cfg.batch_size
     if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
-        raise _fail("batch_size", bs, "must be a positive integer or None", "Use e.g. batch_size=32, or None to disable batching")
+        raise _fail(
+            "batch_size",
+            bs,
+            "must be a positive integer or None",
+            "Use e.g. batch_size=32, or None to disable batching",
+        )
     if isinstance(cfg.num_workers, bool) or not isinstance(cfg.num_workers, int) or cfg.num_workers < 0:
         raise _fail("num_workers", cfg.num_workers, "must be a non-negative integer", "Use 0 for in-process loading")
     if not isinstance(cfg.timeout, (int, float)) or cfg.timeout < 0:
@@ -303,7 +319,10 @@ def _validate(cfg: LoaderConfig) -> None:  # noqa: C901 - one rule per branch, k
         )
     if no_workers and cfg.persistent_workers:
         raise _fail(
-            "persistent_workers", True, "needs worker processes (num_workers=0)", "Set num_workers>=1 or persistent_workers=False"
+            "persistent_workers",
+            True,
+            "needs worker processes (num_workers=0)",
+            "Set num_workers>=1 or persistent_workers=False",
         )
     if cfg.multiprocessing_context is not None:
         if cfg.multiprocessing_context not in multiprocessing.get_all_start_methods():
@@ -328,15 +347,30 @@ def _validate(cfg: LoaderConfig) -> None:  # noqa: C901 - one rule per branch, k
             "Set num_workers>=1 or timeout=0",
         )
     if bs is None and cfg.drop_last:
-        raise _fail("drop_last", True, "has no meaning without batching (batch_size=None)", "Set drop_last=False or a batch_size")
+        raise _fail(
+            "drop_last",
+            True,
+            "has no meaning without batching (batch_size=None)",
+            "Set drop_last=False or a batch_size",
+        )
     if cfg.batching not in ("auto", "sampler"):
         raise _fail("batching", cfg.batching, "is not a batching mode", "Use 'auto' or 'sampler'")
     if cfg.batching == "sampler" and bs is None:
         raise _fail("batching", "sampler", "a batch_sampler needs a batch size (batch_size=None)", "Set batch_size>=1")
     if not cfg.in_order and not TORCH_HAS_IN_ORDER:
-        raise _fail("in_order", False, f"DataLoader has no in_order before torch 2.6 (torch {torch.__version__})", "Upgrade torch or drop in_order")
+        raise _fail(
+            "in_order",
+            False,
+            f"DataLoader has no in_order before torch 2.6 (torch {torch.__version__})",
+            "Upgrade torch or drop in_order",
+        )
     if cfg.collate not in COLLATES:
         raise _fail("collate", cfg.collate, "is not a known collate", f"Use one of {sorted(COLLATES)}")
-    strategies = torch.multiprocessing.get_all_sharing_strategies()
+    strategies = torch.multiprocessing.get_all_sharing_strategies()  # type: ignore[no-untyped-call]
     if cfg.sharing_strategy not in strategies:
-        raise _fail("sharing_strategy", cfg.sharing_strategy, "is not a sharing strategy on this platform", f"Use one of {sorted(strategies)}")
+        raise _fail(
+            "sharing_strategy",
+            cfg.sharing_strategy,
+            "is not a sharing strategy on this platform",
+            f"Use one of {sorted(strategies)}",
+        )

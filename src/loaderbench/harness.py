@@ -18,6 +18,7 @@ always shut down, and stragglers killed, also when a case fails.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -205,42 +206,45 @@ def measure(
     """Measure one case.  Raises :class:`CaseFailed` with a clear message on any fault."""
     plan = plan or Plan()
     consumer = consumer or CpuConsumer()
-    cid = case_id(workload.name, device, config)
+    consumer_id = str(getattr(consumer, "id", ""))
+    cid = case_id(workload.name, device, config, consumer_id)
     old_threads = torch.get_num_threads()
-    old_strategy = torch.multiprocessing.get_sharing_strategy()
+    old_strategy = torch.multiprocessing.get_sharing_strategy()  # type: ignore[no-untyped-call]
     me = psutil.Process()
     children_before = {p.pid for p in me.children(recursive=True)}
     notes: list[str] = []
     loader: DataLoader[Any] | None = None
     tmp = tempfile.TemporaryDirectory(prefix="loaderbench-") if workdir is None else None
-    workdir = tmp.name if tmp is not None else workdir
+    where: str | os.PathLike[str] = tmp.name if tmp is not None else workdir  # type: ignore[assignment]
     try:
         torch.set_num_threads(plan.torch_threads)
-        torch.multiprocessing.set_sharing_strategy(config.sharing_strategy)
-        epoch = plan_epoch(workload, config, plan, estimate_samples_per_s(workload, config, workdir, clock=clock))
-        dataset = workload.build(epoch.length, workdir)
-        loader = DataLoader(dataset, **config.dataloader_kwargs(dataset, seed=plan.seed))
+        torch.multiprocessing.set_sharing_strategy(config.sharing_strategy)  # type: ignore[no-untyped-call]
+        epoch = plan_epoch(workload, config, plan, estimate_samples_per_s(workload, config, where, clock=clock))
+        dataset = workload.build(epoch.length, where)
         with warnings.catch_warnings(record=True) as caught:
+            # torch warns (at construction and at iter()) about over-subscription and pinning
+            # without an accelerator; the case records them instead of failing on them
             warnings.simplefilter("always")
+            loader = DataLoader(dataset, **config.dataloader_kwargs(dataset, seed=plan.seed))
             result = _run(loader, config, epoch, plan, clock, runner, consumer)
         for w in caught:
-            text = str(w.message).splitlines()[0]
+            text = f"torch warned: {str(w.message).splitlines()[0]}"
             if text not in notes:
-                notes.append(f"torch warned: {text}")
+                notes.append(text)
         rounds, phases, steady, nbytes, memory = result
         if "epoch_end_s" not in phases:
             notes.append("the epoch did not end where planned, so epoch_end_s is not measured")
         extra = dict(consumer.finish())
     except LoaderbenchError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every fault becomes one clear CaseFailed
+    except Exception as exc:
         raise explain_failure(cid, exc) from exc
     finally:
         loader = None
         gc.collect()
         leaked = _reap_workers(me, children_before, plan.shutdown_timeout_s)
         torch.set_num_threads(old_threads)
-        torch.multiprocessing.set_sharing_strategy(old_strategy)
+        torch.multiprocessing.set_sharing_strategy(old_strategy)  # type: ignore[no-untyped-call]
         if tmp is not None:
             tmp.cleanup()
     if leaked:
@@ -260,6 +264,7 @@ def measure(
         cpus=affinity_cpus(),
         notes=tuple(notes),
         extra=extra,
+        consumer=consumer_id,
     )
 
 
@@ -308,11 +313,7 @@ def _run(
                 per_round.setdefault(name, []).append(value)
 
         runner(round_fn, plan.rounds, memory.sample)
-        t = clock()
-        try:
-            next(it)
-        except StopIteration:
-            phases["epoch_end_s"] = clock() - t
+        phases.update(_drain(it, clock))
         if plan.next_epoch:
             if not config.persistent_workers:
                 t = clock()
@@ -332,6 +333,17 @@ def _run(
     return rounds, phases, steady, bytes_per_sample, memory
 
 
+def _drain(it: Iterator[Any], clock: Clock, limit: int = 10_000) -> dict[str, float]:
+    """Consume what is left of the epoch (untimed); time the call that raises StopIteration."""
+    for _ in range(limit):
+        t = clock()
+        try:
+            next(it)
+        except StopIteration:
+            return {"epoch_end_s": clock() - t}
+    return {}
+
+
 def _is_worker(proc: psutil.Process) -> bool:
     try:
         cmd = " ".join(proc.cmdline())
@@ -349,9 +361,7 @@ def _reap_workers(me: psutil.Process, before: set[int], timeout_s: float) -> int
         return 0
     _, alive = psutil.wait_procs(new, timeout=timeout_s)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=5)
     return len(alive)

@@ -20,9 +20,10 @@ UNSTABLE_RELATIVE_IQR = 0.10
 MIN_STEADY_BATCHES = 20
 
 
-def case_id(workload: str, device: str, config: LoaderConfig) -> str:
-    """The pytest test id and baseline key of a case."""
-    return f"{workload}-{device}-{config.id}"
+def case_id(workload: str, device: str, config: LoaderConfig, consumer: str = "") -> str:
+    """The pytest test id and baseline key of a case (``consumer`` is the CUDA consumer's id, if any)."""
+    base = f"{workload}-{device}-{config.id}"
+    return f"{base}-{consumer}" if consumer else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +53,11 @@ class Measurement:
     cpus: int
     notes: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    consumer: str = ""
 
     @property
     def case_id(self) -> str:
-        return case_id(self.workload, self.device, self.config)
+        return case_id(self.workload, self.device, self.config, self.consumer)
 
     def median(self, metric: str) -> float:
         """Median of a per-round metric (NaN if it was not measured)."""
@@ -98,6 +100,8 @@ class Measurement:
             "device": self.device,
             "config": self.config.describe_kwargs(),
             "config_id": self.config.id,
+            "case_id": self.case_id,
+            "consumer": self.consumer,
             "loaderbench_config": self.config.as_dict(),
             "samples_per_s": self.samples_per_s,
             "batches_per_s": self.median("batches_per_s"),

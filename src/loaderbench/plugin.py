@@ -1,1 +1,273 @@
-"""pytest plugin (placeholder, being written)."""
+"""The pytest plugin (registered through the ``pytest11`` entry point).
+
+* ``pytest`` runs the correctness tests; benchmark cases are skipped.
+* ``pytest --benchmark`` runs only the benchmark cases of the chosen tier and
+  device, through pytest-benchmark's pedantic mode, with every metric in
+  ``extra_info``.
+
+All options live in one group, ``loaderbench``; parse functions raise
+``argparse.ArgumentTypeError`` so bad values are usage errors (exit 4) without
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loaderbench.config import LoaderConfig
+from loaderbench.errors import CaseFailed, LoaderbenchError
+from loaderbench.harness import Plan, measure
+from loaderbench.measurement import Measurement
+from loaderbench.report import terminal_report
+from loaderbench.tiers import DEVICES, TIERS, Case, Tier, build_tier
+from loaderbench.workloads import Workload, load_scenarios
+
+CASE_FIXTURE = "loaderbench_case"
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Any:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"Could not parse value: {name}={text!r} is not one of {', '.join(choices)}."
+            )
+        return text
+
+    return parse
+
+
+def _positive(name: str, kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} is not a number.") from None
+        if not value > 0 or (isinstance(value, float) and math.isinf(value)):
+            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} must be positive.")
+        return value
+
+    return parse
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("loaderbench", "loaderbench: DataLoader performance regression suite")
+    group.addoption(
+        "--benchmark",
+        action="store_true",
+        default=False,
+        help="Run the DataLoader benchmark cases (and only them). Default: off, they are skipped.",
+    )
+    group.addoption(
+        "--loader-tier",
+        type=_choice("--loader-tier", TIERS),
+        default="smoke",
+        help="How much of the settings space to cover: smoke|standard|full. Default: smoke.",
+    )
+    group.addoption(
+        "--loader-device",
+        type=_choice("--loader-device", DEVICES),
+        default="all",
+        help="cpu|cuda|all. CUDA cases skip with a reason when no GPU is present. Default: all.",
+    )
+    group.addoption(
+        "--loader-workloads",
+        default=None,
+        metavar="NAMES",
+        help="Comma-separated workload names to keep (default: every workload of the tier).",
+    )
+    group.addoption(
+        "--loader-config",
+        default=None,
+        metavar="ID",
+        help="Run one explicit config id (e.g. w2-bs64-spawn-persist) on the tier's workloads "
+        "instead of the tier's configs. Default: none.",
+    )
+    group.addoption(
+        "--loader-scenarios",
+        default=None,
+        metavar="PATH",
+        help="Workload scenario file (TOML). Default: fixtures/workloads.toml under the rootdir.",
+    )
+    group.addoption(
+        "--loader-rounds",
+        type=_positive("--loader-rounds", int),
+        default=5,
+        help="Timed steady-state rounds per case. Default: 5.",
+    )
+    group.addoption(
+        "--loader-round-seconds",
+        type=_positive("--loader-round-seconds", float),
+        default=0.25,
+        help="Target duration of one round in seconds (sizes the epoch). Default: 0.25.",
+    )
+    group.addoption(
+        "--loader-baseline-dir",
+        default=None,
+        metavar="DIR",
+        help="Where baselines live. Default: fixtures/baselines under the rootdir.",
+    )
+    group.addoption(
+        "--loader-baseline-save",
+        action="store_true",
+        default=False,
+        help="Record or replace this machine's baseline with this run's cases. Default: off.",
+    )
+
+
+class LoaderbenchSession:
+    """Built once in ``pytest_configure``; runs cases and keeps their measurements."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        opt = config.option
+        self.enabled: bool = opt.benchmark
+        root = Path(str(config.rootpath))
+        self.scenarios_path = (
+            Path(opt.loader_scenarios) if opt.loader_scenarios else root / "fixtures" / "workloads.toml"
+        )
+        self.baseline_dir = (
+            Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
+        )
+        self.device: str = opt.loader_device
+        self.plan = Plan(rounds=opt.loader_rounds, round_s=opt.loader_round_seconds)
+        self.measurements: list[Measurement] = []
+        self.failures: list[str] = []
+        self.tier: Tier | None = None
+        if not self.enabled:
+            return
+        try:
+            workloads = load_scenarios(self.scenarios_path)
+            only = opt.loader_workloads.split(",") if opt.loader_workloads else None
+            tier = build_tier(opt.loader_tier, workloads, only=only)
+            if opt.loader_config:
+                tier = _explicit(tier, workloads, LoaderConfig.from_id(opt.loader_config))
+        except LoaderbenchError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.tier = tier
+
+    def cases(self) -> list[Case]:
+        if self.tier is None:
+            return []
+        return [c for c in self.tier.cases if self.device == "all" or c.device == self.device]
+
+    def run(self, case: Case, benchmark: Any) -> Measurement:
+        def runner(round_fn: Any, rounds: int, between: Any) -> None:
+            benchmark.pedantic(round_fn, setup=between, rounds=rounds, iterations=1, warmup_rounds=0)
+
+        try:
+            m = measure(case.workload, case.config, device=case.device, plan=self.plan, runner=runner)
+        except CaseFailed as exc:
+            self.failures.append(str(exc))
+            pytest.fail(str(exc), pytrace=False)
+        benchmark.extra_info.update(m.extra_info())
+        self.measurements.append(m)
+        return m
+
+
+def _explicit(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:
+    names = dict.fromkeys(c.workload.name for c in tier.cases)
+    cases = []
+    for name in names:
+        w = workloads[name]
+        try:
+            config.check_kind(iterable=w.is_iterable)
+        except LoaderbenchError as exc:
+            raise pytest.UsageError(f"--loader-config={config.id} on workload {name}: {exc}") from None
+        cases.append(Case(w, config, why="--loader-config"))
+    return Tier(tier.name, tuple(cases), f"the explicit config {config.id} on each workload of the tier")
+
+
+_SESSION_KEY = pytest.StashKey[LoaderbenchSession]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "loaderbench: a benchmark case; runs only under --benchmark")
+    config.stash[_SESSION_KEY] = LoaderbenchSession(config)
+
+
+def session_of(config: pytest.Config) -> LoaderbenchSession:
+    return config.stash[_SESSION_KEY]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    s = session_of(config)
+    if s.tier is None:
+        return ["loaderbench: benchmark cases skipped (run `pytest --benchmark` for the main job)"]
+    return [
+        f"loaderbench: {s.tier.summary()}",
+        f"loaderbench: device={s.device}, rounds={s.plan.rounds}, "
+        f"round_s={s.plan.round_s:g}, scenarios={s.scenarios_path}",
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if CASE_FIXTURE not in metafunc.fixturenames:
+        return
+    s = session_of(metafunc.config)
+    if not s.enabled:
+        metafunc.parametrize(
+            CASE_FIXTURE,
+            [
+                pytest.param(
+                    None,
+                    id="benchmark-cases",
+                    marks=pytest.mark.skip(reason="benchmark cases run only under `pytest --benchmark`"),
+                )
+            ],
+        )
+        return
+    cases = s.cases()
+    params = [pytest.param(c, id=c.id, marks=pytest.mark.loaderbench) for c in cases]
+    if not params:
+        params = [
+            pytest.param(None, id="no-cases", marks=pytest.mark.skip(reason="the tier/device selection has no cases"))
+        ]
+    metafunc.parametrize(CASE_FIXTURE, params)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not session_of(config).enabled:
+        return
+    keep = [
+        i
+        for i in items
+        if i.get_closest_marker("loaderbench") is not None or CASE_FIXTURE in getattr(i, "fixturenames", ())
+    ]
+    deselected = [i for i in items if i not in keep]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    # CUDA cases last: once CUDA is initialised in this process, fork-started workers are unsafe (pytorch#68383)
+    keep.sort(key=lambda i: _device_of(i) == "cuda")
+    items[:] = keep
+
+
+def _device_of(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get(CASE_FIXTURE) if callspec else None
+    return case.device if isinstance(case, Case) else "cpu"
+
+
+@pytest.fixture
+def loaderbench_session(request: pytest.FixtureRequest) -> LoaderbenchSession:
+    """The session object: ``loaderbench_session.run(case, benchmark)`` measures a case."""
+    return session_of(request.config)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    s = session_of(config)
+    if not s.enabled:
+        return
+    tr = terminalreporter
+    tr.section("loaderbench")
+    for line in terminal_report(s.measurements, width=int(os.environ.get("COLUMNS", "120"))):
+        tr.write_line(line)
+    if s.failures:
+        tr.write_line("")
+        tr.write_line(f"{len(s.failures)} case(s) failed:")
+        for text in s.failures:
+            tr.write_line(f"  {text}")

@@ -70,13 +70,17 @@ class Workload:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise WorkloadError(f"kind={self.kind!r} (workload {self.name!r}): unknown workload kind. Use one of {KINDS}.")
+            raise WorkloadError(
+                f"kind={self.kind!r} (workload {self.name!r}): unknown workload kind. Use one of {KINDS}."
+            )
 
     def _p(self, key: str, default: Any = None) -> Any:
         if key in self.params:
             return self.params[key]
         if default is None:
-            raise WorkloadError(f"workload {self.name!r}: parameter {key!r} is missing. Add {key} = ... to its scenario entry.")
+            raise WorkloadError(
+                f"workload {self.name!r}: parameter {key!r} is missing. Add {key} = ... to its scenario entry."
+            )
         return default
 
     @property
@@ -115,13 +119,21 @@ class Workload:
         seed = int(self.params.get("seed", 0))
         kind = self.kind
         if kind == "sleep":
-            return ds.SleepDataset(length, latency_s=self._p("latency_s"), sigma=float(self.params.get("sigma", 0.0)), shape=shape, seed=seed)
+            return ds.SleepDataset(
+                length,
+                latency_s=self._p("latency_s"),
+                sigma=float(self.params.get("sigma", 0.0)),
+                shape=shape,
+                seed=seed,
+            )
         if kind == "spin":
             return ds.SpinDataset(length, loops=self._loops(), shape=shape)
         if kind == "tensor-fill":
             return ds.TensorFillDataset(length, shape=shape, dtype=str(self.params.get("dtype", "float32")))
         if kind == "skewed":
-            return ds.SkewedDataset(length, base_s=self._p("base_s"), heavy_s=self._p("heavy_s"), every=int(self._p("every")), shape=shape)
+            return ds.SkewedDataset(
+                length, base_s=self._p("base_s"), heavy_s=self._p("heavy_s"), every=int(self._p("every")), shape=shape
+            )
         if kind == "file":
             return self._build_files(length, workdir)
         if kind == "tensor":
@@ -168,15 +180,23 @@ def load_factory(path: str) -> Dataset[Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise WorkloadError(f"factory={path!r}: cannot import {module_name!r} ({exc}). Check the module is on sys.path.") from None
+        raise WorkloadError(
+            f"factory={path!r}: cannot import {module_name!r} ({exc}). Check the module is on sys.path."
+        ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise WorkloadError(f"factory={path!r}: {module_name} has no callable {attr!r}. Name a function that returns a Dataset.")
+        raise WorkloadError(
+            f"factory={path!r}: {module_name} has no callable {attr!r}. Name a function that returns a Dataset."
+        )
     try:
         dataset = factory()
-    except Exception as exc:  # noqa: BLE001 - any user error becomes one clear message
-        raise WorkloadError(f"factory={path!r}: the factory raised {type(exc).__name__}: {exc}. Fix the factory.") from None
-    if not isinstance(dataset, (Dataset, IterableDataset)) or (not isinstance(dataset, IterableDataset) and not hasattr(dataset, "__len__")):
+    except Exception as exc:
+        raise WorkloadError(
+            f"factory={path!r}: the factory raised {type(exc).__name__}: {exc}. Fix the factory."
+        ) from None
+    if not isinstance(dataset, (Dataset, IterableDataset)) or (
+        not isinstance(dataset, IterableDataset) and not hasattr(dataset, "__len__")
+    ):
         raise WorkloadError(
             f"factory={path!r}: returned {type(dataset).__name__}, not a sized torch Dataset or an IterableDataset. "
             "Return a torch.utils.data.Dataset with __len__ and __getitem__."
@@ -200,7 +220,9 @@ def load_scenarios(path: str | os.PathLike[str]) -> dict[str, Workload]:
             name = entry.pop("name")
             kind = entry.pop("kind")
         except KeyError as exc:
-            raise WorkloadError(f"scenarios={str(p)!r}: a [[workload]] lacks {exc}. Give every workload a name and a kind.") from None
+            raise WorkloadError(
+                f"scenarios={str(p)!r}: a [[workload]] lacks {exc}. Give every workload a name and a kind."
+            ) from None
         if name in out:
             raise WorkloadError(f"scenarios={str(p)!r}: workload {name!r} is defined twice. Rename one.")
         out[name] = Workload(

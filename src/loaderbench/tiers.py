@@ -1,0 +1,268 @@
+"""Tiers: which cases (workload x LoaderConfig x device) a run covers, and why.
+
+* ``smoke`` (default): a representative slice that finishes in about two
+  minutes on a 2-core machine: every smoke workload at 0 and 2 workers, then
+  the knobs that matter most, each varied once on the workload where it bites.
+* ``standard``: every value of every knob at least once, one factor at a time
+  against a base config, on the io, cpu and transfer workloads.
+* ``full``: every *pair* of knob values at least once (a greedy covering array
+  that skips invalid combinations), plus the advice scenarios.
+
+Invalid combinations are never generated: every config goes through
+``LoaderConfig`` validation and pairs that no valid config can hold are left
+out of the covering requirement.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
+from loaderbench.errors import InvalidConfig, UsageError
+from loaderbench.measurement import case_id
+from loaderbench.workloads import Workload
+
+TIERS = ("smoke", "standard", "full")
+DEVICES = ("cpu", "cuda", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One benchmark case: what to load, how, and on which device."""
+
+    workload: Workload
+    config: LoaderConfig
+    device: str = "cpu"
+    consumer: Any = None  # a loaderbench.cuda.CudaSpec for CUDA cases
+    why: str = ""
+
+    @property
+    def id(self) -> str:
+        return case_id(self.workload.name, self.device, self.config, self.consumer.id if self.consumer else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    cases: tuple[Case, ...]
+    description: str
+
+    def summary(self) -> str:
+        by_device: dict[str, int] = {}
+        for case in self.cases:
+            by_device[case.device] = by_device.get(case.device, 0) + 1
+        counts = ", ".join(f"{n} {d}" for d, n in sorted(by_device.items()))
+        return f"tier {self.name}: {len(self.cases)} cases ({counts}): {self.description}"
+
+
+def _cfg(workload: Workload, **changes: Any) -> LoaderConfig:
+    changes.setdefault("batch_size", workload.batch_size)
+    return LoaderConfig(**changes)
+
+
+def _in_tier(workloads: Mapping[str, Workload], tier: str) -> list[Workload]:
+    return [w for w in workloads.values() if tier in w.params.get("tiers", ())]
+
+
+def smoke(workloads: Mapping[str, Workload]) -> list[Case]:
+    cases: list[Case] = []
+    names = {w.name for w in _in_tier(workloads, "smoke")}
+
+    def add(name: str, why: str, **changes: Any) -> None:
+        if name in names:
+            cases.append(Case(workloads[name], _cfg(workloads[name], **changes), why=why))
+
+    for w in _in_tier(workloads, "smoke"):
+        add(w.name, "every workload, in-process", num_workers=0)
+        add(w.name, "every workload, 2 workers (fork)", num_workers=2)
+    for n in (1, 4):
+        add("io", f"io scales past the core count: {n} workers", num_workers=n)
+        add("cpu", f"GIL-bound work scales only to the CPU count: {n} workers", num_workers=n)
+    add("transfer", "transfer: one worker pays IPC with no parallelism", num_workers=1)
+    add("io", "start method: spawn", num_workers=2, multiprocessing_context="spawn")
+    add("io", "start method: forkserver", num_workers=2, multiprocessing_context="forkserver")
+    add("io", "persistent workers remove the next-epoch stall", num_workers=2, persistent_workers=True)
+    add(
+        "io",
+        "persistent spawn workers: the stall spawn would pay each epoch",
+        num_workers=2,
+        multiprocessing_context="spawn",
+        persistent_workers=True,
+    )
+    add("io", "prefetch 1", num_workers=2, prefetch_factor=1)
+    add("io", "prefetch 4", num_workers=2, prefetch_factor=4)
+    add("transfer", "pin_memory on the transfer-bound workload", num_workers=2, pin_memory=True)
+    add("transfer", "pin_memory in-process", num_workers=0, pin_memory=True)
+    if TORCH_HAS_IN_ORDER:
+        add("skewed", "in_order=False under a heavy-tailed load", num_workers=2, in_order=False)
+    return cases
+
+
+#: Knob values for the standard and full tiers (base: 2 workers, natural batch size).
+KNOB_VALUES: dict[str, tuple[Any, ...]] = {
+    "num_workers": (0, 1, 2, 4, 8),
+    "prefetch_factor": (None, 1, 2, 4, 8),
+    "persistent_workers": (False, True),
+    "multiprocessing_context": (None, "fork", "spawn", "forkserver"),
+    "pin_memory": (False, True),
+    "in_order": (True, False) if TORCH_HAS_IN_ORDER else (True,),
+    "shuffle": (False, True),
+    "drop_last": (False, True),
+    "batching": ("auto", "sampler"),
+    "batch_size": ("natural", None, 1, 8, 128),
+    "timeout": (0, 30.0),
+    "collate": ("default", "list"),
+    "sharing_strategy": ("file_descriptor", "file_system"),
+}
+
+_WORKER_ONLY = ("prefetch_factor", "persistent_workers", "multiprocessing_context", "timeout")
+
+
+def _resolve(workload: Workload, settings: Mapping[str, Any]) -> LoaderConfig:
+    kwargs = dict(settings)
+    if kwargs.get("batch_size", "natural") == "natural":
+        kwargs["batch_size"] = workload.batch_size
+    kwargs.setdefault("num_workers", 2)
+    return LoaderConfig(**kwargs)
+
+
+def _valid(workload: Workload, settings: Mapping[str, Any]) -> LoaderConfig | None:
+    try:
+        cfg = _resolve(workload, settings)
+        if workload.is_iterable and (cfg.shuffle or cfg.batching == "sampler"):
+            return None
+        return cfg
+    except InvalidConfig:
+        return None
+
+
+def standard(workloads: Mapping[str, Workload]) -> list[Case]:
+    cases: list[Case] = []
+    seen: set[str] = set()
+    for w in _in_tier(workloads, "standard"):
+        base: list[tuple[str, dict[str, Any]]] = [("base: 0 workers", {"num_workers": 0}), ("base: 2 workers", {})]
+        if w.name in ("io", "cpu", "transfer"):
+            for knob, values in KNOB_VALUES.items():
+                base.extend((f"{knob}={v!r} against the base", {knob: v}) for v in values)
+        for why, settings in base:
+            cfg = _valid(w, settings)
+            if cfg is not None and (key := f"{w.name}/{cfg.id}") not in seen:
+                seen.add(key)
+                cases.append(Case(w, cfg, why=why))
+    return cases
+
+
+def covering_pairs(factors: Mapping[str, Sequence[Any]], valid: Any, *, seed: int = 0) -> list[dict[str, Any]]:
+    """A greedy pairwise covering array: every pair of factor values that some
+    valid assignment can hold appears in at least one returned assignment.
+
+    ``valid(assignment) -> bool`` rejects invalid assignments.  Deterministic
+    for a given seed.
+    """
+    names = list(factors)
+    rng = random.Random(seed)
+    defaults = {n: factors[n][0] for n in names}
+
+    def coverable(a: str, va: Any, b: str, vb: Any) -> bool:
+        return bool(valid({**defaults, a: va, b: vb}))
+
+    uncovered = {
+        ((a, va), (b, vb))
+        for a, b in itertools.combinations(names, 2)
+        for va in factors[a]
+        for vb in factors[b]
+        if coverable(a, va, b, vb)
+    }
+    rows: list[dict[str, Any]] = []
+    while uncovered:
+        (a, va), (b, vb) = min(uncovered, key=repr)
+        row = {**defaults, a: va, b: vb}
+        order = [n for n in names if n not in (a, b)]
+        rng.shuffle(order)
+        for n in order:
+            best, best_gain = row[n], -1
+            for v in factors[n]:
+                trial = {**row, n: v}
+                if not valid(trial):
+                    continue
+                gain = sum(1 for m in names if m != n and (_pair(n, v, m, trial[m], names) in uncovered))
+                if gain > best_gain:
+                    best, best_gain = v, gain
+            row[n] = best
+        if not valid(row):  # pragma: no cover - the seed pair is coverable, so defaults elsewhere are valid
+            uncovered.discard(((a, va), (b, vb)))
+            continue
+        rows.append(row)
+        uncovered -= {_pair(x, row[x], y, row[y], names) for x, y in itertools.combinations(names, 2)}
+    return rows
+
+
+def _pair(a: str, va: Any, b: str, vb: Any, names: Sequence[str]) -> tuple[tuple[str, Any], tuple[str, Any]]:
+    return ((a, va), (b, vb)) if names.index(a) < names.index(b) else ((b, vb), (a, va))
+
+
+def full(workloads: Mapping[str, Workload]) -> list[Case]:
+    cases: list[Case] = []
+    for w in _in_tier(workloads, "full"):
+        advice = w.params.get("advice_workers")
+        if advice:
+            for n in advice:
+                extra: dict[str, Any] = {}
+                if w.kind == "tensor" and w.params.get("rows") == 10000 and n > 0:
+                    extra = {"prefetch_factor": 2, "pin_memory": True}
+                cases.append(Case(w, _cfg(w, num_workers=n, **extra), why=f"advice scenario at {n} workers"))
+            cases.append(
+                Case(
+                    w,
+                    _cfg(w, num_workers=4 if 4 in advice else max(advice), multiprocessing_context="spawn"),
+                    why="advice: spawn vs fork",
+                )
+            )
+            continue
+        if w.name not in ("io", "cpu", "transfer"):
+            cases.append(Case(w, _cfg(w, num_workers=0), why="base: 0 workers"))
+            cases.append(Case(w, _cfg(w, num_workers=2), why="base: 2 workers"))
+            continue
+        rows = covering_pairs(KNOB_VALUES, lambda row, w=w: _valid(w, row) is not None)
+        seen: set[str] = set()
+        for row in rows:
+            cfg = _resolve(w, row)
+            if cfg.id not in seen:
+                seen.add(cfg.id)
+                cases.append(Case(w, cfg, why="pairwise covering array"))
+    return cases
+
+
+DESCRIPTIONS = {
+    "smoke": "every smoke workload at 0 and 2 workers, plus 1/4 workers, fork/spawn/forkserver, "
+    "persistent on/off, prefetch 1/2/4, pin on/off and in_order off, each on the workload where it bites",
+    "standard": "every value of every knob at least once, one factor at a time against a 2-worker base, "
+    "on io, cpu and transfer; the other workloads at 0 and 2 workers",
+    "full": "every pair of knob values at least once (greedy covering array, invalid pairs skipped) on io, "
+    "cpu and transfer, plus the advice scenarios",
+}
+
+
+def build_tier(
+    name: str,
+    workloads: Mapping[str, Workload],
+    *,
+    only: Iterable[str] | None = None,
+) -> Tier:
+    """The cases of tier ``name``, optionally restricted to the workloads in ``only``."""
+    if name not in TIERS:
+        raise UsageError(f"tier={name!r}: unknown tier. Use one of {', '.join(TIERS)}.")
+    cases = {"smoke": smoke, "standard": standard, "full": full}[name](workloads)
+    if only is not None:
+        wanted = set(only)
+        unknown = wanted - set(workloads)
+        if unknown:
+            raise UsageError(
+                f"workloads={','.join(sorted(unknown))!r}: unknown workload. Known: {', '.join(sorted(workloads))}."
+            )
+        cases = [c for c in cases if c.workload.name in wanted]
+    return Tier(name, tuple(cases), DESCRIPTIONS[name])
