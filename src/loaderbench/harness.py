@@ -279,58 +279,74 @@ def _run(
 ) -> tuple[dict[str, tuple[float, ...]], dict[str, float], int, int, PeakMemorySampler]:
     phases: dict[str, float] = {}
     per_round: dict[str, list[float]] = {"samples_per_s": [], "batches_per_s": [], "bytes_per_s": [], "round_s": []}
-    with PeakMemorySampler(plan.memory_interval_s) as memory:
-        t0 = clock()
-        it: Iterator[Any] | None = iter(loader)
-        phases["startup_s"] = clock() - t0
-        assert it is not None
-        first = next(it)
-        phases["ttfb_s"] = clock() - t0
-        bytes_per_sample = tensor_bytes(first) // epoch.batch_size
-        consumer.consume(first)
-        del first
-        for _ in range(warmup_batches(config, plan)):
+    live: list[Iterator[Any]] = []  # the live iterator, so a failure can shut its workers down
+    k = epoch.batches_per_round
+    samples = k * epoch.batch_size
+    bytes_per_sample = 0
+    steady = 0
+
+    def round_fn() -> None:
+        nonlocal steady
+        it = live[0]
+        start = clock()
+        for _ in range(k):
             consumer.consume(next(it))
-        k = epoch.batches_per_round
-        samples = k * epoch.batch_size
-        steady = 0
+        consumer.sync()
+        seconds = clock() - start
+        extra = consumer.round_metrics(samples, seconds)
+        steady += k
+        per_round["round_s"].append(seconds)
+        per_round["samples_per_s"].append(samples / seconds)
+        per_round["batches_per_s"].append(k / seconds)
+        per_round["bytes_per_s"].append(samples * bytes_per_sample / seconds)
+        for name, value in extra.items():
+            per_round.setdefault(name, []).append(value)
 
-        def round_fn() -> None:
-            nonlocal steady
-            assert it is not None
-            start = clock()
-            for _ in range(k):
-                consumer.consume(next(it))
-            consumer.sync()
-            seconds = clock() - start
-            extra = consumer.round_metrics(samples, seconds)
-            steady += k
-            per_round["round_s"].append(seconds)
-            per_round["samples_per_s"].append(samples / seconds)
-            per_round["batches_per_s"].append(k / seconds)
-            per_round["bytes_per_s"].append(samples * bytes_per_sample / seconds)
-            for name, value in extra.items():
-                per_round.setdefault(name, []).append(value)
-
-        runner(round_fn, plan.rounds, memory.sample)
-        phases.update(_drain(it, clock))
-        if plan.next_epoch:
-            if not config.persistent_workers:
+    with PeakMemorySampler(plan.memory_interval_s) as memory:
+        try:
+            t0 = clock()
+            live.append(iter(loader))
+            phases["startup_s"] = clock() - t0
+            first = next(live[0])
+            phases["ttfb_s"] = clock() - t0
+            bytes_per_sample = tensor_bytes(first) // epoch.batch_size
+            consumer.consume(first)
+            del first
+            for _ in range(warmup_batches(config, plan)):
+                consumer.consume(next(live[0]))
+            runner(round_fn, plan.rounds, memory.sample)
+            phases.update(_drain(live[0], clock))
+            if plan.next_epoch:
+                if not config.persistent_workers:
+                    t = clock()
+                    live.clear()  # releases the first epoch's workers
+                    gc.collect()
+                    phases["epoch_shutdown_s"] = clock() - t
                 t = clock()
-                it = None  # releases the first epoch's workers
-                gc.collect()
-                phases["epoch_shutdown_s"] = clock() - t
+                live[:] = [iter(loader)]
+                next(live[0])
+                phases["epoch_stall_s"] = clock() - t
             t = clock()
-            it = iter(loader)
-            next(it)
-            phases["epoch_stall_s"] = clock() - t
-        t = clock()
-        it = None
-        loader._iterator = None  # a persistent iterator is held by the loader
-        gc.collect()  # torch's _shutdown_workers joins (or terminates) the workers here
-        phases["shutdown_s"] = clock() - t
+            live.clear()
+            loader._iterator = None  # a persistent iterator is held by the loader
+            gc.collect()  # torch's _shutdown_workers joins (or terminates) the workers here
+            phases["shutdown_s"] = clock() - t
+        finally:
+            for it in live:
+                _shutdown(it)
+            live.clear()
+            loader._iterator = None
     rounds = {name: tuple(values) for name, values in per_round.items()}
     return rounds, phases, steady, bytes_per_sample, memory
+
+
+def _shutdown(it: Iterator[Any]) -> None:
+    """Stop a failed iterator's workers now (torch would only do it when the iterator is collected,
+    and a traceback can keep it alive)."""
+    stop = getattr(it, "_shutdown_workers", None)
+    if stop is not None:
+        with contextlib.suppress(Exception):
+            stop()
 
 
 def _drain(it: Iterator[Any], clock: Clock, limit: int = 10_000) -> dict[str, float]:

@@ -1,0 +1,172 @@
+"""LoaderConfig: validity against torch's own rules, ids, and DataLoader kwargs."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from loaderbench.config import COVERED_ARGUMENTS, NOT_KNOBS, TORCH_HAS_IN_ORDER, LoaderConfig
+from loaderbench.errors import InvalidConfig
+from loaderbench.tiers import TIERS, build_tier
+from loaderbench.workloads import load_scenarios
+
+DATA = TensorDataset(torch.arange(12.0).reshape(6, 2))
+
+# Each row: LoaderConfig field values; torch must agree on whether it is valid.
+# Rows come in pairs (the rule broken / the rule respected).
+ROWS: list[dict[str, Any]] = [
+    {"num_workers": -1},
+    {"num_workers": 0},
+    {"timeout": -1},
+    {"prefetch_factor": 2},
+    {"prefetch_factor": 2, "num_workers": 1},
+    {"prefetch_factor": -1, "num_workers": 1},
+    {"prefetch_factor": 0, "num_workers": 1},  # torch: AssertionError only at iter()
+    {"persistent_workers": True},
+    {"persistent_workers": True, "num_workers": 1},
+    {"multiprocessing_context": "fork"},
+    {"multiprocessing_context": "fork", "num_workers": 1},
+    {"multiprocessing_context": "bogus", "num_workers": 1},
+    {"timeout": 5.0},  # torch: AssertionError only at iter()
+    {"timeout": 5.0, "num_workers": 1},
+    {"batch_size": None, "drop_last": True},
+    {"batch_size": None},
+    {"batch_size": 0},
+    {"batch_size": 4, "drop_last": True, "shuffle": True},
+]
+if TORCH_HAS_IN_ORDER:
+    ROWS += [{"in_order": False}, {"in_order": False, "num_workers": 1}]
+
+
+def torch_accepts(fields: dict[str, Any], dataset: Any = DATA) -> bool:
+    """Build the DataLoader with the raw arguments and fetch one batch."""
+    kwargs = dict(fields)
+    if "in_order" in kwargs and not TORCH_HAS_IN_ORDER:  # pragma: no cover
+        del kwargs["in_order"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loader = DataLoader(dataset, **kwargs)
+            it = iter(loader)
+            next(it)
+            del it
+        return True
+    except (ValueError, AssertionError, TypeError):
+        return False
+
+
+def ours_accepts(fields: dict[str, Any], *, iterable: bool = False) -> bool:
+    try:
+        LoaderConfig(**fields).check_kind(iterable=iterable)
+        return True
+    except InvalidConfig:
+        return False
+
+
+# torch's _MultiProcessingDataLoaderIter.__del__ raises AttributeError ('_shutdown') when its
+# __init__ failed on prefetch_factor=0; that unraisable exception is torch's, not ours.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("fields", ROWS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+def test_validity_matches_torch(fields: dict[str, Any]) -> None:
+    assert ours_accepts(fields) == torch_accepts(fields)
+
+
+class _Stream(IterableDataset[torch.Tensor]):
+    def __iter__(self) -> Any:
+        return iter([torch.zeros(2)] * 4)
+
+
+@pytest.mark.parametrize("fields", [{"shuffle": True}, {"shuffle": False}])
+def test_iterable_rules_match_torch(fields: dict[str, Any]) -> None:
+    assert ours_accepts(fields, iterable=True) == torch_accepts(fields, _Stream())
+
+
+def test_batch_sampler_on_iterable_is_rejected_with_the_fix() -> None:
+    with pytest.raises(InvalidConfig, match=r"batching='sampler'.*Use batching='auto'"):
+        LoaderConfig(batch_size=4, batching="sampler").check_kind(iterable=True)
+
+
+@pytest.mark.parametrize(
+    ("fields", "pattern"),
+    [
+        ({"prefetch_factor": 4}, r"prefetch_factor=4: .* Set num_workers>=1 or prefetch_factor=None\."),
+        ({"prefetch_factor": 0, "num_workers": 2}, r"prefetch_factor=0: .*iter\(loader\).*Use prefetch_factor>=1"),
+        ({"timeout": 3}, r"timeout=3: .*iter\(loader\).*Set num_workers>=1 or timeout=0"),
+        ({"multiprocessing_context": "nope", "num_workers": 1}, r"multiprocessing_context='nope'.*Use one of"),
+        ({"collate": "nope"}, r"collate='nope'.*Use one of"),
+        ({"sharing_strategy": "nope"}, r"sharing_strategy='nope'"),
+        ({"batching": "sampler", "batch_size": None}, r"batching='sampler'.*Set batch_size>=1"),
+    ],
+)
+def test_messages_name_the_argument_and_the_fix(fields: dict[str, Any], pattern: str) -> None:
+    with pytest.raises(InvalidConfig, match=pattern):
+        LoaderConfig(**fields)
+
+
+def test_every_dataloader_argument_is_covered_or_declared_irrelevant() -> None:
+    """Fails when a future torch adds a DataLoader argument we neither cover nor dismiss."""
+    params = set(inspect.signature(DataLoader.__init__).parameters)
+    unknown = params - set(COVERED_ARGUMENTS) - set(NOT_KNOBS)
+    assert not unknown, f"DataLoader grew arguments loaderbench does not know: {sorted(unknown)}"
+
+
+def _all_tier_configs() -> list[LoaderConfig]:
+    workloads = load_scenarios("fixtures/workloads.toml")
+    return sorted({c.config for t in TIERS for c in build_tier(t, workloads).cases}, key=lambda c: c.id)
+
+
+def test_ids_are_unique_and_round_trip() -> None:
+    configs = _all_tier_configs()
+    assert len({c.id for c in configs}) == len(configs)
+    for cfg in configs:
+        assert LoaderConfig.from_id(cfg.id) == cfg
+
+
+def test_id_shows_workers_and_batch_and_only_non_defaults() -> None:
+    assert LoaderConfig(batch_size=64, num_workers=2).id == "w2-bs64"
+    cfg = LoaderConfig(batch_size=64, num_workers=2, prefetch_factor=4, multiprocessing_context="spawn",
+                       persistent_workers=True, pin_memory=True, sharing_strategy="file_system")
+    assert cfg.id == "w2-bs64-pf4-spawn-persist-pin-share_filesystem"
+
+
+def test_from_id_rejects_unknown_tokens() -> None:
+    with pytest.raises(InvalidConfig, match=r"config='w2-bogus': unknown token 'bogus'"):
+        LoaderConfig.from_id("w2-bogus")
+
+
+def test_dataloader_kwargs_reach_the_dataloader() -> None:
+    cfg = LoaderConfig(batch_size=3, num_workers=2, prefetch_factor=4, persistent_workers=True,
+                       multiprocessing_context="spawn", drop_last=True, shuffle=True, timeout=7.0)
+    loader = DataLoader(DATA, **cfg.dataloader_kwargs(DATA))
+    assert loader.batch_size == 3 and loader.num_workers == 2 and loader.prefetch_factor == 4
+    assert loader.persistent_workers and loader.drop_last and loader.timeout == 7.0
+    assert loader.multiprocessing_context is not None
+    assert isinstance(loader.sampler, torch.utils.data.RandomSampler)
+
+
+def test_batch_sampler_mode_moves_shuffle_and_drop_last_into_the_sampler() -> None:
+    cfg = LoaderConfig(batch_size=4, batching="sampler", drop_last=True, shuffle=True)
+    kwargs = cfg.dataloader_kwargs(DATA)
+    assert "batch_size" not in kwargs and "shuffle" not in kwargs
+    batches = list(DataLoader(DATA, **kwargs))
+    assert len(batches) == 1 and batches[0][0].shape == (4, 2)
+
+
+def test_seeded_shuffle_is_reproducible() -> None:
+    cfg = LoaderConfig(batch_size=2, shuffle=True)
+    first = [b[0].tolist() for b in DataLoader(DATA, **cfg.dataloader_kwargs(DATA, seed=3))]
+    again = [b[0].tolist() for b in DataLoader(DATA, **cfg.dataloader_kwargs(DATA, seed=3))]
+    assert first == again
+
+
+def test_describe_kwargs_is_plain_json() -> None:
+    import json
+
+    cfg = LoaderConfig(batch_size=4, num_workers=1, batching="sampler", collate="list")
+    text = json.dumps(cfg.describe_kwargs())
+    assert '"batch_sampler"' in text and '"collate_fn": "list"' in text

@@ -1,0 +1,137 @@
+"""Harness phase accounting with a fake clock, cleanup, and failure messages."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from loaderbench import FakeClock, LoaderConfig, Plan, measure
+from loaderbench.errors import CaseFailed
+from loaderbench.harness import plan_epoch, warmup_batches
+from loaderbench.workloads import Workload
+
+CLOCK = FakeClock()
+
+
+class ClockedDataset(Dataset[torch.Tensor]):
+    """Each sample costs exactly 1 ms of fake time (in-process only)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        CLOCK.advance(0.001)
+        return torch.zeros(4)  # 16 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClockedWorkload(Workload):
+    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
+        return ClockedDataset(length)
+
+
+class Failing(Dataset[torch.Tensor]):
+    def __len__(self) -> int:
+        return 1000
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index == 40:
+            raise KeyError("sample 40 is missing")
+        return torch.zeros(2)
+
+
+@dataclass(frozen=True, slots=True)
+class FailingWorkload(Workload):
+    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
+        return Failing()
+
+
+CLOCKED = ClockedWorkload(name="clocked", kind="sleep", batch_size=10, params={"latency_s": 0.001})
+
+
+def test_phase_accounting_with_a_fake_clock() -> None:
+    plan = Plan(rounds=4, round_s=0.05, warmup_batches=2)
+    m = measure(CLOCKED, LoaderConfig(batch_size=10), plan=plan, clock=CLOCK)
+    assert m.rounds["samples_per_s"] == pytest.approx((1000.0,) * 4)
+    assert m.rounds["batches_per_s"] == pytest.approx((100.0,) * 4)
+    assert m.rounds["bytes_per_s"] == pytest.approx((16_000.0,) * 4)
+    assert m.rounds["round_s"] == pytest.approx((0.05,) * 4)  # 5 batches of 10 samples of 1 ms
+    assert m.steady_batches == 4 * 5
+    assert m.phases["startup_s"] == 0.0  # no worker to start, no fake time passes
+    assert m.phases["ttfb_s"] == pytest.approx(0.010)  # one batch of 10 samples
+    assert m.phases["epoch_stall_s"] == pytest.approx(0.010)
+    assert m.phases["epoch_end_s"] == 0.0
+    assert m.samples_per_s == pytest.approx(1000.0)
+    assert m.ideal_samples_per_s == pytest.approx(1000.0)
+    assert m.relative_iqr == pytest.approx(0.0, abs=1e-12)
+    assert m.bytes_per_sample == 16
+    assert m.peak_memory_bytes is not None and m.peak_memory_bytes > 0
+    assert m.memory_kind in ("pss", "rss")
+
+
+def test_runner_receives_the_rounds() -> None:
+    calls: list[int] = []
+
+    def runner(fn: Any, rounds: int, between: Any) -> None:
+        calls.append(rounds)
+        for _ in range(rounds):
+            between()
+            fn()
+
+    m = measure(CLOCKED, LoaderConfig(batch_size=10), plan=Plan(rounds=3, round_s=0.05), clock=CLOCK, runner=runner)
+    assert calls == [3] and len(m.rounds["samples_per_s"]) == 3
+
+
+def test_epoch_is_sized_to_whole_rounds() -> None:
+    cfg = LoaderConfig(batch_size=10, num_workers=2, prefetch_factor=3)
+    plan = Plan(rounds=5, round_s=0.2, warmup_batches=2)
+    epoch = plan_epoch(CLOCKED, cfg, plan, rate=2000.0)
+    assert epoch.batches_per_round == 40  # 0.2 s * 2000 samples/s / 10 per batch
+    assert warmup_batches(cfg, plan) == 2 + 3 * 2  # drains the batches prefetched during start-up
+    assert epoch.total_batches == 8 + 1 + 5 * 40
+
+
+def test_unstable_and_short_cases_warn_with_advice() -> None:
+    m = measure(CLOCKED, LoaderConfig(batch_size=10), plan=Plan(rounds=2, round_s=0.02), clock=CLOCK)
+    assert any("too few steady-state batches" in w and "--loader-round-seconds" in w for w in m.warnings)
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if "forkserver" not in " ".join(p.cmdline())}
+
+
+def test_workers_are_gone_after_a_case() -> None:
+    before = _children()
+    m = measure(CLOCKED, LoaderConfig(batch_size=10, num_workers=2, persistent_workers=True),
+                plan=Plan(rounds=2, round_s=0.05))
+    assert not math.isnan(m.samples_per_s)
+    assert _children() <= before
+
+
+def test_a_failing_worker_gives_one_clear_message_and_leaves_no_workers() -> None:
+    before = _children()
+    wl = FailingWorkload(name="failing", kind="sleep", batch_size=4, params={"latency_s": 0.0001})
+    with pytest.raises(CaseFailed) as info:
+        measure(wl, LoaderConfig(batch_size=4, num_workers=2), plan=Plan(rounds=2, round_s=0.05))
+    text = str(info.value)
+    assert text.startswith("case failing-cpu-w2-bs4 failed: the dataset or collate raised KeyError")
+    assert "sample 40 is missing" in text and "Remedy:" in text
+    assert "\n" not in text
+    assert _children() <= before
+
+
+def test_sharing_strategy_and_threads_are_restored() -> None:
+    strategy, threads = torch.multiprocessing.get_sharing_strategy(), torch.get_num_threads()
+    measure(CLOCKED, LoaderConfig(batch_size=10, sharing_strategy="file_system"), plan=Plan(rounds=2, round_s=0.05),
+            clock=CLOCK)
+    assert torch.multiprocessing.get_sharing_strategy() == strategy
+    assert torch.get_num_threads() == threads

@@ -1,0 +1,69 @@
+"""Tiers: the cases they generate are valid, cover what they claim, and ids are unique."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from loaderbench.errors import UsageError
+from loaderbench.tiers import KNOB_VALUES, TIERS, build_tier, covering_pairs
+from loaderbench.workloads import load_scenarios
+
+WORKLOADS = load_scenarios(Path(__file__).parent.parent / "fixtures" / "workloads.toml")
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_case_ids_are_unique(tier: str) -> None:
+    ids = [c.id for c in build_tier(tier, WORKLOADS).cases]
+    assert len(ids) == len(set(ids))
+
+
+def test_smoke_covers_the_promised_slice() -> None:
+    cases = build_tier("smoke", WORKLOADS).cases
+    smoke_workloads = {w.name for w in WORKLOADS.values() if "smoke" in w.params["tiers"]}
+    assert {c.workload.name for c in cases} == smoke_workloads
+    cfgs = [c.config for c in cases]
+    assert {c.num_workers for c in cfgs} >= {0, 1, 2, 4}
+    assert {c.start_method for c in cfgs if c.num_workers} >= {"fork", "spawn", "forkserver"}
+    assert {c.persistent_workers for c in cfgs} == {False, True}
+    assert {c.effective_prefetch_factor for c in cfgs if c.num_workers} >= {1, 2, 4}
+    assert {c.pin_memory for c in cfgs} == {False, True}
+
+
+def test_standard_has_every_knob_value_at_least_once() -> None:
+    cfgs = [c.config for c in build_tier("standard", WORKLOADS).cases]
+    for knob, values in KNOB_VALUES.items():
+        if knob == "batch_size":
+            values = tuple(v for v in values if v != "natural")
+        seen = {getattr(c, knob) for c in cfgs}
+        assert set(values) <= seen, knob
+
+
+def test_full_covers_every_coverable_pair() -> None:
+    rows = covering_pairs(KNOB_VALUES, lambda row: _ok(row))
+    names = list(KNOB_VALUES)
+    defaults = {n: KNOB_VALUES[n][0] for n in names}
+    for a, b in itertools.combinations(names, 2):
+        for va in KNOB_VALUES[a]:
+            for vb in KNOB_VALUES[b]:
+                if _ok({**defaults, a: va, b: vb}):
+                    assert any(r[a] == va and r[b] == vb for r in rows), (a, va, b, vb)
+    full_factorial = 1
+    for values in KNOB_VALUES.values():
+        full_factorial *= len(values)
+    assert len(rows) < full_factorial / 1000
+
+
+def _ok(row: dict[str, object]) -> bool:
+    from loaderbench.tiers import _valid
+
+    return _valid(WORKLOADS["io"], row) is not None
+
+
+def test_unknown_tier_and_workload_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="tier='nope'"):
+        build_tier("nope", WORKLOADS)
+    with pytest.raises(UsageError, match="workloads='nope'"):
+        build_tier("smoke", WORKLOADS, only=["nope"])
