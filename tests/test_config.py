@@ -129,8 +129,15 @@ def test_ids_are_unique_and_round_trip() -> None:
 
 def test_id_shows_workers_and_batch_and_only_non_defaults() -> None:
     assert LoaderConfig(batch_size=64, num_workers=2).id == "w2-bs64"
-    cfg = LoaderConfig(batch_size=64, num_workers=2, prefetch_factor=4, multiprocessing_context="spawn",
-                       persistent_workers=True, pin_memory=True, sharing_strategy="file_system")
+    cfg = LoaderConfig(
+        batch_size=64,
+        num_workers=2,
+        prefetch_factor=4,
+        multiprocessing_context="spawn",
+        persistent_workers=True,
+        pin_memory=True,
+        sharing_strategy="file_system",
+    )
     assert cfg.id == "w2-bs64-pf4-spawn-persist-pin-share_filesystem"
 
 
@@ -140,8 +147,16 @@ def test_from_id_rejects_unknown_tokens() -> None:
 
 
 def test_dataloader_kwargs_reach_the_dataloader() -> None:
-    cfg = LoaderConfig(batch_size=3, num_workers=2, prefetch_factor=4, persistent_workers=True,
-                       multiprocessing_context="spawn", drop_last=True, shuffle=True, timeout=7.0)
+    cfg = LoaderConfig(
+        batch_size=3,
+        num_workers=2,
+        prefetch_factor=4,
+        persistent_workers=True,
+        multiprocessing_context="spawn",
+        drop_last=True,
+        shuffle=True,
+        timeout=7.0,
+    )
     loader = DataLoader(DATA, **cfg.dataloader_kwargs(DATA))
     assert loader.batch_size == 3 and loader.num_workers == 2 and loader.prefetch_factor == 4
     assert loader.persistent_workers and loader.drop_last and loader.timeout == 7.0

@@ -111,8 +111,9 @@ def _children() -> set[int]:
 
 def test_workers_are_gone_after_a_case() -> None:
     before = _children()
-    m = measure(CLOCKED, LoaderConfig(batch_size=10, num_workers=2, persistent_workers=True),
-                plan=Plan(rounds=2, round_s=0.05))
+    m = measure(
+        CLOCKED, LoaderConfig(batch_size=10, num_workers=2, persistent_workers=True), plan=Plan(rounds=2, round_s=0.05)
+    )
     assert not math.isnan(m.samples_per_s)
     assert _children() <= before
 
@@ -131,7 +132,11 @@ def test_a_failing_worker_gives_one_clear_message_and_leaves_no_workers() -> Non
 
 def test_sharing_strategy_and_threads_are_restored() -> None:
     strategy, threads = torch.multiprocessing.get_sharing_strategy(), torch.get_num_threads()
-    measure(CLOCKED, LoaderConfig(batch_size=10, sharing_strategy="file_system"), plan=Plan(rounds=2, round_s=0.05),
-            clock=CLOCK)
+    measure(
+        CLOCKED,
+        LoaderConfig(batch_size=10, sharing_strategy="file_system"),
+        plan=Plan(rounds=2, round_s=0.05),
+        clock=CLOCK,
+    )
     assert torch.multiprocessing.get_sharing_strategy() == strategy
     assert torch.get_num_threads() == threads

@@ -44,8 +44,13 @@ def test_without_benchmark_the_cases_are_skipped(project: pytest.Pytester) -> No
 
 def test_benchmark_runs_only_the_cases_and_records_extra_info(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess(
-        "--benchmark", "--loader-scenarios=workloads.toml", "--loader-rounds=2", "--loader-round-seconds=0.02",
-        "--loader-workloads=tiny-io", "--loader-config=w0-bs8", "--benchmark-json=out.json",
+        "--benchmark",
+        "--loader-scenarios=workloads.toml",
+        "--loader-rounds=2",
+        "--loader-round-seconds=0.02",
+        "--loader-workloads=tiny-io",
+        "--loader-config=w0-bs8",
+        "--benchmark-json=out.json",
     )
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(["*tier smoke: 1 cases*", "*tiny-io on cpu*", "*w0-bs8*"])
@@ -89,4 +94,6 @@ def test_a_missing_scenario_file_is_a_usage_error(project: pytest.Pytester) -> N
 
 def test_help_lists_the_options_with_defaults(project: pytest.Pytester) -> None:
     result = project.runpytest("--help")
-    result.stdout.fnmatch_lines(["*loaderbench*", "*--benchmark*", "*--loader-tier*", "*smoke|standard|full. Default: smoke.*"])
+    result.stdout.fnmatch_lines(
+        ["*loaderbench*", "*--benchmark*", "*--loader-tier*", "*smoke|standard|full. Default: smoke.*"]
+    )

@@ -27,18 +27,25 @@ def _pss(proc: psutil.Process) -> tuple[int, str]:
         return int(proc.memory_info().rss), "rss"
 
 
-def tree_memory(root: psutil.Process | None = None) -> tuple[int, str]:
-    """(bytes, kind) summed over ``root`` (default: this process) and its descendants."""
+def tree_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
+    """``root`` (default: this process) and its descendants.
+
+    This scans /proc (a few ms), so the sampler calls it only between rounds.
+    """
     root = root or psutil.Process()
-    total, kind = _pss(root)
     try:
-        children = root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    for child in children:
-        value, child_kind = _pss(child)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:  # pragma: no cover
+        return [root]
+
+
+def tree_memory(procs: list[psutil.Process] | None = None) -> tuple[int, str]:
+    """(bytes, kind) summed over ``procs`` (default: this process and its descendants)."""
+    total, kind = 0, "pss"
+    for proc in procs if procs is not None else tree_processes():
+        value, proc_kind = _pss(proc)
         total += value
-        if child_kind == "rss":
+        if proc_kind == "rss":
             kind = "rss"
     return total, kind
 
@@ -46,9 +53,10 @@ def tree_memory(root: psutil.Process | None = None) -> tuple[int, str]:
 class PeakMemorySampler:
     """Samples :func:`tree_memory` in a background thread; keeps the peak.
 
-    Use as a context manager.  ``interval_s`` trades resolution for the GIL
-    time the sampler takes from a GIL-bound main process (about 0.2 ms per
-    process per sample here).
+    Use as a context manager.  The background thread samples the processes
+    found at the last :meth:`sample` call (about 0.2 ms of GIL time per
+    process); :meth:`sample`, which the harness calls between rounds, outside
+    the timed region, rescans the process tree (a few ms) and samples it.
     """
 
     def __init__(self, interval_s: float = 0.1) -> None:
@@ -56,11 +64,17 @@ class PeakMemorySampler:
         self.peak = 0
         self.kind = "pss"
         self.samples = 0
+        self._procs: list[psutil.Process] = [psutil.Process()]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loaderbench-memory", daemon=True)
 
     def sample(self) -> None:
-        value, kind = tree_memory()
+        """Rescan the process tree, then sample it."""
+        self._procs = tree_processes()
+        self._record(self._procs)
+
+    def _record(self, procs: list[psutil.Process]) -> None:
+        value, kind = tree_memory(procs)
         self.samples += 1
         if kind == "rss":
             self.kind = "rss"
@@ -68,7 +82,7 @@ class PeakMemorySampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.sample()
+            self._record(self._procs)
 
     def __enter__(self) -> PeakMemorySampler:
         self.sample()

@@ -232,6 +232,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     if not session_of(config).enabled:
+        skip = pytest.mark.skip(reason="benchmark cases run only under `pytest --benchmark`")
+        for item in items:
+            if item.get_closest_marker("loaderbench") is not None:
+                item.add_marker(skip)
         return
     keep = [
         i

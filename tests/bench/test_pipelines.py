@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from loaderbench.overhead import NEAR_ZERO, harness_overhead
 from loaderbench.plugin import LoaderbenchSession
 from loaderbench.tiers import Case
 
@@ -14,3 +17,17 @@ from loaderbench.tiers import Case
 def test_pipeline(loaderbench_case: Case, loaderbench_session: LoaderbenchSession, benchmark: Any) -> None:
     m = loaderbench_session.run(loaderbench_case, benchmark)
     assert m.rounds["samples_per_s"], "no steady-state round was measured"
+
+
+@pytest.mark.loaderbench
+def test_harness_overhead(benchmark: Any) -> None:
+    """The suite's own benchmark: harness samples/s over a bare loop's, same loader, same run."""
+    result = benchmark.pedantic(harness_overhead, kwargs={"repeats": 3}, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        workload=NEAR_ZERO.name,
+        device="cpu",
+        harness_over_bare_ratio=result.ratio,
+        harness_samples_per_s=list(result.harness_samples_per_s),
+        bare_samples_per_s=list(result.bare_samples_per_s),
+    )
+    assert result.ratio > 0
