@@ -159,8 +159,15 @@ class LoaderbenchSession:
         def runner(round_fn: Any, rounds: int, between: Any) -> None:
             benchmark.pedantic(round_fn, setup=between, rounds=rounds, iterations=1, warmup_rounds=0)
 
+        consumer = None
+        if case.device == "cuda":
+            from loaderbench.cuda import CudaConsumer, check_start_method
+
+            check_start_method(case.config)
+            consumer = CudaConsumer(case.consumer, batch_size=case.config.batch_size)
         try:
-            m = measure(case.workload, case.config, device=case.device, plan=self.plan, runner=runner)
+            m = measure(case.workload, case.config, device=case.device, plan=self.plan, runner=runner,
+                        consumer=consumer)
         except CaseFailed as exc:
             self.failures.append(str(exc))
             pytest.fail(str(exc), pytrace=False)
@@ -222,12 +229,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
         return
     cases = s.cases()
-    params = [pytest.param(c, id=c.id, marks=pytest.mark.loaderbench) for c in cases]
+    params = [pytest.param(c, id=c.id, marks=_marks(c)) for c in cases]
     if not params:
         params = [
             pytest.param(None, id="no-cases", marks=pytest.mark.skip(reason="the tier/device selection has no cases"))
         ]
     metafunc.parametrize(CASE_FIXTURE, params)
+
+
+def _marks(case: Case) -> list[pytest.MarkDecorator]:
+    marks = [pytest.mark.loaderbench]
+    if case.device == "cuda":
+        from loaderbench.cuda_spec import cuda_available  # asks the driver; creates no CUDA context
+
+        ok, reason = cuda_available()
+        if not ok:
+            marks.append(pytest.mark.skip(reason=reason))
+    return marks
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
