@@ -164,14 +164,25 @@ class LoaderbenchSession:
             from loaderbench.cuda import CudaConsumer, check_start_method
 
             check_start_method(case.config)
-            consumer = CudaConsumer(case.consumer, batch_size=case.config.batch_size)
+            consumer = CudaConsumer(case.consumer, batch_size=case.config.batch_size or 1)
         try:
             m = measure(case.workload, case.config, device=case.device, plan=self.plan, runner=runner,
                         consumer=consumer)
         except CaseFailed as exc:
             self.failures.append(str(exc))
             pytest.fail(str(exc), pytrace=False)
+        finally:
+            if consumer is not None:
+                consumer.close()  # releases GPU memory, also when the case failed
         benchmark.extra_info.update(m.extra_info())
+        if case.device == "cpu" and case.config.start_method == "fork":
+            from loaderbench.cuda_spec import fork_hazard, parent_cuda_initialized
+
+            # evidence that fork-started workers came from a process without a CUDA context
+            benchmark.extra_info["parent_cuda_initialized"] = parent_cuda_initialized()
+            hazard = fork_hazard(case.config)
+            if hazard:
+                benchmark.extra_info["warnings"] = [*benchmark.extra_info.get("warnings", []), hazard]
         self.measurements.append(m)
         return m
 
