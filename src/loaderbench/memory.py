@@ -53,23 +53,31 @@ def tree_memory(procs: list[psutil.Process] | None = None) -> tuple[int, str]:
 class PeakMemorySampler:
     """Samples :func:`tree_memory` in a background thread; keeps the peak.
 
-    Use as a context manager.  The background thread samples the processes
-    found at the last :meth:`sample` call (about 0.2 ms of GIL time per
-    process); :meth:`sample`, which the harness calls between rounds, outside
-    the timed region, rescans the process tree (a few ms) and samples it.
+    Use as a context manager.  The thread samples the processes found at its
+    last rescan (about 0.2 ms of GIL time per process) every ``interval_s``,
+    and rescans the process tree (a few ms: it walks /proc) every
+    ``rescan_s``, so workers started later are found.  :meth:`sample`, which
+    the harness calls between rounds, only asks for a rescan: anything slow
+    there would pause the consumer and let the workers refill their prefetch
+    queues, handing the next round free batches.
     """
 
-    def __init__(self, interval_s: float = 0.1) -> None:
+    def __init__(self, interval_s: float = 0.1, *, rescan_s: float = 0.5) -> None:
         self.interval_s = interval_s
+        self.rescan_s = rescan_s
         self.peak = 0
         self.kind = "pss"
         self.samples = 0
         self._procs: list[psutil.Process] = [psutil.Process()]
+        self._rescan = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loaderbench-memory", daemon=True)
 
     def sample(self) -> None:
-        """Rescan the process tree, then sample it."""
+        """Between rounds: ask the thread to rescan the tree at its next tick (cheap)."""
+        self._rescan.set()
+
+    def _scan_and_record(self) -> None:
         self._procs = tree_processes()
         self._record(self._procs)
 
@@ -81,15 +89,24 @@ class PeakMemorySampler:
         self.peak = max(self.peak, value)
 
     def _run(self) -> None:
+        last_scan = 0.0
+        ticks = 0
         while not self._stop.wait(self.interval_s):
-            self._record(self._procs)
+            ticks += 1
+            elapsed = ticks * self.interval_s
+            if self._rescan.is_set() or elapsed - last_scan >= self.rescan_s:
+                self._rescan.clear()
+                last_scan = elapsed
+                self._scan_and_record()
+            else:
+                self._record(self._procs)
 
     def __enter__(self) -> PeakMemorySampler:
-        self.sample()
+        self._scan_and_record()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.sample()
+        self._scan_and_record()

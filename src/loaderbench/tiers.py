@@ -267,6 +267,10 @@ def cuda_smoke(workloads: Mapping[str, Workload]) -> list[Case]:
     for step in (5.0, 20.0):
         add("transfer", f"{step:g} ms step, plain loop", {"step_ms": step})
         add("transfer", f"{step:g} ms step, side-stream prefetcher", {"step_ms": step, "pipeline": "prefetcher"})
+    add("transfer", "20 ms step, pageable, plain loop (the copy is on the critical path)",
+        {"step_ms": 20.0, "non_blocking": False}, pin_memory=False)
+    add("transfer", "20 ms step, pageable, side-stream prefetcher (the copy overlaps the step)",
+        {"step_ms": 20.0, "non_blocking": False, "pipeline": "prefetcher"}, pin_memory=False)
     add("transfer", "5 ms step, forkserver, prefetch 4", {"step_ms": 5.0}, multiprocessing_context="forkserver",
         prefetch_factor=4)
     add("cpu", "cpu-heavy loading feeding a 5 ms step", {"step_ms": 5.0})

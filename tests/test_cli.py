@@ -1,0 +1,343 @@
+"""``loaderbench tune`` and ``loaderbench report``: the search logic on fakes, end to end through the
+console script, and clear errors (exit 2, no traceback) on bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from loaderbench import cli, tune
+from loaderbench.config import LoaderConfig
+from loaderbench.errors import CaseFailed
+from loaderbench.measurement import Measurement
+
+DATASET = '''
+import time
+
+import torch
+from torch.utils.data import Dataset
+
+
+class Sleepy(Dataset):
+    """0.3 ms of sleep per sample: I/O-bound, so workers help."""
+
+    def __len__(self):
+        return 200
+
+    def __getitem__(self, i):
+        time.sleep(0.0003)
+        return torch.full((4,), float(i)), i
+
+
+def make():
+    return Sleepy()
+
+
+class Ragged(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.zeros(i + 1)
+
+
+def ragged():
+    return Ragged()
+
+
+def pad(batch):
+    n = max(len(x) for x in batch)
+    return torch.stack([torch.nn.functional.pad(x, (0, n - len(x))) for x in batch])
+
+
+def broken():
+    raise RuntimeError("the data server is down")
+
+
+def not_a_dataset():
+    return {"a": 1}
+
+
+class BadItem(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        raise KeyError(i)
+
+
+def bad_item():
+    return BadItem()
+'''
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """A directory holding a user module with a unique name (so tests never share a cached import)."""
+    name = f"user_data_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{name}.py").write_text(DATASET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path, name
+
+
+def console() -> list[str]:
+    """The ``loaderbench`` console script of this environment (``python -m loaderbench.cli`` until it is installed)."""
+    script = Path(sys.executable).with_name("loaderbench")
+    found = str(script) if script.exists() else shutil.which("loaderbench")
+    return [found] if found else [sys.executable, "-m", "loaderbench.cli"]
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*console(), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+# --- end to end ----------------------------------------------------------------------------------------------
+
+
+def test_tune_end_to_end_then_report(app: tuple[Path, str]) -> None:
+    where, module = app
+    proc = run(
+        [
+            "tune",
+            f"{module}:make",
+            "--budget=5",
+            "--batch-size=16",
+            "--rounds=3",
+            "--round-seconds=0.02",
+            "--max-workers=2",
+            "--report=out",
+        ],
+        where,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for text in ("Recommended DataLoader settings:", "Bottleneck: ", "vs the DataLoader defaults", "Lightning-style"):
+        assert text in out, out
+    assert "best" in proc.stderr  # the progress line
+    assert "Traceback" not in proc.stderr
+
+    # the snippet is Python that builds a working DataLoader
+    lines = out.splitlines()
+    start = lines.index("Recommended DataLoader settings:") + 2
+    end = lines.index("    )", start)
+    code = textwrap.dedent("\n".join(lines[start : end + 1]))
+    scope: dict[str, object] = {}
+    exec(compile(code, "<snippet>", "exec"), scope)
+    batch = next(iter(scope["loader"]))  # type: ignore[call-overload]
+    assert isinstance(batch[0], torch.Tensor) and batch[0].shape == (16, 4)
+
+    report_dir = where / "out"
+    doc = json.loads((report_dir / "results.json").read_text())
+    assert doc["context"]["tune"]["factory"] == f"{module}:make"
+    assert doc["cases"], "no measurement was written"
+    assert "## Recommendation for" in (report_dir / "report.md").read_text()
+
+    again = run(["report", "out/results.json", "--out=again", "--no-plots"], where)
+    assert again.returncode == 0, again.stderr
+    assert f"{module}.make on cpu" in again.stdout
+    assert "## Recommendation for" in (where / "again" / "report.md").read_text()
+    assert (where / "again" / "results.json").exists()
+
+
+def test_bad_input_through_the_console_script(app: tuple[Path, str]) -> None:
+    where, _ = app
+    proc = run(["tune", "no_such_module_here:make"], where)
+    assert proc.returncode == 2
+    assert "factory='no_such_module_here:make': cannot import" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- bad input, in-process -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tune", "{m}"], "not a 'module:factory' path"),
+        (["tune", "{m}:nope"], "has no callable 'nope'"),
+        (["tune", "{m}:broken"], "the factory raised RuntimeError: the data server is down"),
+        (["tune", "{m}:not_a_dataset"], "returned dict, not a sized torch Dataset"),
+        (["tune", "{m}:ragged"], "cannot be collated into a batch by torch's default_collate"),
+        (["tune", "{m}:bad_item"], "fetching sample 0 raised KeyError"),
+        (["tune", "{m}:make", "--collate={m}:missing"], "--collate='{m}:missing': {m} has no callable 'missing'"),
+        (["tune", "{m}:make", "--collate=nowhere_at_all:f"], "--collate='nowhere_at_all:f': cannot import"),
+        (["report", "does-not-exist.json"], "results='does-not-exist.json': file not found"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(
+    app: tuple[Path, str], capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    where, module = app
+    argv = [a.format(m=module) for a in args] + (["--app-dir", str(where)] if args[0] == "tune" else [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected.format(m=module) in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("--budget=0", "--budget=0 must be > 0"),
+        ("--budget=-5", "--budget=-5 must be > 0"),
+        ("--budget=soon", "--budget=soon is not a number"),
+        ("--batch-size=0", "--batch-size=0 must be >= 1"),
+        ("--rounds=1", "--rounds=1 must be >= 2"),
+        ("--device=tpu", "invalid choice: 'tpu'"),
+    ],
+)
+def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str], option: str, expected: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["tune", "m:f", option])
+    assert info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_device_cuda_without_a_gpu_exits_2(app: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    where, module = app
+    assert cli.main(["tune", f"{module}:make", "--device=cuda", "--app-dir", str(where)]) == 2
+    err = capsys.readouterr().err
+    assert "--device=cuda: no CUDA GPU" in err and "use --device cpu" in err
+
+
+def test_user_collate_is_used(app: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, module = app
+    spec = tune.TuneSpec(factory=f"{module}:ragged", collate=f"{module}:pad", batch_size=4)
+    dataset = __import__(module).ragged()
+    probe = tune.probe(dataset, spec, tune.load_callable(spec.collate or "", option="--collate"))
+    assert probe.bytes_per_sample == 4 * 4  # padded to 4 floats per sample
+
+
+# --- the search, on fakes --------------------------------------------------------------------------------------
+
+
+class FakeRun:
+    """measure(config, next_epoch) from a rate model, advancing a fake clock by ``cost_s`` per call."""
+
+    def __init__(self, rate: Callable[[LoaderConfig], float], *, cost_s: float = 1.0, jitter: float = 0.002) -> None:
+        self.rate, self.cost_s, self.jitter = rate, cost_s, jitter
+        self.now = 0.0
+        self.calls: list[LoaderConfig] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, config: LoaderConfig, next_epoch: bool) -> Measurement:
+        self.now += self.cost_s
+        self.calls.append(config)
+        r = self.rate(config)
+        if math.isnan(r):
+            raise CaseFailed(f"{config.id}: could not pickle the collate function")
+        k = len(self.calls)
+        samples = tuple(r * (1 + self.jitter * ((i * 7 + k) % 5 - 2)) for i in range(5))
+        stall = 0.005 if config.persistent_workers else 0.08
+        return Measurement(
+            workload="fake",
+            device="cpu",
+            config=config,
+            rounds={"samples_per_s": samples},
+            phases={"ttfb_s": 0.05, **({"epoch_stall_s": stall} if next_epoch else {})},
+            steady_batches=100,
+            bytes_per_sample=16,
+            peak_memory_bytes=100_000_000 + config.num_workers * 10_000_000,
+            memory_kind="pss",
+            ideal_samples_per_s=None,
+            torch_threads=1,
+            cpus=2,
+        )
+
+
+@pytest.fixture(autouse=True)
+def fixed_heuristics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        tune, "heuristics", lambda: {"num_workers = CPU count": 2, "Lightning-style: affinity CPUs - 1": 1}
+    )
+
+
+def search(rate: Callable[[LoaderConfig], float], *, budget: float = 100.0, max_workers: int = 16) -> tune.Search:
+    fake = FakeRun(rate)
+    spec = tune.TuneSpec(factory="m:f", budget_s=budget, max_workers=max_workers, batch_size=8)
+    s = tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock)
+    s.search()
+    return s
+
+
+def io_bound(cfg: LoaderConfig) -> float:
+    """Scales to 8 workers, then flat; prefetch, in_order and persistence change nothing."""
+    return 1000.0 * max(1, min(cfg.num_workers, 8))
+
+
+def test_io_bound_climbs_to_the_plateau_and_prunes_above_it() -> None:
+    s = search(io_bound)
+    best = tune.with_persistence(s, s.recommended().config)
+    assert best.num_workers == 8
+    assert best.prefetch_factor is None and best.in_order  # knobs that did not help stay at their defaults
+    assert best.persistent_workers  # it halved the next-epoch stall
+    counts = {c.num_workers for c in s.trials}
+    assert 16 in counts and 32 not in counts  # two rungs without gain end the ladder
+    assert "separated" in s.stop_reason or "within" in s.stop_reason
+
+
+def test_ipc_bound_keeps_zero_workers() -> None:
+    rates = {0: 10_000.0, 1: 2_000.0, 2: 3_500.0, 4: 5_000.0}
+    s = search(lambda c: rates.get(c.num_workers, 5_000.0))
+    assert s.recommended().config.num_workers == 0
+    assert {c.num_workers for c in s.trials} == {0, 1, 2}  # w1 and w2 both lose: no need to try 4
+    assert "separated" in s.stop_reason
+
+
+def test_ties_go_to_the_cheaper_config() -> None:
+    s = search(lambda c: 1000.0 * min(max(1, c.num_workers), 4) * (1.01 if c.num_workers >= 8 else 1.0))
+    assert s.recommended().config.num_workers == 4
+
+
+def test_the_budget_stops_the_search_but_the_defaults_are_always_measured() -> None:
+    s = search(io_bound, budget=0.5)
+    assert list(s.trials) == [LoaderConfig(batch_size=8)]
+    assert "budget" in s.stop_reason and "raise --budget" in s.stop_reason
+
+
+def test_a_failing_config_is_recorded_and_skipped() -> None:
+    s = search(lambda c: math.nan if c.num_workers == 2 else io_bound(c))
+    assert LoaderConfig(batch_size=8, num_workers=2) in s.failures
+    assert s.recommended().config.num_workers == 8
+
+
+def test_failing_defaults_raise() -> None:
+    with pytest.raises(CaseFailed):
+        search(lambda c: math.nan)
+
+
+def test_progress_reports_the_current_best() -> None:
+    fake = FakeRun(io_bound)
+    seen: list[tune.Progress] = []
+    spec = tune.TuneSpec(factory="m:f", budget_s=100, max_workers=4, batch_size=8)
+    tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock, progress=seen.append).search()
+    assert seen[0].best == "w0-bs8" and seen[-1].best_rate == pytest.approx(4000, rel=0.01)
+    stream = io.StringIO()
+    cli.ProgressLine(stream)(seen[-1])
+    assert "best w4-bs8 4k/s (4.00x defaults)" in stream.getvalue()
+
+
+def test_persistence_without_a_measured_plain_stall_compares_with_the_first_batch() -> None:
+    fake = FakeRun(io_bound)
+    spec = tune.TuneSpec(factory="m:f", budget_s=100, max_workers=4, batch_size=8)
+    s = tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock)
+    plain = LoaderConfig(batch_size=8, num_workers=4)
+    s.run(LoaderConfig(batch_size=8), force=True)
+    s.run(plain)  # no second epoch: its stall is unknown, its time to first batch (50 ms) is a lower bound
+    s.run(plain.replace(persistent_workers=True), next_epoch=True)  # stall 5 ms
+    assert tune.with_persistence(s, plain).persistent_workers
+    assert tune.stall_without(s.trials[plain]) == (0.05, False)

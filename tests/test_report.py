@@ -1,0 +1,256 @@
+"""Reports rendered from fixed measurements (``tests/golden/results_v1.json``) against golden files.
+
+To accept an intended change of the output, regenerate the golden files with
+``LOADERBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from loaderbench import advice, markdown, report, results
+from loaderbench.config import LoaderConfig
+from loaderbench.errors import UsageError
+from loaderbench.measurement import Measurement
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("LOADERBENCH_UPDATE_GOLDEN") == "1"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} is missing; create it with LOADERBENCH_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs from the golden file (see module docstring)"
+
+
+@pytest.fixture(scope="module")
+def fixed() -> tuple[Measurement, ...]:
+    return results.read_results(GOLDEN / "results_v1.json").measurements
+
+
+VERDICTS = {
+    "io-cpu-w4-bs32": "regressed: samples_per_s 1.23x slower",
+    "io-cpu-w2-bs32-spawn": "inconclusive: ttfb_s 1.08x slower",
+    "io-cpu-w2-bs32": "unchanged",
+    "cpu-cpu-w2-bs32": "improved: samples_per_s 1.12x faster",
+}
+
+
+def test_terminal_report_matches_golden(fixed: tuple[Measurement, ...]) -> None:
+    lines = report.terminal_report(fixed, width=120)
+    assert all(len(line) <= 120 for line in lines), [line for line in lines if len(line) > 120]
+    check_golden("terminal.txt", "\n".join(lines) + "\n")
+
+
+def test_terminal_report_with_verdicts_matches_golden(fixed: tuple[Measurement, ...]) -> None:
+    lines = report.terminal_report(fixed, width=120, verdicts=VERDICTS)
+    assert all(len(line) <= 120 for line in lines)
+    text = "\n".join(lines) + "\n"
+    assert "REGRESSED: samples_per_s 1.23x slower" in text
+    assert "not compared" in text
+    check_golden("terminal_verdicts.txt", text)
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_terminal_report_fits_the_width(fixed: tuple[Measurement, ...], width: int) -> None:
+    assert all(len(line) <= width for line in report.terminal_report(fixed, width=width, verdicts=VERDICTS))
+
+
+def test_each_group_is_sorted_by_throughput_with_the_best_marked(fixed: tuple[Measurement, ...]) -> None:
+    for ms in report.groups(fixed).values():
+        rates = [m.samples_per_s for m in ms]
+        assert rates == sorted(rates, reverse=True)
+    lines = report.terminal_report(fixed)
+    io = lines.index(next(line for line in lines if line.startswith("io on cpu")))
+    assert lines[io + 2].startswith("* w4-bs32 ")
+    assert "3.85x the num_workers=0 case" in lines[io]
+
+
+def test_markdown_report_matches_golden(fixed: tuple[Measurement, ...]) -> None:
+    text = markdown.markdown_report(
+        fixed,
+        verdicts=VERDICTS,
+        plots=[Path("throughput_vs_workers.png")],
+        plot_notes=["prefetch_factor x num_workers heatmap not drawn: (example note)"],
+    )
+    check_golden("report.md", text)
+
+
+def test_markdown_without_measurements_says_so() -> None:
+    assert "No benchmark case was measured." in markdown.markdown_report([])
+    assert report.terminal_report([]) == ["no benchmark case was measured"]
+
+
+def test_markdown_escapes_pipes_in_cells() -> None:
+    assert markdown.table(["a"], [["x|y"]])[-1] == "| x\\|y |"
+
+
+def test_results_round_trip(fixed: tuple[Measurement, ...], tmp_path: Path) -> None:
+    path = results.write_results(tmp_path / "r" / "results.json", fixed, verdicts=VERDICTS, context={"tier": "smoke"})
+    back = results.read_results(path)
+    assert back.measurements == fixed
+    assert back.verdicts == VERDICTS
+    assert back.context == {"tier": "smoke"}
+    doc = json.loads(path.read_text())
+    assert doc["format"] == results.FORMAT and doc["version"] == results.VERSION
+    first = doc["cases"][0]
+    for key in ("samples_per_s", "ttfb_s", "peak_memory_bytes", "ideal_samples_per_s", "efficiency", "warnings"):
+        assert key in first["metrics"], key
+
+
+def test_results_write_nan_as_null(tmp_path: Path) -> None:
+    m = Measurement(
+        workload="w",
+        device="cpu",
+        config=LoaderConfig(),
+        rounds={"samples_per_s": ()},
+        phases={},
+        steady_batches=0,
+        bytes_per_sample=0,
+        peak_memory_bytes=None,
+        memory_kind="pss",
+        ideal_samples_per_s=None,
+        torch_threads=1,
+        cpus=2,
+        extra={"x": math.nan},
+    )
+    path = results.write_results(tmp_path / "results.json", [m])
+    assert "NaN" not in path.read_text()
+    assert results.read_results(path).measurements[0].extra == {"x": None}
+
+
+def test_pytest_benchmark_json_reads_back(fixed: tuple[Measurement, ...], tmp_path: Path) -> None:
+    doc = {
+        "machine_info": {},
+        "datetime": "2025-01-01",
+        "benchmarks": [{"name": f"test_pipeline[{m.case_id}]", "extra_info": m.extra_info()} for m in fixed]
+        + [{"name": "test_harness_overhead", "extra_info": {"workload": "near-zero"}}],
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    back = results.read_results(path)
+    assert back.source == "pytest-benchmark"
+    assert len(back.measurements) == len(fixed)
+    for a, b in zip(back.measurements, fixed, strict=True):
+        assert a.case_id == b.case_id
+        assert a.rounds == b.rounds
+        assert a.notes == b.notes
+        assert a.warnings == b.warnings
+        assert a.phases == {k: v for k, v in b.phases.items() if k != "epoch_shutdown_s"}
+        assert dict(a.extra) == dict(b.extra)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "file not found"),
+        ("not json", "is not JSON"),
+        ('{"format": "loaderbench-results", "version": 99}', "format version 99"),
+        ('{"hello": 1}', "neither a loaderbench results.json"),
+        ('{"format": "loaderbench-results", "version": 1, "cases": [{"workload": "x"}]}', "malformed case"),
+    ],
+)
+def test_bad_results_files_are_usage_errors(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UsageError, match=message) as info:
+        results.read_results(path)
+    assert str(path) in str(info.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeVerdict:
+    case_id: str
+    metric: str
+    outcome: str
+    change: str
+
+
+def test_verdict_texts_keep_the_worst_metric_per_case() -> None:
+    texts = report.verdict_texts(
+        [
+            FakeVerdict("a", "ttfb_s", "unchanged", "same"),
+            FakeVerdict("a", "samples_per_s", "regressed", "1.30x slower"),
+            FakeVerdict("a", "peak_memory_bytes", "improved", "1.10x smaller"),
+            FakeVerdict("b", "samples_per_s", "unchanged", "same"),
+            FakeVerdict("c", "samples_per_s", "improved", "1.20x faster"),
+            FakeVerdict("c", "ttfb_s", "inconclusive", "1.05x slower"),
+        ]
+    )
+    assert texts == {
+        "a": "regressed: samples_per_s 1.30x slower",
+        "b": "unchanged",
+        "c": "inconclusive: ttfb_s 1.05x slower",
+    }
+
+
+def test_write_report_files(fixed: tuple[Measurement, ...], tmp_path: Path) -> None:
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("earlier step\n")
+    files = report.write_report_files(tmp_path / "out", fixed, verdicts=VERDICTS, plots=False, step_summary=summary)
+    assert files.results is not None and results.read_results(files.results).measurements == fixed
+    md = files.markdown.read_text()
+    assert md.startswith("# loaderbench report")
+    assert "plots not drawn: turned off" in md
+    text = summary.read_text()
+    assert text.startswith("earlier step\n# loaderbench report")
+
+
+# --- advice claims ---------------------------------------------------------------------------------------------
+
+
+def test_advice_claims_on_the_fixed_measurements(fixed: tuple[Measurement, ...]) -> None:
+    verdicts = {r.key: r.verdict for r in advice.evaluate(fixed)}
+    assert verdicts == {
+        "more_workers": advice.HOLDS,
+        "oversubscribe": advice.DEPENDS,
+        "small_tensor": advice.HOLDS,
+        "pin_memory": advice.HOLDS,
+        "spawn": advice.HOLDS,
+        "persistent": advice.HOLDS,
+    }
+    check_golden("advice.txt", "\n".join(advice.table(advice.evaluate(fixed), width=120)) + "\n")
+
+
+def _only(fixed: tuple[Measurement, ...], workload: str, ids: set[str]) -> list[Measurement]:
+    return [m for m in fixed if m.workload == workload and m.config.id in ids]
+
+
+def test_advice_verdicts_that_do_not_hold(fixed: tuple[Measurement, ...]) -> None:
+    # transfer: workers only lose, so "more workers is faster" fails when it is the only sleep-bound evidence
+    renamed = [dataclasses.replace(m, workload="io") for m in _only(fixed, "transfer", {"w0-bs32", "w1-bs32"})]
+    assert advice.more_workers_faster(renamed).verdict == advice.DOES_NOT_HOLD
+    # persistent workers that do not halve the stall
+    io = _only(fixed, "io", {"w2-bs32", "w2-bs32-persist"})
+    slow = [dataclasses.replace(m, phases={**m.phases, "epoch_stall_s": 0.08}) for m in io]
+    assert advice.persistent_stall(slow).verdict == advice.DOES_NOT_HOLD
+
+
+def test_advice_depends_names_the_peak(fixed: tuple[Measurement, ...]) -> None:
+    io = _only(fixed, "io", {"w0-bs32", "w1-bs32", "w2-bs32"})
+    flat = [*io, dataclasses.replace(io[-1], config=io[-1].config.replace(num_workers=4))]
+    result = advice.more_workers_faster(flat)
+    assert result.verdict == advice.DEPENDS
+    assert "faster up to 2 workers" in result.evidence
+
+
+def test_advice_without_data_is_not_measured() -> None:
+    results_ = advice.evaluate([])
+    assert {r.verdict for r in results_} == {advice.NOT_MEASURED}
+    assert all(r.evidence for r in results_)
+    assert advice.table(results_, only_measured=True) == []
+
+
+def test_advice_16_workers_on_a_big_machine_is_not_measured(fixed: tuple[Measurement, ...]) -> None:
+    big = [dataclasses.replace(m, cpus=32) for m in fixed]
+    result = advice.oversubscription(big)
+    assert result.verdict == advice.NOT_MEASURED and "32 CPUs" in result.evidence
