@@ -24,7 +24,7 @@ from loaderbench.config import LoaderConfig
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.harness import Plan, measure
 from loaderbench.measurement import Measurement
-from loaderbench.report import terminal_report
+from loaderbench.report import terminal_report, write_report_files
 from loaderbench.tiers import DEVICES, TIERS, Case, Tier, build_tier
 from loaderbench.workloads import Workload, load_scenarios
 
@@ -107,6 +107,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Target duration of one round in seconds (sizes the epoch). Default: 0.25.",
     )
     group.addoption(
+        "--loader-report",
+        default=None,
+        metavar="DIR",
+        help="Write report.md, results.json and PNG plots (plots need loaderbench[plot]) to DIR; report.md is "
+        "also appended to $GITHUB_STEP_SUMMARY when that is set. Default: none.",
+    )
+    group.addoption(
         "--loader-baseline-dir",
         default=None,
         metavar="DIR",
@@ -166,8 +173,9 @@ class LoaderbenchSession:
             check_start_method(case.config)
             consumer = CudaConsumer(case.consumer, batch_size=case.config.batch_size or 1)
         try:
-            m = measure(case.workload, case.config, device=case.device, plan=self.plan, runner=runner,
-                        consumer=consumer)
+            m = measure(
+                case.workload, case.config, device=case.device, plan=self.plan, runner=runner, consumer=consumer
+            )
         except CaseFailed as exc:
             self.failures.append(str(exc))
             pytest.fail(str(exc), pytrace=False)
@@ -185,6 +193,21 @@ class LoaderbenchSession:
                 benchmark.extra_info["warnings"] = [*benchmark.extra_info.get("warnings", []), hazard]
         self.measurements.append(m)
         return m
+
+    # --- gate seams (filled in by the gate wiring) -----------------------------------
+    def verdict_texts(self) -> dict[str, str] | None:
+        return None
+
+    def gate_lines(self) -> list[str]:
+        return []
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier.name if self.tier else None,
+            "device": self.device,
+            "rounds": self.plan.rounds,
+            "round_s": self.plan.round_s,
+        }
 
 
 def _explicit(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:
@@ -295,12 +318,28 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     s = session_of(config)
     if not s.enabled:
         return
+
     tr = terminalreporter
     tr.section("loaderbench")
-    for line in terminal_report(s.measurements, width=int(os.environ.get("COLUMNS", "120"))):
+    verdicts = s.verdict_texts()
+    for line in terminal_report(s.measurements, width=tr._tw.fullwidth or 120, verdicts=verdicts):
         tr.write_line(line)
     if s.failures:
         tr.write_line("")
         tr.write_line(f"{len(s.failures)} case(s) failed:")
         for text in s.failures:
             tr.write_line(f"  {text}")
+    for line in s.gate_lines():
+        tr.write_line(line)
+    report_dir = config.option.loader_report
+    if report_dir and s.measurements:
+        files = write_report_files(
+            report_dir,
+            s.measurements,
+            verdicts=verdicts,
+            context=s.context(),
+            step_summary=os.environ.get("GITHUB_STEP_SUMMARY") or None,
+        )
+        tr.write_line(f"loaderbench: wrote {files.markdown}, {files.results} and {len(files.plots)} plot(s)")
+        for note in files.plot_notes:
+            tr.write_line(f"  {note}")
