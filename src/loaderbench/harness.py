@@ -12,8 +12,18 @@ Phases, each timed on its own with the injectable clock:
 6. ``shutdown_s``: releasing the loader until every worker has exited.
 
 The epoch length is sized from the workload's cost model (or a short pilot in
-this process) so that each round lasts about ``Plan.round_s``.  Workers are
-always shut down, and stragglers killed, also when a case fails.
+this process) so that each round lasts about ``Plan.round_s``.
+
+Faults (see :mod:`loaderbench.faults`): any failure becomes one
+:class:`CaseFailed` paragraph naming the case, the fault and the remedy.  A
+watchdog bounds every step by ``Plan.batch_timeout_s`` even when the case's
+``timeout`` is 0, without changing the DataLoader's timeout: a hung worker is
+killed, a hung main process is interrupted (on the main thread only, and only
+once the stuck call returns to Python: see the limits in ``faults``).  The
+collate function is wrapped in a pass-through (:class:`ExplainingCollate`)
+that names the offending shapes if collation fails.  Workers are always shut
+down, stragglers killed, and /dev/shm segments left by the case's exited
+workers removed, also when a case fails.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ import gc
 import math
 import os
 import tempfile
+import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,9 +45,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from loaderbench.clock import Clock, perf_clock
+from loaderbench.collates import ExplainingCollate
 from loaderbench.config import LoaderConfig
-from loaderbench.errors import CaseFailed, LoaderbenchError
-from loaderbench.faults import explain_failure
+from loaderbench.errors import CaseFailed, LoaderbenchError, WorkloadError
+from loaderbench.faults import Hung, Watchdog, explain_failure, reap, remove_leftover_segments, shm_segments
 from loaderbench.measurement import Measurement, case_id
 from loaderbench.memory import PeakMemorySampler
 from loaderbench.workloads import Workload, affinity_cpus
@@ -60,6 +73,9 @@ class Plan:
     torch_threads: int = 1
     shutdown_timeout_s: float = 20.0
     seed: int = 0
+    #: A case that delivers no batch and begins no phase for this long is hung: the harness kills its
+    #: workers (or interrupts the main process) and fails the case.  ``math.inf`` turns the watchdog off.
+    batch_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         for name in ("rounds", "warmup_batches", "min_batches_per_round", "torch_threads"):
@@ -67,6 +83,10 @@ class Plan:
                 raise CaseFailed(f"{name}={getattr(self, name)!r}: must be at least 1. Raise it.")
         if not self.round_s > 0:
             raise CaseFailed(f"round_s={self.round_s!r}: must be positive. Use e.g. 0.2.")
+        if not self.batch_timeout_s > 0:
+            raise CaseFailed(
+                f"batch_timeout_s={self.batch_timeout_s!r}: must be positive. Use e.g. 120, or math.inf for no limit."
+            )
 
 
 class Consumer(Protocol):
@@ -212,21 +232,31 @@ def measure(
     old_strategy = torch.multiprocessing.get_sharing_strategy()  # type: ignore[no-untyped-call]
     me = psutil.Process()
     children_before = {p.pid for p in me.children(recursive=True)}
+    shm_before = shm_segments()
+    workers: set[int] = set()
+    exits: dict[int, int] = {}
     notes: list[str] = []
     loader: DataLoader[Any] | None = None
     tmp = tempfile.TemporaryDirectory(prefix="loaderbench-") if workdir is None else None
     where: str | os.PathLike[str] = tmp.name if tmp is not None else workdir  # type: ignore[assignment]
+    dog = Watchdog(cid, plan.batch_timeout_s, before=children_before)
     try:
+        dog.start()
         torch.set_num_threads(plan.torch_threads)
         torch.multiprocessing.set_sharing_strategy(config.sharing_strategy)  # type: ignore[no-untyped-call]
+        dog.phase("sizing the epoch (a pilot of a few samples in the main process)")
         epoch = plan_epoch(workload, config, plan, estimate_samples_per_s(workload, config, where, clock=clock))
+        dog.phase("building the dataset")
         dataset = workload.build(epoch.length, where)
         with warnings.catch_warnings(record=True) as caught:
             # torch warns (at construction and at iter()) about over-subscription and pinning
             # without an accelerator; the case records them instead of failing on them
             warnings.simplefilter("always")
-            loader = DataLoader(dataset, **config.dataloader_kwargs(dataset, seed=plan.seed))
-            result = _run(loader, config, epoch, plan, clock, runner, consumer)
+            kwargs = config.dataloader_kwargs(dataset, seed=plan.seed)
+            # a pass-through that, if collation fails, names where the samples differ (in the worker)
+            kwargs["collate_fn"] = ExplainingCollate(kwargs["collate_fn"], auto_batching=config.batch_size is not None)
+            loader = DataLoader(dataset, **kwargs)
+            result = _run(loader, config, epoch, plan, clock, runner, consumer, dog, workers, exits)
         for w in caught:
             text = f"torch warned: {str(w.message).splitlines()[0]}"
             if text not in notes:
@@ -235,20 +265,36 @@ def measure(
         if "epoch_end_s" not in phases:
             notes.append("the epoch did not end where planned, so epoch_end_s is not measured")
         extra = dict(consumer.finish())
+    except Hung as exc:
+        _release_frames(exc)
+        raise dog.failure(config.timeout) from None
+    except WorkloadError as exc:  # a user factory that cannot be imported, raises or returns no Dataset
+        raise CaseFailed(" ".join(f"case {cid} failed: {exc}".split())) from None
     except LoaderbenchError:
         raise
     except Exception as exc:
-        raise explain_failure(cid, exc) from exc
+        _release_frames(exc)
+        # ``from None``: the message replaces torch's traceback wall (the original stays in __context__)
+        if dog.fired:
+            raise dog.failure(config.timeout) from None
+        raise explain_failure(cid, exc, phase=dog.current_phase, worker_exits=exits) from None
     finally:
+        dog.stop()
         loader = None
         gc.collect()
-        leaked = _reap_workers(me, children_before, plan.shutdown_timeout_s)
+        leaked = reap(me, children_before, plan.shutdown_timeout_s)
+        removed = remove_leftover_segments(shm_before, workers)
         torch.set_num_threads(old_threads)
         torch.multiprocessing.set_sharing_strategy(old_strategy)  # type: ignore[no-untyped-call]
         if tmp is not None:
             tmp.cleanup()
     if leaked:
         notes.append(f"{leaked} worker process(es) did not exit within {plan.shutdown_timeout_s:g} s and were killed")
+    if removed:
+        notes.append(
+            f"removed {removed} shared-memory segment(s) that exited workers left in /dev/shm "
+            "(batches in flight when the loader was released, leaked by the file_system sharing strategy)"
+        )
     return Measurement(
         workload=workload.name,
         device=device,
@@ -268,6 +314,36 @@ def measure(
     )
 
 
+def _release_frames(exc: BaseException) -> None:
+    """Drop the locals of the failed frames (batches, loader, iterators), so a failed case's tensors and
+    shared-memory segments are freed now, not whenever the exception chain is collected."""
+    with contextlib.suppress(Exception):
+        traceback.clear_frames(exc.__traceback__)
+
+
+def _exit_codes(it: Iterator[Any]) -> dict[int, int]:
+    """Exit codes of the iterator's workers that have exited (negative: killed by that signal)."""
+    out: dict[int, int] = {}
+    for w in getattr(it, "_workers", ()):
+        with contextlib.suppress(Exception):
+            if w.pid is not None and w.exitcode is not None:
+                out[int(w.pid)] = int(w.exitcode)
+    return out
+
+
+def _await_a_dead_worker(live: list[Iterator[Any]], timeout_s: float = 2.0) -> None:
+    """A broken pipe to a worker usually means it is dying: give the kernel a moment to finish it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(code != 0 for it in live for code in _exit_codes(it).values()):
+            return
+        time.sleep(0.01)
+
+
+def _worker_pids(it: Iterator[Any]) -> set[int]:
+    return {int(w.pid) for w in getattr(it, "_workers", ()) if w.pid is not None}
+
+
 def _run(
     loader: DataLoader[Any],
     config: LoaderConfig,
@@ -276,6 +352,9 @@ def _run(
     clock: Clock,
     runner: Runner,
     consumer: Consumer,
+    dog: Watchdog,
+    workers: set[int],
+    exits: dict[int, int],
 ) -> tuple[dict[str, tuple[float, ...]], dict[str, float], int, int, PeakMemorySampler]:
     phases: dict[str, float] = {}
     per_round: dict[str, list[float]] = {"samples_per_s": [], "batches_per_s": [], "bytes_per_s": [], "round_s": []}
@@ -291,6 +370,7 @@ def _run(
         start = clock()
         for _ in range(k):
             consumer.consume(next(it))
+            dog.beats += 1
         consumer.sync()
         seconds = clock() - start
         extra = consumer.round_metrics(samples, seconds)
@@ -304,35 +384,51 @@ def _run(
 
     with PeakMemorySampler(plan.memory_interval_s) as memory:
         try:
+            dog.phase("starting the workers (iter(loader))")
             t0 = clock()
             live.append(iter(loader))
             phases["startup_s"] = clock() - t0
+            workers |= _worker_pids(live[0])
+            dog.phase("waiting for the first batch")
             first = next(live[0])
             phases["ttfb_s"] = clock() - t0
             bytes_per_sample = tensor_bytes(first) // epoch.batch_size
             consumer.consume(first)
             del first
+            dog.phase("warming up")
             for _ in range(warmup_batches(config, plan)):
                 consumer.consume(next(live[0]))
+                dog.beats += 1
+            dog.phase("measuring the steady-state rounds")
             runner(round_fn, plan.rounds, memory.sample)
-            phases.update(_drain(live[0], clock))
+            dog.phase("draining the rest of the epoch")
+            phases.update(_drain(live[0], clock, dog))
             if plan.next_epoch:
                 if not config.persistent_workers:
+                    dog.phase("shutting down the first epoch's workers")
                     t = clock()
                     live.clear()  # releases the first epoch's workers
                     gc.collect()
                     phases["epoch_shutdown_s"] = clock() - t
+                dog.phase("starting the next epoch")
                 t = clock()
                 live[:] = [iter(loader)]
+                workers |= _worker_pids(live[0])
                 next(live[0])
                 phases["epoch_stall_s"] = clock() - t
+            dog.phase("shutting down the workers")
             t = clock()
             live.clear()
             loader._iterator = None  # a persistent iterator is held by the loader
             gc.collect()  # torch's _shutdown_workers joins (or terminates) the workers here
             phases["shutdown_s"] = clock() - t
+        except (ConnectionError, EOFError, RuntimeError) as exc:
+            if not isinstance(exc, RuntimeError) or "exited unexpectedly" in str(exc):
+                _await_a_dead_worker(live)  # so its exit code (the signal that killed it) can be reported
+            raise
         finally:
             for it in live:
+                exits.update(_exit_codes(it))
                 _shutdown(it)
             live.clear()
             loader._iterator = None
@@ -349,7 +445,7 @@ def _shutdown(it: Iterator[Any]) -> None:
             stop()
 
 
-def _drain(it: Iterator[Any], clock: Clock, limit: int = 10_000) -> dict[str, float]:
+def _drain(it: Iterator[Any], clock: Clock, dog: Watchdog, limit: int = 10_000) -> dict[str, float]:
     """Consume what is left of the epoch (untimed); time the call that raises StopIteration."""
     for _ in range(limit):
         t = clock()
@@ -357,27 +453,5 @@ def _drain(it: Iterator[Any], clock: Clock, limit: int = 10_000) -> dict[str, fl
             next(it)
         except StopIteration:
             return {"epoch_end_s": clock() - t}
+        dog.beats += 1
     return {}
-
-
-def _is_worker(proc: psutil.Process) -> bool:
-    try:
-        cmd = " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return True
-    # forkserver's server process is shared across cases and outlives them by design
-    return "forkserver" not in cmd and "resource_tracker" not in cmd
-
-
-def _reap_workers(me: psutil.Process, before: set[int], timeout_s: float) -> int:
-    """Wait for workers started by this case to exit; kill stragglers. Returns how many were killed."""
-    try:
-        new = [c for c in me.children(recursive=True) if c.pid not in before and _is_worker(c)]
-    except psutil.NoSuchProcess:  # pragma: no cover
-        return 0
-    _, alive = psutil.wait_procs(new, timeout=timeout_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
-    return len(alive)
