@@ -185,3 +185,11 @@ def test_describe_kwargs_is_plain_json() -> None:
     cfg = LoaderConfig(batch_size=4, num_workers=1, batching="sampler", collate="list")
     text = json.dumps(cfg.describe_kwargs())
     assert '"batch_sampler"' in text and '"collate_fn": "list"' in text
+
+
+def test_shuffling_an_empty_dataset_is_refused_like_torch() -> None:
+    empty = TensorDataset(torch.zeros(0, 2))
+    with pytest.raises(ValueError):
+        DataLoader(empty, shuffle=True)
+    with pytest.raises(InvalidConfig, match=r"shuffle=True: the dataset is empty"):
+        LoaderConfig(shuffle=True).dataloader_kwargs(empty)

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from loaderbench import FakeClock, LoaderConfig, Plan, measure
 from loaderbench.errors import CaseFailed
+from loaderbench.faults import case_processes
 from loaderbench.harness import plan_epoch, warmup_batches
 from loaderbench.workloads import Workload
 
@@ -106,7 +107,8 @@ def test_unstable_and_short_cases_warn_with_advice() -> None:
 
 
 def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if "forkserver" not in " ".join(p.cmdline())}
+    """Worker processes below this one (forkserver workers included; the forkserver itself excluded)."""
+    return {p.pid for p in case_processes(psutil.Process(), before=())}
 
 
 def test_workers_are_gone_after_a_case() -> None:

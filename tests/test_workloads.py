@@ -105,3 +105,13 @@ def test_user_factory_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         load_factory("userdata:raises")
     with pytest.raises(WorkloadError, match="returned list, not a sized torch Dataset"):
         load_factory("userdata:wrong")
+
+
+def test_a_bad_factory_path_fails_when_the_scenarios_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[[workload]]\nname = "mine"\nkind = "user"\nfactory = "no_such_module_xyz:make"\n')
+    with pytest.raises(WorkloadError, match="module 'no_such_module_xyz' is not importable"):
+        load_scenarios(path)
+    path.write_text('[[workload]]\nname = "mine"\nkind = "user"\nfactory = "just_a_module"\n')
+    with pytest.raises(WorkloadError, match="is not a 'module:factory' path"):
+        load_scenarios(path)

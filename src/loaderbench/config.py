@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import BatchSampler, Dataset, IterableDataset, RandomSampler, SequentialSampler
 
+from loaderbench.collates import pad_collate
 from loaderbench.errors import InvalidConfig
 
 Batching = Literal["auto", "sampler"]
@@ -66,6 +67,7 @@ def _default(batch: Any) -> Any:
 COLLATES: dict[str, Callable[[Any], Any] | None] = {
     "default": None,
     "list": _identity_list,
+    "pad": pad_collate,
 }
 
 
@@ -194,7 +196,15 @@ class LoaderConfig:
     # --- DataLoader -----------------------------------------------------------------
     def check_dataset(self, dataset: Dataset[Any]) -> None:
         """Raise ``InvalidConfig`` for the combinations torch rejects for this dataset kind."""
-        self.check_kind(iterable=isinstance(dataset, IterableDataset))
+        iterable = isinstance(dataset, IterableDataset)
+        self.check_kind(iterable=iterable)
+        if self.shuffle and not iterable and len(dataset) == 0:  # type: ignore[arg-type]
+            raise _fail(
+                "shuffle",
+                True,
+                "the dataset is empty and torch's RandomSampler refuses num_samples=0",
+                "Use shuffle=False for an empty dataset",
+            )
 
     def check_kind(self, *, iterable: bool) -> None:
         """Raise ``InvalidConfig`` if torch rejects this config for a map-style/iterable dataset."""

@@ -65,6 +65,16 @@ _FOUND = re.compile(r"default_collate: batch must contain .*?; found (<class '[^
 _WORKER = re.compile(r"Caught (\w+) in DataLoader worker process (\d+)")
 _SHM = ("out of shared memory", "bus error", "shared memory", "/dev/shm")
 _NOFILE = ("too many open files", "[errno 24]", "received 0 items of ancdata")
+_CUDA = (
+    "cuda error",
+    "cuda out of memory",
+    "outofmemoryerror",
+    "device-side assert",
+    "illegal memory access",
+    "cudaerror",
+    "cublas_status",
+    "cuda driver",
+)
 _PICKLE = ("can't pickle", "cannot pickle", "can't get local object", "pickling error", "is not picklable")
 
 
@@ -114,6 +124,14 @@ def explain_failure(
             f"tensors, numpy arrays, numbers, strings, dicts, lists, tuples and namedtuples){_where(text)}{during}",
             "convert the sample in __getitem__ (e.g. dataclasses.astuple, or a namedtuple), pass a collate function "
             "that knows the type, or keep each batch as a list (collate='list')",
+        )
+    if any(n in low for n in _CUDA):
+        return _case(
+            case,
+            f"the GPU raised a CUDA error while a batch was copied or the simulated step ran ({detail}){during}",
+            "check nvidia-smi for other processes holding GPU memory and lower batch_size or prefetch_factor; after "
+            "an illegal address or device-side assert the CUDA context is unusable for the rest of this process, so "
+            "rerun the remaining CUDA cases in a fresh pytest run (CUDA_LAUNCH_BLOCKING=1 pins down the failing call)",
         )
     if any(n in low for n in _NOFILE) or getattr(exc, "errno", None) == errno.EMFILE:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -399,6 +399,7 @@ def _run(
             for _ in range(warmup_batches(config, plan)):
                 consumer.consume(next(live[0]))
                 dog.beats += 1
+            consumer.sync()  # untimed: GPU work queued during warm-up must not run into round 1
             dog.phase("measuring the steady-state rounds")
             runner(round_fn, plan.rounds, memory.sample)
             dog.phase("draining the rest of the epoch")

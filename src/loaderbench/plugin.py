@@ -107,6 +107,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Target duration of one round in seconds (sizes the epoch). Default: 0.25.",
     )
     group.addoption(
+        "--loader-batch-timeout",
+        type=_positive("--loader-batch-timeout", float),
+        default=120.0,
+        help="Seconds without a batch after which a case counts as hung: its workers are killed and the case "
+        "fails with the stuck phase named. Default: 120.",
+    )
+    group.addoption(
         "--loader-report",
         default=None,
         metavar="DIR",
@@ -141,7 +148,9 @@ class LoaderbenchSession:
             Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
         )
         self.device: str = opt.loader_device
-        self.plan = Plan(rounds=opt.loader_rounds, round_s=opt.loader_round_seconds)
+        self.plan = Plan(
+            rounds=opt.loader_rounds, round_s=opt.loader_round_seconds, batch_timeout_s=opt.loader_batch_timeout
+        )
         self.measurements: list[Measurement] = []
         self.failures: list[str] = []
         self.tier: Tier | None = None
@@ -172,16 +181,19 @@ class LoaderbenchSession:
 
             check_start_method(case.config)
             consumer = CudaConsumer(case.consumer, batch_size=case.config.batch_size or 1)
+        failure: str | None = None
         try:
             m = measure(
                 case.workload, case.config, device=case.device, plan=self.plan, runner=runner, consumer=consumer
             )
         except CaseFailed as exc:
-            self.failures.append(str(exc))
-            pytest.fail(str(exc), pytrace=False)
+            failure = str(exc)
         finally:
             if consumer is not None:
                 consumer.close()  # releases GPU memory, also when the case failed
+        if failure is not None:
+            self.failures.append(failure)
+            pytest.fail(failure, pytrace=False)
         benchmark.extra_info.update(m.extra_info())
         if case.device == "cpu" and case.config.start_method == "fork":
             from loaderbench.cuda_spec import fork_hazard, parent_cuda_initialized

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import statistics
 import time
@@ -204,6 +205,20 @@ def load_factory(path: str) -> Dataset[Any]:
     return dataset
 
 
+def _check_factory_path(path: str, scenarios: Path, name: str) -> None:
+    """Fail at startup, not mid-run, on a malformed or unimportable ``module:factory``."""
+    module_name, sep, attr = path.partition(":")
+    where = f"scenarios={str(scenarios)!r}, workload {name!r}"
+    if not sep or not module_name or not attr:
+        raise WorkloadError(f"{where}: factory={path!r} is not a 'module:factory' path. Write e.g. mypkg.data:make.")
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise WorkloadError(f"{where}: factory={path!r}: module {module_name!r} is not importable. Check sys.path.")
+
+
 def load_scenarios(path: str | os.PathLike[str]) -> dict[str, Workload]:
     """Read the workload scenario file (TOML): ``[[workload]]`` tables."""
     p = Path(path)
@@ -223,6 +238,8 @@ def load_scenarios(path: str | os.PathLike[str]) -> dict[str, Workload]:
             raise WorkloadError(
                 f"scenarios={str(p)!r}: a [[workload]] lacks {exc}. Give every workload a name and a kind."
             ) from None
+        if kind == "user":
+            _check_factory_path(str(entry.get("factory", "")), p, name)
         if name in out:
             raise WorkloadError(f"scenarios={str(p)!r}: workload {name!r} is defined twice. Rename one.")
         out[name] = Workload(

@@ -20,8 +20,10 @@ def test_pipeline(loaderbench_case: Case, loaderbench_session: LoaderbenchSessio
 
 
 @pytest.mark.loaderbench
-def test_harness_overhead(benchmark: Any) -> None:
+def test_harness_overhead(benchmark: Any, loaderbench_session: LoaderbenchSession) -> None:
     """The suite's own benchmark: harness samples/s over a bare loop's, same loader, same run."""
+    if loaderbench_session.device == "cuda":
+        pytest.skip("the harness-overhead benchmark is a CPU case; it runs with --loader-device=cpu or all")
     result = benchmark.pedantic(harness_overhead, kwargs={"repeats": 3}, rounds=1, iterations=1)
     benchmark.extra_info.update(
         workload=NEAR_ZERO.name,
