@@ -244,8 +244,12 @@ def _cuda_spec(**kwargs: Any) -> Any:
 
 
 #: The CUDA cases' worker base: spawn (never fork from a CUDA process), persistent, pinned.
-_CUDA_BASE: dict[str, Any] = {"num_workers": 4, "multiprocessing_context": "spawn", "persistent_workers": True,
-                              "pin_memory": True}
+_CUDA_BASE: dict[str, Any] = {
+    "num_workers": 4,
+    "multiprocessing_context": "spawn",
+    "persistent_workers": True,
+    "pin_memory": True,
+}
 
 
 def cuda_smoke(workloads: Mapping[str, Workload]) -> list[Case]:
@@ -267,12 +271,25 @@ def cuda_smoke(workloads: Mapping[str, Workload]) -> list[Case]:
     for step in (5.0, 20.0):
         add("transfer", f"{step:g} ms step, plain loop", {"step_ms": step})
         add("transfer", f"{step:g} ms step, side-stream prefetcher", {"step_ms": step, "pipeline": "prefetcher"})
-    add("transfer", "20 ms step, pageable, plain loop (the copy is on the critical path)",
-        {"step_ms": 20.0, "non_blocking": False}, pin_memory=False)
-    add("transfer", "20 ms step, pageable, side-stream prefetcher (the copy overlaps the step)",
-        {"step_ms": 20.0, "non_blocking": False, "pipeline": "prefetcher"}, pin_memory=False)
-    add("transfer", "5 ms step, forkserver, prefetch 4", {"step_ms": 5.0}, multiprocessing_context="forkserver",
-        prefetch_factor=4)
+    add(
+        "transfer",
+        "20 ms step, pageable, plain loop (the copy is on the critical path)",
+        {"step_ms": 20.0, "non_blocking": False},
+        pin_memory=False,
+    )
+    add(
+        "transfer",
+        "20 ms step, pageable, side-stream prefetcher (the copy overlaps the step)",
+        {"step_ms": 20.0, "non_blocking": False, "pipeline": "prefetcher"},
+        pin_memory=False,
+    )
+    add(
+        "transfer",
+        "5 ms step, forkserver, prefetch 4",
+        {"step_ms": 5.0},
+        multiprocessing_context="forkserver",
+        prefetch_factor=4,
+    )
     add("cpu", "cpu-heavy loading feeding a 5 ms step", {"step_ms": 5.0})
     add("cpu", "cpu-heavy loading, prefetcher", {"step_ms": 5.0, "pipeline": "prefetcher"})
     return cases
@@ -289,8 +306,13 @@ def cuda_standard(workloads: Mapping[str, Workload]) -> list[Case]:
     for step in (0.0, 1.0, 5.0, 20.0):
         for pipeline in ("plain", "prefetcher"):
             for nb in (True, False):
-                variations.append((f"{step:g} ms, {pipeline}, non_blocking={nb}",
-                                   {"step_ms": step, "pipeline": pipeline, "non_blocking": nb}, {}))
+                variations.append(
+                    (
+                        f"{step:g} ms, {pipeline}, non_blocking={nb}",
+                        {"step_ms": step, "pipeline": pipeline, "non_blocking": nb},
+                        {},
+                    )
+                )
     variations.append(("pageable, 5 ms", {"step_ms": 5.0}, {"pin_memory": False}))
     variations.append(("not persistent, 5 ms", {"step_ms": 5.0}, {"persistent_workers": False}))
     variations.append(("forkserver, 5 ms", {"step_ms": 5.0}, {"multiprocessing_context": "forkserver"}))
