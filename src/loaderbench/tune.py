@@ -25,7 +25,6 @@ unit-tested without starting a worker.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import time
@@ -38,7 +37,7 @@ from loaderbench.advice import mann_whitney_greater
 from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
 from loaderbench.errors import CaseFailed, UsageError, WorkloadError
 from loaderbench.measurement import Measurement
-from loaderbench.workloads import affinity_cpus
+from loaderbench.workloads import affinity_cpus, import_callable
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +88,10 @@ def heuristics() -> dict[str, int]:
 
 def load_callable(path: str, *, option: str) -> Callable[..., Any]:
     """Import ``module:function`` for ``option`` (e.g. ``--collate``) with a clear error."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"{option}={path!r}: not a 'module:function' path. Write it as e.g. mypkg.data:collate.")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(
-            f"{option}={path!r}: cannot import {module_name!r} ({exc}). Check it is on sys.path."
-        ) from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise UsageError(f"{option}={path!r}: {module_name} has no callable {attr!r}. Name a function.")
-    return fn  # type: ignore[no-any-return]
+        return import_callable(path, argument=option, returns="a batch", form="module:function")
+    except WorkloadError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # --- the search ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import os
 import statistics
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,22 +173,30 @@ class Workload:
         return ds.RepeatDataset(dataset, length)
 
 
-def load_factory(path: str) -> Dataset[Any]:
-    """Import ``module:factory``, call it with no arguments, and check it returns a Dataset."""
+def import_callable(
+    path: str, *, argument: str, returns: str = "a Dataset", form: str = "module:factory"
+) -> Callable[..., Any]:
+    """Import ``module:name`` and check it is callable; errors name ``argument=path`` and the fix."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise WorkloadError(f"factory={path!r}: not a 'module:factory' path. Write it as e.g. mypkg.data:make_dataset.")
+        raise WorkloadError(f"{argument}={path!r}: not a {form!r} path. Write it as e.g. mypkg.data:make.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise WorkloadError(
-            f"factory={path!r}: cannot import {module_name!r} ({exc}). Check the module is on sys.path."
+            f"{argument}={path!r}: cannot import {module_name!r} ({exc}). Check the module is on sys.path."
         ) from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
+    fn = getattr(module, attr, None)
+    if not callable(fn):
         raise WorkloadError(
-            f"factory={path!r}: {module_name} has no callable {attr!r}. Name a function that returns a Dataset."
+            f"{argument}={path!r}: {module_name} has no callable {attr!r}. Name a function that returns {returns}."
         )
+    return fn  # type: ignore[no-any-return]
+
+
+def load_factory(path: str) -> Dataset[Any]:
+    """Import ``module:factory``, call it with no arguments, and check it returns a Dataset."""
+    factory = import_callable(path, argument="factory")
     try:
         dataset = factory()
     except Exception as exc:
