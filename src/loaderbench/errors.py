@@ -34,6 +34,14 @@ class WorkloadError(LoaderbenchError):
     user factory that cannot be imported, raises, or returns no Dataset."""
 
 
+class BaselineError(LoaderbenchError):
+    """A baseline file that cannot be used: unreadable, corrupt, truncated, or of another format version.
+
+    The message names the file and the problem, and says how to fix it
+    (usually: delete the file and record a new baseline).
+    """
+
+
 class CaseFailed(LoaderbenchError):
     """One benchmark case failed while it was measured.
 

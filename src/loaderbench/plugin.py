@@ -15,18 +15,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loaderbench.config import LoaderConfig
-from loaderbench.errors import CaseFailed, LoaderbenchError
-from loaderbench.harness import Plan, measure
-from loaderbench.measurement import Measurement
 from loaderbench.report import terminal_report, write_report_files
-from loaderbench.tiers import DEVICES, TIERS, Case, Tier, build_tier
-from loaderbench.workloads import Workload, load_scenarios
+from loaderbench.session import LoaderbenchSession, threshold_option
+from loaderbench.tiers import DEVICES, TIERS, Case
 
 CASE_FIXTURE = "loaderbench_case"
 
@@ -50,6 +45,19 @@ def _positive(name: str, kind: type) -> Any:
             raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} is not a number.") from None
         if not value > 0 or (isinstance(value, float) and math.isinf(value)):
             raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} must be positive.")
+        return value
+
+    return parse
+
+
+def _non_negative(name: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} is not an integer.") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} must be 0 or more.")
         return value
 
     return parse
@@ -130,109 +138,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--loader-baseline-save",
         action="store_true",
         default=False,
-        help="Record or replace this machine's baseline with this run's cases. Default: off.",
+        help="Record this machine's baseline from this run's cases (replacing their entries; other cases are "
+        "kept). A case gates only once recorded in 3 sessions: see --loader-baseline-append. Default: off.",
     )
-
-
-class LoaderbenchSession:
-    """Built once in ``pytest_configure``; runs cases and keeps their measurements."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        opt = config.option
-        self.enabled: bool = opt.benchmark
-        root = Path(str(config.rootpath))
-        self.scenarios_path = (
-            Path(opt.loader_scenarios) if opt.loader_scenarios else root / "fixtures" / "workloads.toml"
-        )
-        self.baseline_dir = (
-            Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
-        )
-        self.device: str = opt.loader_device
-        self.plan = Plan(
-            rounds=opt.loader_rounds, round_s=opt.loader_round_seconds, batch_timeout_s=opt.loader_batch_timeout
-        )
-        self.measurements: list[Measurement] = []
-        self.failures: list[str] = []
-        self.tier: Tier | None = None
-        if not self.enabled:
-            return
-        try:
-            workloads = load_scenarios(self.scenarios_path)
-            only = opt.loader_workloads.split(",") if opt.loader_workloads else None
-            tier = build_tier(opt.loader_tier, workloads, only=only)
-            if opt.loader_config:
-                tier = _explicit(tier, workloads, LoaderConfig.from_id(opt.loader_config))
-        except LoaderbenchError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        self.tier = tier
-
-    def cases(self) -> list[Case]:
-        if self.tier is None:
-            return []
-        return [c for c in self.tier.cases if self.device == "all" or c.device == self.device]
-
-    def run(self, case: Case, benchmark: Any) -> Measurement:
-        def runner(round_fn: Any, rounds: int, between: Any) -> None:
-            benchmark.pedantic(round_fn, setup=between, rounds=rounds, iterations=1, warmup_rounds=0)
-
-        consumer = None
-        if case.device == "cuda":
-            from loaderbench.cuda import CudaConsumer, check_start_method
-
-            check_start_method(case.config)
-            consumer = CudaConsumer(case.consumer, batch_size=case.config.batch_size or 1)
-        failure: str | None = None
-        try:
-            m = measure(
-                case.workload, case.config, device=case.device, plan=self.plan, runner=runner, consumer=consumer
-            )
-        except CaseFailed as exc:
-            failure = str(exc)
-        finally:
-            if consumer is not None:
-                consumer.close()  # releases GPU memory, also when the case failed
-        if failure is not None:
-            self.failures.append(failure)
-            pytest.fail(failure, pytrace=False)
-        benchmark.extra_info.update(m.extra_info())
-        if case.device == "cpu" and case.config.start_method == "fork":
-            from loaderbench.cuda_spec import fork_hazard, parent_cuda_initialized
-
-            # evidence that fork-started workers came from a process without a CUDA context
-            benchmark.extra_info["parent_cuda_initialized"] = parent_cuda_initialized()
-            hazard = fork_hazard(case.config)
-            if hazard:
-                benchmark.extra_info["warnings"] = [*benchmark.extra_info.get("warnings", []), hazard]
-        self.measurements.append(m)
-        return m
-
-    # --- gate seams (filled in by the gate wiring) -----------------------------------
-    def verdict_texts(self) -> dict[str, str] | None:
-        return None
-
-    def gate_lines(self) -> list[str]:
-        return []
-
-    def context(self) -> dict[str, Any]:
-        return {
-            "tier": self.tier.name if self.tier else None,
-            "device": self.device,
-            "rounds": self.plan.rounds,
-            "round_s": self.plan.round_s,
-        }
-
-
-def _explicit(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:
-    names = dict.fromkeys(c.workload.name for c in tier.cases)
-    cases = []
-    for name in names:
-        w = workloads[name]
-        try:
-            config.check_kind(iterable=w.is_iterable)
-        except LoaderbenchError as exc:
-            raise pytest.UsageError(f"--loader-config={config.id} on workload {name}: {exc}") from None
-        cases.append(Case(w, config, why="--loader-config"))
-    return Tier(tier.name, tuple(cases), f"the explicit config {config.id} on each workload of the tier")
+    group.addoption(
+        "--loader-baseline-append",
+        action="store_true",
+        default=False,
+        help="With --loader-baseline-save: add this run as one more recording session (the last 10 are kept) "
+        "instead of replacing. Default: off.",
+    )
+    group.addoption(
+        "--loader-baseline-prune",
+        action="store_true",
+        default=False,
+        help="With --loader-baseline-save: drop stored cases that this run did not measure. Default: off.",
+    )
+    group.addoption(
+        "--loader-threshold",
+        type=threshold_option,
+        default=None,
+        metavar="SPEC",
+        help="Regression threshold: '10%%', per metric 'samples_per_s=5%%,ttfb_s=25%%', per case "
+        "'CASE:METRIC=20%%'. Default: 10%% for throughput, feed rate and memory, 25%% for ttfb_s and epoch_stall_s.",
+    )
+    group.addoption(
+        "--loader-compare-anyway",
+        action="store_true",
+        default=False,
+        help="Compare against the closest baseline even when it was recorded on a different machine. Default: off.",
+    )
+    group.addoption(
+        "--loader-max-extra",
+        type=_non_negative("--loader-max-extra"),
+        default=3,
+        help="Extra measurements the gate may take per case before answering 'inconclusive'. Default: 3.",
+    )
 
 
 _SESSION_KEY = pytest.StashKey[LoaderbenchSession]()
@@ -326,6 +267,16 @@ def loaderbench_session(request: pytest.FixtureRequest) -> LoaderbenchSession:
     return session_of(request.config)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    s = session_of(session.config)
+    if not s.enabled:
+        return
+    s.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop))
+    if s.failed_gate and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     s = session_of(config)
     if not s.enabled:
@@ -333,6 +284,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     tr = terminalreporter
     tr.section("loaderbench")
+    gate_lines = s.gate_lines()
+    regressions = s.failed_gate
+    if regressions:  # the regressions table first
+        for line in gate_lines:
+            tr.write_line(line, red=True, bold=line.startswith("REGRESSIONS"))
+        tr.write_line("")
     verdicts = s.verdict_texts()
     for line in terminal_report(s.measurements, width=tr._tw.fullwidth or 120, verdicts=verdicts):
         tr.write_line(line)
@@ -341,8 +298,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"{len(s.failures)} case(s) failed:")
         for text in s.failures:
             tr.write_line(f"  {text}")
-    for line in s.gate_lines():
-        tr.write_line(line)
+    if not regressions:
+        tr.write_line("")
+        for line in gate_lines:
+            tr.write_line(line)
     report_dir = config.option.loader_report
     if report_dir and s.measurements:
         files = write_report_files(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from loaderbench.overhead import NEAR_ZERO, harness_overhead
-from loaderbench.plugin import LoaderbenchSession
+from loaderbench.session import LoaderbenchSession
 from loaderbench.tiers import Case
 
 

@@ -1,0 +1,536 @@
+"""The regression gate: per case and metric, is today worse than the baseline?
+
+The statistical model (per metric, in log space, so effects are ratios)
+------------------------------------------------------------------------
+Each measurement ("run") gives one value per metric: the median of its rounds,
+or its one-off value (TTFB, epoch stall, peak memory).  The baseline holds
+runs of the case from ``k`` recording sessions (separate processes:
+``--loader-baseline-save``, then ``--loader-baseline-append``); today's
+session has ``m`` runs (the first measurement plus any extra ones).
+
+* ``x`` = log of the slowdown between the geometric mean of today's run values
+  and that of the baseline's session means, oriented so that ``x > 0`` is worse (throughput
+  lower; TTFB, stall or memory higher).
+* ``sigma`` = the case's session-to-session noise, from the baseline alone:
+  the standard deviation of its sessions' mean log values (median-unbiased for
+  its ``k - 1`` degrees of freedom, ``k`` = recording sessions), never below
+  what the rounds' own spread implies for one run, and never below the
+  metric's ``process_noise`` nor, for TTFB and the epoch stall, below the
+  case's throughput noise (``noise_from`` in :mod:`loaderbench.metrics`).  A baseline with
+  fewer than ``min_sessions`` (3) sessions cannot fail a run: its verdicts are
+  ``unchanged`` or ``inconclusive``, with the advice to record more sessions.
+* ``se = sigma * sqrt(1/k + 1)``.  Today's runs all come from one process, so
+  they count as one draw of the session-to-session noise however many there
+  are: on this kind of machine a session's offset (CPU calibration, allocator
+  state) persists across its measurements, and extra measurements in the same
+  process cannot average it away.
+
+With ``T = log(1 + threshold)``, ``z_s`` the significance level and ``z_p``
+the power level (defaults 3.09 and 1.28: a false alarm rate of 0.1% per case
+and metric, and 90% power to catch a regression of exactly the threshold):
+
+* **regressed**: ``x >= z_s*se`` (significant; for per-round metrics the
+  one-sided Mann–Whitney U test on the pooled rounds must also give
+  ``p < alpha``, asv's rule), and ``x >= T - z_p*se`` (a regression of the
+  threshold's size is what the data show: the estimate is within the power
+  margin of the threshold or beyond it), and the change exceeds the metric's
+  absolute floor.  ``z_p = 0`` gives asv's strict "ratio above the factor".
+  A regression must also survive ``confirm`` (default 1) extra measurement:
+  every measurement of the session must be beyond the line on its own, so one
+  disturbed measurement cannot fail the run.
+* **improved**: the mirror image.  It never fails the run.
+* **unchanged**: ``|x| < T - z_p*se``: a threshold-size change in either
+  direction is ruled out.
+* **inconclusive**: anything else; it never fails the run.  When the rounds
+  are what is too noisy (the effect is large enough but the Mann–Whitney test
+  is not yet significant), the gate first takes more measurements
+  (``remeasure``, at most ``max_extra_measurements``).  When the session-to-
+  session noise is what is too large, more rounds in this session cannot help;
+  the verdict says which change the case can resolve (``(z_s + z_p) * se``)
+  and that more baseline sessions would narrow it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from scipy import stats as sps
+
+from loaderbench import stats
+from loaderbench.baseline import BaselineDoc, BaselineStore, entries_from
+from loaderbench.errors import LoaderbenchError, UsageError
+from loaderbench.fingerprint import Fingerprint
+from loaderbench.measurement import Measurement
+from loaderbench.metrics import METRICS, Metric, Run, Thresholds, parse_thresholds, present
+
+Outcome = Literal["regressed", "improved", "unchanged", "inconclusive"]
+
+__all__ = [
+    "Gate",
+    "Settings",
+    "Thresholds",
+    "Verdict",
+    "compare",
+    "parse_thresholds",
+    "resolution",
+    "run_noise",
+    "save_measurements",
+    "session_values",
+]
+
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Decision levels.  ``alpha``: Mann–Whitney level for per-round metrics (asv's 0.002);
+    ``z_significance``: one-sided z for significance (3.09: 0.1%); ``z_power``: power margin (1.28: 90%);
+    ``confirm``: extra measurements a regression must survive before it is reported, so that one
+    disturbed measurement cannot fail the run; ``min_sessions``: recording sessions a case's baseline
+    needs before its session-to-session noise is known well enough to fail a run."""
+
+    alpha: float = 0.002
+    z_significance: float = 3.09
+    z_power: float = 1.28
+    confirm: int = 1
+    min_sessions: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The gate's answer for one case and metric, with the numbers behind it.
+
+    ``baseline`` and ``current`` are geometric means of run values in the
+    metric's unit; ``ratio`` is ``current / baseline``; ``slowdown`` is the
+    change as a factor above 1 when worse.  ``p_value`` is the one-sided
+    Mann–Whitney p in the direction of the change (None for one-off metrics),
+    ``z`` the session-level z score, ``noise`` the relative standard error ``se``,
+    ``resolves`` the smallest change this noise can resolve; ``baseline_sessions``
+    counts the baseline's recording sessions, ``current_runs`` today's measurements.
+    """
+
+    case_id: str
+    metric: str
+    outcome: Outcome
+    baseline: float
+    current: float
+    ratio: float
+    slowdown: float
+    threshold: float
+    p_value: float | None
+    z: float
+    noise: float
+    resolves: float
+    baseline_sessions: int
+    current_runs: int
+    extra_measurements: int = 0
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "regressed"
+
+    @property
+    def change(self) -> str:
+        """``1.23x slower`` / ``1.05x faster`` / ``same``."""
+        m = METRICS[self.metric]
+        if self.slowdown == 1:
+            return "same"
+        if self.slowdown > 1:
+            return f"{self.slowdown:.2f}x {m.worse}"
+        return f"{1 / self.slowdown:.2f}x {m.better}"
+
+    @property
+    def evidence(self) -> str:
+        """``p=0.0004 < 0.002, z=5.2 >= 3.09`` and the like."""
+        parts = []
+        if self.p_value is not None:
+            parts.append(f"p={self.p_value:.2g}")
+        parts.append(f"z={self.z:.1f}")
+        parts.append(f"noise ±{self.noise:.1%}")
+        parts.append(f"{self.baseline_sessions} baseline sessions, {self.current_runs} run(s)")
+        return ", ".join(parts)
+
+    def message(self) -> str:
+        """One line, pyperf style: ``io-cpu-w0-bs32 samples_per_s: 1.23x slower (...): regressed (...)``."""
+        m = METRICS[self.metric]
+        numbers = f"{m.format_value(self.baseline)} -> {m.format_value(self.current)}"
+        tail = f"; {self.reason}" if self.reason else ""
+        if self.outcome in ("regressed", "improved"):
+            tail = f" (threshold {self.threshold:.0%}){tail}"
+        return f"{self.case_id} {self.metric}: {self.change} ({numbers}), {self.evidence}: {self.outcome}{tail}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON values (non-finite numbers become None), e.g. for ``extra_info``."""
+        data = {
+            "case_id": self.case_id,
+            "metric": self.metric,
+            "outcome": self.outcome,
+            "baseline": self.baseline,
+            "current": self.current,
+            "ratio": self.ratio,
+            "threshold": self.threshold,
+            "p_value": self.p_value,
+            "z": self.z,
+            "noise": self.noise,
+            "resolves": self.resolves,
+            "baseline_sessions": self.baseline_sessions,
+            "current_runs": self.current_runs,
+            "extra_measurements": self.extra_measurements,
+            "message": self.message(),
+        }
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Assessment:
+    verdict: Verdict
+    needs_more: bool
+
+
+def _log_values(metric: Metric, runs: Sequence[Run]) -> list[float]:
+    return [math.log(metric.run_value(r)) for r in runs]
+
+
+def _within(metric: Metric, runs: Sequence[Run]) -> float:
+    """Standard error of one run's median implied by its rounds' spread (log space; 0 for one-offs)."""
+    out = []
+    for r in runs:
+        rounds = [v for v in metric.run_rounds(r) if v > 0]
+        if len(rounds) >= 2:
+            logs = [math.log(v) for v in rounds]
+            q1, q3 = stats.quartiles(logs)
+            out.append(1.2533 * (q3 - q1) / 1.349 / math.sqrt(len(logs)))
+    return math.sqrt(sum(v * v for v in out) / len(out)) if out else 0.0
+
+
+def session_values(metric: Metric, baseline: Sequence[Run]) -> list[float]:
+    """One log value per recording session (the mean of its runs); untagged runs count as sessions of their own."""
+    groups: dict[str, list[float]] = {}
+    for i, run in enumerate(baseline):
+        groups.setdefault(run.session or f"#{i}", []).append(math.log(metric.run_value(run)))
+    return [sum(g) / len(g) for g in groups.values()]
+
+
+def run_noise(metric: Metric, baseline: Sequence[Run]) -> float:
+    """The case's session-to-session noise ``sigma`` (log space) from the baseline; see the module docstring."""
+    own = _own_noise(metric, baseline)
+    other = METRICS.get(metric.noise_from or "")
+    if other is not None and present(other, baseline):
+        return max(own, _own_noise(other, baseline))
+    return own
+
+
+def _own_noise(metric: Metric, baseline: Sequence[Run]) -> float:
+    values = session_values(metric, baseline)
+    between = 0.0
+    if len(values) >= 2:
+        mean = sum(values) / len(values)
+        dof = len(values) - 1
+        # median-unbiased: with few degrees of freedom the plain estimate is too small more often than not
+        between = math.sqrt(sum((v - mean) ** 2 for v in values) / float(sps.chi2.ppf(0.5, dof)))
+    return max(between, _within(metric, baseline), metric.process_noise)
+
+
+def standard_error(metric: Metric, baseline: Sequence[Run]) -> float:
+    """``se`` of today's session against this baseline (log space)."""
+    return run_noise(metric, baseline) * math.sqrt(1 / len(session_values(metric, baseline)) + 1)
+
+
+def resolution(metric: Metric, baseline: Sequence[Run], settings: Settings = Settings()) -> float:
+    """The smallest change (as a fraction) that this baseline's noise lets the gate flag (inf: too few sessions)."""
+    if len(session_values(metric, baseline)) < settings.min_sessions:
+        return math.inf
+    return math.expm1((settings.z_significance + settings.z_power) * standard_error(metric, baseline))
+
+
+def compare(
+    case_id: str,
+    metric: Metric,
+    baseline: Sequence[Run],
+    current: Sequence[Run],
+    *,
+    threshold: float,
+    settings: Settings = Settings(),
+    extra_measurements: int = 0,
+) -> _Assessment:
+    """Decide one metric of one case (a pure function; see the module docstring)."""
+    sessions = session_values(metric, baseline)
+    k, m = len(sessions), len(current)
+    lc = _log_values(metric, current)
+    base, cur = math.exp(sum(sessions) / k), math.exp(sum(lc) / m)
+    slowdown = metric.slowdown(base, cur)
+    x = math.log(slowdown)
+    se = standard_error(metric, baseline)
+    big_t = math.log1p(threshold)
+    zs, zp = settings.z_significance, settings.z_power
+    z = x / se
+    known = k >= settings.min_sessions
+    line = max(zs * se, big_t - zp * se) if known else math.inf
+    resolves = math.expm1((zs + zp) * se) if known else math.inf
+
+    p_value: float | None = None
+    rb = [v for r in baseline for v in metric.run_rounds(r)]
+    rc = [v for r in current for v in metric.run_rounds(r)]
+    if rb and rc:
+        worse_alt, better_alt = ("less", "greater") if metric.higher_is_better else ("greater", "less")
+        alternative = worse_alt if x >= 0 else better_alt
+        p_value = float(sps.mannwhitneyu(rc, rb, alternative=alternative).pvalue)
+    rank_ok = p_value is None or p_value < settings.alpha
+    small_abs = abs(cur - base) < metric.min_abs
+
+    needs_more = False
+    reason = ""
+    outcome: Outcome
+    if small_abs and metric.min_abs > 0:
+        outcome = "unchanged"
+        reason = f"the change is below the {metric.format_value(metric.min_abs)} floor"
+    elif x >= line and min(math.log(metric.slowdown(base, math.exp(v))) for v in lc) < line:
+        outcome = "inconclusive"
+        reason = f"not confirmed: only some of the {m} measurements are beyond the {math.exp(line):.2f}x line"
+    elif abs(x) >= line and rank_ok:
+        outcome = "regressed" if x > 0 else "improved"
+    elif abs(x) < big_t - zp * se:
+        outcome = "unchanged"
+    else:
+        outcome = "inconclusive"
+        if abs(x) >= line:
+            reason = f"Mann-Whitney p={p_value:.2g} is not below {settings.alpha:g}; more rounds needed"
+            needs_more = x > 0  # more rounds can make the rank test significant
+        elif not known:
+            reason = (
+                f"the baseline has {k} recording session(s) and needs {settings.min_sessions} to know this case's "
+                "noise: add sessions with --loader-baseline-save --loader-baseline-append"
+            )
+        elif resolves > threshold:
+            reason = (
+                f"too noisy: session-to-session noise ±{se:.1%} over {k} baseline sessions resolves only changes of "
+                f"{resolves:.0%} or more, not {threshold:.0%}; record more baseline sessions to narrow it"
+            )
+        else:
+            reason = f"not significant (z={z:.1f} < {zs:g})"
+    if outcome == "regressed" and m < 1 + settings.confirm:
+        needs_more = True  # a regression is reported only once it survives a confirming measurement
+    verdict = Verdict(
+        case_id=case_id,
+        metric=metric.name,
+        outcome=outcome,
+        baseline=base,
+        current=cur,
+        ratio=cur / base,
+        slowdown=slowdown,
+        threshold=threshold,
+        p_value=p_value,
+        z=z,
+        noise=se,
+        resolves=resolves,
+        baseline_sessions=k,
+        current_runs=m,
+        extra_measurements=extra_measurements,
+        reason=reason,
+    )
+    return _Assessment(verdict, needs_more)
+
+
+class Gate:
+    """Compares each measured case with this machine's baseline.  Built once per pytest session.
+
+    Construction reads the baseline (a :class:`~loaderbench.baseline.BaselineError`
+    propagates for a corrupt or unreadable file).  Without a baseline for this
+    fingerprint the gate is inactive and :meth:`status` says why and what to do;
+    ``allow_mismatch=True`` compares against the closest other machine's baseline.
+    """
+
+    def __init__(
+        self,
+        store: BaselineStore,
+        fingerprint: Fingerprint,
+        *,
+        thresholds: Thresholds | None = None,
+        allow_mismatch: bool = False,
+        max_extra_measurements: int = 3,
+        settings: Settings = Settings(),
+    ) -> None:
+        if max_extra_measurements < 0:
+            raise UsageError(f"max_extra_measurements={max_extra_measurements}: must be 0 or more. Use e.g. 3.")
+        self.thresholds = thresholds or Thresholds()
+        self.max_extra = max_extra_measurements
+        self.settings = settings
+        self.fingerprint = fingerprint
+        self._verdicts: list[Verdict] = []
+        self._new_cases: list[str] = []
+        self._notes: list[str] = []
+        save_hint = "record one with: pytest --benchmark --loader-baseline-save"
+        doc = store.load(fingerprint)
+        self.doc: BaselineDoc | None = doc
+        if doc is not None:
+            self._status = f"comparing against {doc.path} ({len(doc.cases)} cases{self._sessions_note(doc)})"
+            return
+        other, differences, problems = store.closest(fingerprint)
+        skipped = f" (skipped unreadable files: {' | '.join(problems)})" if problems else ""
+        if other is None:
+            self._status = (
+                f"no baseline for this machine ({fingerprint.key}) in {store.directory}{skipped}; "
+                f"not comparing. To {save_hint}"
+            )
+        elif allow_mismatch:
+            self.doc = other
+            self._status = (
+                f"comparing anyway against {other.path}, recorded on a different machine: {'; '.join(differences)}"
+            )
+        else:
+            self._status = (
+                f"no baseline for this machine ({fingerprint.key}); the closest, {other.path}, was recorded on a "
+                f"different machine: {'; '.join(differences)}. Not comparing. To {save_hint}; "
+                f"to compare anyway: --loader-compare-anyway{skipped}"
+            )
+
+    def _sessions_note(self, doc: BaselineDoc) -> str:
+        few = [
+            cid
+            for cid, e in doc.cases.items()
+            if len({r.session or f"#{i}" for i, r in enumerate(e.runs)}) < self.settings.min_sessions
+        ]
+        if not few:
+            return ""
+        return (
+            f"; {len(few)} recorded in fewer than {self.settings.min_sessions} sessions cannot fail the run yet: "
+            "add sessions with --loader-baseline-save --loader-baseline-append"
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether :meth:`check` compares anything."""
+        return self.doc is not None
+
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def verdicts(self) -> tuple[Verdict, ...]:
+        return tuple(self._verdicts)
+
+    @property
+    def failed(self) -> bool:
+        return any(v.failed for v in self._verdicts)
+
+    def check(
+        self, m: Measurement, remeasure: Callable[[], Measurement], *, case_id: str | None = None
+    ) -> list[Verdict]:
+        """Verdicts for every gated metric the case and its baseline both have.
+
+        ``case_id`` overrides ``m.case_id`` as the baseline key (e.g. with a CUDA
+        consumer-spec suffix).  Calls ``remeasure()`` (at most ``max_extra_measurements`` times) while
+        a possible regression is still undecided; its results are pooled.
+        """
+        if self.doc is None:
+            return []
+        cid = case_id or m.case_id
+        entry = self.doc.cases.get(cid)
+        if entry is None:
+            self._new_cases.append(cid)
+            return []
+        if dict(entry.config) != m.config.as_dict():
+            self._notes.append(f"{cid}: the baseline entry has a different LoaderConfig; not compared (re-record it)")
+            return []
+        current = [Run.from_measurement(m)]
+        extra = 0
+        while True:
+            assessed = self._assess(cid, entry.runs, current, extra)
+            if extra >= self.max_extra or not any(a.needs_more for a in assessed):
+                break
+            try:
+                current.append(Run.from_measurement(remeasure()))
+            except LoaderbenchError as exc:
+                self._notes.append(f"{cid}: an extra measurement failed, deciding with what there is: {exc}")
+                break
+            extra += 1
+        verdicts = [a.verdict for a in assessed]
+        self._verdicts.extend(verdicts)
+        return verdicts
+
+    def _assess(self, case_id: str, baseline: Sequence[Run], current: Sequence[Run], extra: int) -> list[_Assessment]:
+        out = []
+        for metric in METRICS.values():
+            if not (present(metric, baseline) and present(metric, current)):
+                continue
+            assessment = compare(
+                case_id,
+                metric,
+                baseline,
+                current,
+                threshold=self.thresholds.get(case_id, metric),
+                settings=self.settings,
+                extra_measurements=extra,
+            )
+            out.append(assessment)
+        return out
+
+    def summary_lines(self) -> list[str]:
+        """The end-of-session report: regressions table first, then the rest in brief."""
+        lines = [f"loaderbench gate: {self._status}"]
+        if self.doc is None:
+            return lines
+        regressed = [v for v in self._verdicts if v.outcome == "regressed"]
+        if regressed:
+            lines.append(f"REGRESSIONS ({len(regressed)}):")
+            lines.extend(_table(regressed))
+        counts = {o: sum(v.outcome == o for v in self._verdicts) for o in ("improved", "unchanged", "inconclusive")}
+        cases = len({v.case_id for v in self._verdicts})
+        lines.append(
+            f"{len(regressed)} regressed, {counts['improved']} improved, {counts['unchanged']} unchanged, "
+            f"{counts['inconclusive']} inconclusive (metric verdicts over {cases} cases)"
+        )
+        improved = [v for v in self._verdicts if v.outcome == "improved"]
+        if improved:
+            lines.append("improved (not a failure; re-record the baseline to keep the gain):")
+            lines.extend(_table(improved))
+        inconclusive = [v for v in self._verdicts if v.outcome == "inconclusive"]
+        few = sorted({v.case_id for v in inconclusive if v.baseline_sessions < self.settings.min_sessions})
+        rest = [v for v in inconclusive if v.baseline_sessions >= self.settings.min_sessions]
+        if rest:
+            lines.append("inconclusive (not a failure):")
+            lines.extend(f"  {v.message()}" for v in rest)
+        if few:
+            lines.append(
+                f"not gated, baseline from fewer than {self.settings.min_sessions} sessions ({len(few)}): "
+                f"{', '.join(few)}; add sessions with --loader-baseline-save --loader-baseline-append"
+            )
+        if self._new_cases:
+            lines.append(
+                f"not compared, no baseline entry ({len(self._new_cases)}): {', '.join(self._new_cases)}; "
+                "add them with --loader-baseline-save"
+            )
+        lines.extend(f"note: {n}" for n in self._notes)
+        return lines
+
+
+def _table(verdicts: Sequence[Verdict]) -> list[str]:
+    rows = [("case", "metric", "baseline", "current", "change", "threshold", "evidence")]
+    for v in verdicts:
+        m = METRICS[v.metric]
+        base, cur = m.format_value(v.baseline), m.format_value(v.current)
+        rows.append((v.case_id, v.metric, base, cur, v.change, f"{v.threshold:.0%}", v.evidence))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
+
+
+def save_measurements(
+    store: BaselineStore,
+    fingerprint: Fingerprint,
+    measurements: Sequence[Measurement],
+    *,
+    prune: bool = False,
+    append: bool = False,
+    case_ids: Sequence[str] | None = None,
+) -> Path:
+    """Record ``measurements`` (several per case become its runs; one session) as this machine's baseline.
+
+    ``case_ids``, parallel to ``measurements``, overrides their ``case_id`` as keys.
+    ``append=True`` adds this session to each case's stored sessions instead of replacing them.
+    """
+    entries = entries_from(measurements, case_ids=case_ids)
+    return store.save(fingerprint, entries, prune=prune, append=append)

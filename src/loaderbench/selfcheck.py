@@ -1,0 +1,406 @@
+"""A/A and power self-check of the regression gate: ``python -m loaderbench.selfcheck``.
+
+It drives :func:`loaderbench.harness.measure` directly (not pytest), every
+session in a fresh Python process, as CI runs would:
+
+1. **Record** a baseline into a temporary directory: ``--baseline-sessions``
+   processes, each measuring every case ``--baseline-repeats`` times, appended
+   into one document (so the baseline knows the case's noise across processes).
+2. **Compare** ``--reruns`` times.  A rerun is one session per variant, in a
+   shuffled order: the cases as they are (A/A: any ``regressed`` verdict is a
+   false alarm) and with each injected slowdown (power: is ``samples_per_s``
+   flagged?).  A session measures every case once, in the ``--cases`` order,
+   like a pytest run, and checks it against the baseline through a
+   :class:`~loaderbench.gate.Gate`, extra measurements included.
+
+The slowdown is injected from outside the suite's code path: the case's
+workload is replaced by :class:`SlowedWorkload`, whose dataset wraps the
+original one (:class:`SlowedDataset`) and adds, to every ``__getitem__``,
+``s * max(1, num_workers) / baseline_samples_per_s`` seconds: the pipeline's
+per-sample time at its bottleneck, scaled by ``s``, so the pipeline becomes
+about ``1 + s`` times slower.  The delay sleeps for sleep-bound (I/O) workloads
+and busy-waits, holding the GIL and a core, for the others.  The table reports
+the slowdown actually achieved next to each detection rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset, IterableDataset
+
+from loaderbench import stats
+from loaderbench.baseline import BaselineStore
+from loaderbench.config import LoaderConfig
+from loaderbench.errors import LoaderbenchError, UsageError
+from loaderbench.fingerprint import Fingerprint, current
+from loaderbench.gate import Gate, parse_thresholds, resolution, run_noise, save_measurements
+from loaderbench.harness import Plan, measure
+from loaderbench.measurement import Measurement
+from loaderbench.metrics import METRICS
+from loaderbench.workloads import Workload, load_scenarios
+
+DEFAULT_CASES = "io:w0,io:w2,cpu:w0,cpu:w2,transfer:w2"
+_PLAN = Plan()
+#: How far short of the injected delay ``SlowedDataset`` sleeps before waiting out the rest.
+_SLEEP_SLACK_S = 2e-4
+_SLEEP_KINDS = ("sleep", "iterable-sleep", "skewed", "file")
+
+
+class SlowedDataset(Dataset[Any]):
+    """Wraps a map-style dataset; every ``__getitem__`` takes ``extra_s`` longer.
+
+    ``mode='sleep'`` sleeps (like slower storage); ``mode='spin'`` busy-waits,
+    holding the GIL and a core (like a slower transform).  Module-level and
+    holding only plain values, so it pickles under spawn.
+    """
+
+    def __init__(self, inner: Dataset[Any], extra_s: float, mode: str) -> None:
+        self.inner, self.extra_s, self.mode = inner, extra_s, mode
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.inner[index]
+        end = time.perf_counter() + self.extra_s
+        if self.mode == "sleep" and self.extra_s > 2 * _SLEEP_SLACK_S:
+            # sleep overshoots by tens of microseconds: sleep short of the target, then wait it out
+            time.sleep(self.extra_s - _SLEEP_SLACK_S)
+        while time.perf_counter() < end:
+            pass
+        return item
+
+
+@dataclass(frozen=True, slots=True)
+class SlowedWorkload(Workload):
+    """The same workload (same name, so the same case id) with a slower dataset."""
+
+    extra_s: float = 0.0
+    mode: str = "sleep"
+
+    def build(self, length: int, workdir: str | os.PathLike[str] | None = None) -> Dataset[Any]:
+        inner = Workload.build(self, length, workdir)
+        if isinstance(inner, IterableDataset):
+            raise UsageError(f"case workload={self.name!r}: slowdowns are injected into map-style datasets only.")
+        return SlowedDataset(inner, self.extra_s, self.mode)
+
+
+def slowed(workload: Workload, config: LoaderConfig, slowdown: float, baseline_samples_per_s: float) -> Workload:
+    """``workload`` made about ``1 + slowdown`` times slower at the pipeline's bottleneck."""
+    if slowdown <= 0:
+        return workload
+    extra = slowdown * max(1, config.num_workers) / baseline_samples_per_s
+    mode = "sleep" if workload.kind in _SLEEP_KINDS else "spin"
+    return SlowedWorkload(
+        name=workload.name,
+        kind=workload.kind,
+        batch_size=workload.batch_size,
+        description=workload.description,
+        params=workload.params,
+        fixed_length=workload.fixed_length,
+        extra_s=extra,
+        mode=mode,
+    )
+
+
+def parse_cases(text: str, workloads: dict[str, Workload]) -> list[tuple[Workload, LoaderConfig]]:
+    """``io:w0,cpu:w2-persist`` -> (workload, LoaderConfig); the workload's batch size unless the id names one."""
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        name, sep, cid = item.partition(":")
+        if not sep or name not in workloads:
+            raise UsageError(
+                f"--cases={text!r}: {item!r} is not WORKLOAD:CONFIG_ID with a known workload "
+                f"({', '.join(workloads)}). Write e.g. io:w0,cpu:w2."
+            )
+        tokens = cid.split("-")
+        if not any(t == "nobatch" or (t.startswith("bs") and t[2:].isdigit()) for t in tokens):
+            cid = f"{cid}-bs{workloads[name].batch_size}"
+        out.append((workloads[name], LoaderConfig.from_id(cid)))
+    return out
+
+
+# --- one session (runs in its own process) -----------------------------------------------
+
+
+def _session(job: dict[str, Any]) -> dict[str, Any]:
+    workloads = load_scenarios(job["scenarios"])
+    cases = parse_cases(job["cases"], workloads)
+    plan = Plan(rounds=job["rounds"], round_s=job["round_s"])
+    store = BaselineStore(job["dir"])
+    fingerprint = Fingerprint.from_dict(job["fingerprint"])
+    load = os.getloadavg()[0]
+    if job["mode"] == "record":
+        ms = [measure(w, c, plan=plan) for _ in range(job["repeats"]) for w, c in cases]
+        save_measurements(store, fingerprint, ms, append=True)
+        return {"recorded": len(ms), "load": [load, os.getloadavg()[0]]}
+    thresholds = parse_thresholds(job["threshold"], option="--threshold")
+    doc = store.load(fingerprint)
+    assert doc is not None
+    slowdown = float(job["slowdown"])
+    results = []
+    for workload, config in cases:
+        gate = Gate(store, fingerprint, thresholds=thresholds, max_extra_measurements=job["max_extra"])
+        entry = doc.cases[f"{workload.name}-cpu-{config.id}"]
+        base_sps = math.exp(stats.median([math.log(stats.median(r.rounds["samples_per_s"])) for r in entry.runs]))
+        target = slowed(workload, config, slowdown, base_sps)
+        times: list[float] = []
+
+        def timed(target: Workload = target, config: LoaderConfig = config, times: list[float] = times) -> Measurement:
+            t0 = time.perf_counter()
+            m = measure(target, config, plan=plan)
+            times.append(time.perf_counter() - t0)
+            return m
+
+        first = timed()
+        t0 = time.perf_counter()
+        verdicts = gate.check(first, timed)
+        gate_s = time.perf_counter() - t0 - sum(times[1:])
+        results.append(
+            {
+                "case": first.case_id,
+                "slowdown": slowdown,
+                "verdicts": [v.as_dict() for v in verdicts],
+                "measure_s": times,
+                "gate_s": gate_s,
+            }
+        )
+    return {"results": results, "load": [load, os.getloadavg()[0]]}
+
+
+def _spawn(job: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "loaderbench.selfcheck", "--session", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise LoaderbenchError(f"a self-check session failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+
+def _fraction_list(text: str) -> list[float]:
+    try:
+        values = [float(v.strip().rstrip("%")) / 100 for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--slowdowns={text!r}: not a list of percentages. Write e.g. 10,20.") from None
+    if any(v <= 0 for v in values):
+        raise UsageError(f"--slowdowns={text!r}: slowdowns must be positive. Write e.g. 10,20.")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m loaderbench.selfcheck",
+        description="A/A false-alarm and injected-slowdown power check of the loaderbench regression gate. "
+        "Every session runs in a fresh process.",
+    )
+    add = p.add_argument
+    add("--scenarios", default="fixtures/workloads.toml", help="workload scenario file (default: %(default)s)")
+    add("--cases", default=DEFAULT_CASES, help="WORKLOAD:CONFIG_ID list (default: %(default)s)")
+    add("--reruns", type=int, default=10, help="A/A and power reruns, a session each (default: %(default)s)")
+    add("--slowdowns", default="10,20", help="injected slowdowns in %% (default: %(default)s)")
+    add("--baseline-sessions", type=int, default=3, help="processes recording the baseline (default: %(default)s)")
+    add("--baseline-repeats", type=int, default=1, help="measurements per case and session (default: %(default)s)")
+    add("--rounds", type=int, default=_PLAN.rounds, help="rounds per measurement (default: %(default)s)")
+    add("--round-seconds", type=float, default=_PLAN.round_s, help="seconds per round (default: %(default)s)")
+    add("--threshold", default="10%", help="gate thresholds, as --loader-threshold (default: %(default)s)")
+    add("--max-extra", type=int, default=3, help="extra measurements the gate may take (default: %(default)s)")
+    add("--seed", type=int, default=0, help="seed for the order of A/A and power sessions (default: %(default)s)")
+    add("--json", dest="json_path", default=None, help="also write the figures as JSON here (default: none)")
+    add("--keep", default=None, help="record the baseline into this directory and keep it (default: a temp dir)")
+    p.add_argument("--session", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workloads = load_scenarios(args.scenarios)
+    cases = parse_cases(args.cases, workloads)
+    parse_thresholds(args.threshold, option="--threshold")
+    slowdowns = _fraction_list(args.slowdowns)
+    for name in ("reruns", "baseline_sessions", "baseline_repeats", "rounds"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be at least 1.")
+    tmp = tempfile.TemporaryDirectory(prefix="loaderbench-selfcheck-") if args.keep is None else None
+    directory = args.keep or (tmp.name if tmp else "")
+    fingerprint = current()
+    job = {
+        "scenarios": str(Path(args.scenarios).resolve()),
+        "cases": args.cases,
+        "rounds": args.rounds,
+        "round_s": args.round_seconds,
+        "dir": directory,
+        "fingerprint": fingerprint.as_dict(),
+        "threshold": args.threshold,
+        "max_extra": args.max_extra,
+    }
+    started = time.perf_counter()
+    try:
+        loads: list[float] = []
+        for i in range(args.baseline_sessions):
+            _log(f"recording baseline session {i + 1}/{args.baseline_sessions}")
+            loads += _spawn({**job, "mode": "record", "repeats": args.baseline_repeats})["load"]
+        reruns = []
+        order = random.Random(args.seed)
+        for i in range(args.reruns):
+            variants = [0.0, *slowdowns]
+            order.shuffle(variants)
+            for slowdown in variants:
+                _log(f"rerun {i + 1}/{args.reruns}: {'A/A' if slowdown == 0 else f'{slowdown:.0%} slower'}")
+                out = _spawn({**job, "mode": "compare", "slowdown": slowdown})
+                reruns.extend(out["results"])
+                loads += out["load"]
+                for r in out["results"]:
+                    _log_result(r)
+        doc = BaselineStore(directory).load(fingerprint)
+        assert doc is not None
+        figures = _figures(doc.cases, cases, reruns, slowdowns, args)
+        figures["load_average"] = {"min": min(loads), "median": stats.median(loads), "max": max(loads)}
+        figures["sessions"] = reruns  # every verdict of every session, for a closer look
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    figures["wall_s"] = time.perf_counter() - started
+    return figures
+
+
+def _figures(entries: Any, cases: Sequence[tuple[Workload, LoaderConfig]], reruns: list[dict[str, Any]],
+             slowdowns: list[float], args: argparse.Namespace) -> dict[str, Any]:
+    metric = METRICS["samples_per_s"]
+    threshold = parse_thresholds(args.threshold, option="--threshold")
+    out: dict[str, Any] = {"cases": [], "settings": vars(args)}
+    for workload, config in cases:
+        cid = f"{workload.name}-cpu-{config.id}"
+        runs = entries[cid].runs
+        riqr = stats.median([stats.relative_iqr(r.rounds["samples_per_s"]) for r in runs])
+        sigma = run_noise(metric, runs)
+        resolves = resolution(metric, runs)
+        thr = threshold.get(cid, metric)
+        row: dict[str, Any] = {"case": cid, "relative_iqr": riqr, "run_to_run": sigma, "resolves": resolves}
+        mine = [r for r in reruns if r["case"] == cid]
+        aa = [r for r in mine if r["slowdown"] == 0.0]
+        row["aa_false"] = sum(any(v["outcome"] == "regressed" for v in r["verdicts"]) for r in aa)
+        row["aa_false_metrics"] = sorted({v["metric"] for r in aa for v in _regressed(r)})
+        row["aa_runs"] = len(aa)
+        first = sum(r["measure_s"][0] for r in aa)
+        row["aa_extra_time"] = (sum(sum(r["measure_s"][1:]) + r["gate_s"] for r in aa) / first) if first else math.nan
+        aa_ratio = _geo([_sps_ratio(r) for r in aa])
+        for s in slowdowns:
+            power = [r for r in mine if r["slowdown"] == s]
+            detected = sum(any(v["metric"] == "samples_per_s" for v in _regressed(r)) for r in power)
+            achieved = aa_ratio / _geo([_sps_ratio(r) for r in power])
+            row[f"power_{s:g}"] = {"detected": detected, "runs": len(power), "achieved": achieved}
+        row["note"] = (
+            f"cannot resolve {thr:.0%}: session-to-session noise {sigma:.1%} over {len(runs)} baseline sessions "
+            f"lets the gate flag only changes of {resolves:.0%} or more"
+            if resolves > thr
+            else ""
+        )
+        out["cases"].append(row)
+    return out
+
+
+def _regressed(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in result["verdicts"] if v["outcome"] == "regressed"]
+
+
+def _sps_ratio(result: dict[str, Any]) -> float:
+    for v in result["verdicts"]:
+        if v["metric"] == "samples_per_s":
+            return float(v["ratio"])
+    return math.nan
+
+
+def _geo(values: list[float]) -> float:
+    values = [v for v in values if v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
+
+
+def render(figures: dict[str, Any], slowdowns: Sequence[float]) -> list[str]:
+    head = ["case", "rel IQR", "run noise", "resolves", "A/A false"]
+    head += [f"{s:.0%}: flagged (achieved)" for s in slowdowns]
+    head += ["A/A extra time"]
+    rows = [head]
+    notes = []
+    for row in figures["cases"]:
+        cells = [
+            row["case"],
+            f"{row['relative_iqr']:.1%}",
+            f"{row['run_to_run']:.1%}",
+            f"{row['resolves']:.0%}",
+            f"{row['aa_false']}/{row['aa_runs']}",
+        ]
+        for s in slowdowns:
+            p = row[f"power_{s:g}"]
+            cells.append(f"{p['detected']}/{p['runs']} ({p['achieved']:.2f}x)")
+        cells.append(f"+{row['aa_extra_time']:.0%}")
+        rows.append(cells)
+        if row["note"]:
+            notes.append(f"{row['case']}: {row['note']}")
+        if row["aa_false_metrics"]:
+            notes.append(f"{row['case']}: A/A false alarms on {', '.join(row['aa_false_metrics'])}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += [f"note: {n}" for n in notes]
+    load = figures.get("load_average")
+    if load:
+        lines.append(
+            f"1-minute load average at session start/end: min {load['min']:.1f}, median {load['median']:.1f}, "
+            f"max {load['max']:.1f} (the machine has {os.cpu_count()} CPUs; above that, other work competed)"
+        )
+    lines.append(f"total wall time: {figures['wall_s']:.0f} s")
+    return lines
+
+
+def _log_result(r: dict[str, Any]) -> None:
+    flagged = ",".join(v["metric"] for v in _regressed(r)) or "-"
+    sps = next((v for v in r["verdicts"] if v["metric"] == "samples_per_s"), None)
+    change = f"{1 / sps['ratio']:.3f}x slower, {sps['outcome']}" if sps else "n/a"
+    _log(
+        f"  {r['case']} +{r['slowdown']:.0%}: samples_per_s {change}; regressed: {flagged}; "
+        f"{len(r['measure_s'])} measurement(s), {sum(r['measure_s']):.1f} s"
+    )
+
+
+def _log(text: str) -> None:
+    print(f"[selfcheck {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.session is not None:
+        print(json.dumps(_session(json.loads(args.session))))
+        return 0
+    try:
+        figures = run(args)
+    except LoaderbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    slowdowns = _fraction_list(args.slowdowns)
+    for line in render(figures, slowdowns):
+        print(line)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(figures, indent=2, default=str) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

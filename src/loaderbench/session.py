@@ -1,0 +1,201 @@
+"""The benchmark session: built once per pytest run, it runs cases, gates them against the
+baseline and records baselines.  ``plugin.py`` holds the options and hooks; this holds the work."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loaderbench import fingerprint
+from loaderbench.baseline import BaselineStore
+from loaderbench.config import LoaderConfig
+from loaderbench.errors import CaseFailed, LoaderbenchError
+from loaderbench.gate import Gate, Verdict, parse_thresholds, save_measurements
+from loaderbench.harness import Consumer, Plan, measure
+from loaderbench.measurement import Measurement
+from loaderbench.tiers import Case, Tier, build_tier
+from loaderbench.workloads import Workload, load_scenarios
+
+
+def threshold_option(text: str) -> Any:
+    """argparse type for ``--loader-threshold``: bad specs are usage errors."""
+    try:
+        return parse_thresholds(text)
+    except LoaderbenchError as exc:
+        raise argparse.ArgumentTypeError(f"Could not parse value: {exc}") from None
+
+
+class LoaderbenchSession:
+    """Runs cases, keeps their measurements, gates them, and records the baseline."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        opt = config.option
+        self.enabled: bool = opt.benchmark
+        root = Path(str(config.rootpath))
+        self.scenarios_path = (
+            Path(opt.loader_scenarios) if opt.loader_scenarios else root / "fixtures" / "workloads.toml"
+        )
+        self.baseline_dir = (
+            Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
+        )
+        self.device: str = opt.loader_device
+        self.plan = Plan(
+            rounds=opt.loader_rounds, round_s=opt.loader_round_seconds, batch_timeout_s=opt.loader_batch_timeout
+        )
+        self.saving: bool = opt.loader_baseline_save
+        self.append: bool = opt.loader_baseline_append
+        self.prune: bool = opt.loader_baseline_prune
+        self.measurements: list[Measurement] = []
+        self.failures: list[str] = []
+        self.tier: Tier | None = None
+        self.gate: Gate | None = None
+        self.saved: Path | None = None
+        self.save_note: str = ""
+        if not self.enabled:
+            return
+        if (self.append or self.prune) and not self.saving:
+            flag = "--loader-baseline-append" if self.append else "--loader-baseline-prune"
+            raise pytest.UsageError(f"{flag} only applies when recording: add --loader-baseline-save.")
+        try:
+            workloads = load_scenarios(self.scenarios_path)
+            only = opt.loader_workloads.split(",") if opt.loader_workloads else None
+            tier = build_tier(opt.loader_tier, workloads, only=only)
+            if opt.loader_config:
+                tier = _explicit(tier, workloads, LoaderConfig.from_id(opt.loader_config))
+            self.fingerprint = fingerprint.current()
+            self.store = BaselineStore(self.baseline_dir)
+            if not self.saving:
+                self.gate = Gate(
+                    self.store,
+                    self.fingerprint,
+                    thresholds=opt.loader_threshold,
+                    allow_mismatch=opt.loader_compare_anyway,
+                    max_extra_measurements=opt.loader_max_extra,
+                )
+        except LoaderbenchError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.tier = tier
+
+    def cases(self) -> list[Case]:
+        if self.tier is None:
+            return []
+        return [c for c in self.tier.cases if self.device == "all" or c.device == self.device]
+
+    # --- one case ----------------------------------------------------------------------
+    def run(self, case: Case, benchmark: Any) -> Measurement:
+        """Measure ``case`` through pytest-benchmark's pedantic mode, then gate it."""
+
+        def runner(round_fn: Any, rounds: int, between: Any) -> None:
+            benchmark.pedantic(round_fn, setup=between, rounds=rounds, iterations=1, warmup_rounds=0)
+
+        failure: str | None = None
+        try:
+            m = self._measure(case, runner)
+        except CaseFailed as exc:
+            failure = str(exc)
+        if failure is not None:  # outside the except block: pytest prints the message once, not chained
+            self.failures.append(failure)
+            pytest.fail(failure, pytrace=False)
+        benchmark.extra_info.update(m.extra_info())
+        if case.device == "cpu" and case.config.start_method == "fork":
+            from loaderbench.cuda_spec import fork_hazard, parent_cuda_initialized
+
+            # evidence that fork-started workers came from a process without a CUDA context
+            benchmark.extra_info["parent_cuda_initialized"] = parent_cuda_initialized()
+            hazard = fork_hazard(case.config)
+            if hazard:
+                benchmark.extra_info["warnings"] = [*benchmark.extra_info.get("warnings", []), hazard]
+        if self.gate is not None and self.gate.active:
+            # extra measurements use the plain runner, so they stay out of pytest-benchmark's stats
+            verdicts = self.gate.check(m, lambda: self._measure(case, None))
+            benchmark.extra_info["gate"] = [v.as_dict() for v in verdicts]
+        self.measurements.append(m)
+        return m
+
+    def _measure(self, case: Case, runner: Callable[..., None] | None) -> Measurement:
+        consumer: Consumer | None = None
+        if case.device == "cuda":
+            from loaderbench.cuda import CudaConsumer, check_start_method
+
+            check_start_method(case.config)
+            consumer = CudaConsumer(case.consumer, batch_size=case.config.batch_size or 1)
+        try:
+            kwargs: dict[str, Any] = {"runner": runner} if runner is not None else {}
+            return measure(case.workload, case.config, device=case.device, plan=self.plan, consumer=consumer, **kwargs)
+        finally:
+            if consumer is not None:
+                consumer.close()  # type: ignore[attr-defined]  # releases GPU memory, also on failure
+
+    # --- end of session ---------------------------------------------------------------------
+    def finish(self, interrupted: bool) -> None:
+        """Record the baseline (never after an interrupted run) and return."""
+        if not (self.enabled and self.saving):
+            return
+        if interrupted:
+            self.save_note = "the run was interrupted: the baseline was not touched"
+            return
+        if not self.measurements:
+            self.save_note = "no case was measured: the baseline was not touched"
+            return
+        try:
+            self.saved = save_measurements(
+                self.store, self.fingerprint, self.measurements, prune=self.prune, append=self.append
+            )
+        except LoaderbenchError as exc:
+            self.save_note = f"the baseline was NOT saved: {exc}"
+            return
+        how = "added a session to" if self.append else "recorded"
+        self.save_note = (
+            f"{how} {len(self.measurements)} case(s) in {self.saved}"
+            + (" (pruned cases absent from this run)" if self.prune else "")
+            + ". A baseline gates only cases recorded in 3 or more sessions: repeat with "
+            "--loader-baseline-save --loader-baseline-append in separate runs."
+        )
+
+    @property
+    def failed_gate(self) -> bool:
+        return self.gate is not None and self.gate.failed
+
+    def verdicts(self) -> tuple[Verdict, ...]:
+        return self.gate.verdicts if self.gate is not None else ()
+
+    def verdict_texts(self) -> dict[str, str] | None:
+        if self.gate is None or not self.gate.active:
+            return None
+        from loaderbench.report import verdict_texts
+
+        return verdict_texts(self.gate.verdicts)
+
+    def gate_lines(self) -> list[str]:
+        if self.saving:
+            return [f"loaderbench baseline: {self.save_note}"] if self.save_note else []
+        if self.gate is None:
+            return []
+        return self.gate.summary_lines()
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier.name if self.tier else None,
+            "device": self.device,
+            "rounds": self.plan.rounds,
+            "round_s": self.plan.round_s,
+            "fingerprint": self.fingerprint.as_dict() if self.tier is not None else None,
+            "gate": self.gate.status() if self.gate is not None else None,
+        }
+
+
+def _explicit(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:
+    names = dict.fromkeys(c.workload.name for c in tier.cases)
+    cases = []
+    for name in names:
+        w = workloads[name]
+        try:
+            config.check_kind(iterable=w.is_iterable)
+        except LoaderbenchError as exc:
+            raise pytest.UsageError(f"--loader-config={config.id} on workload {name}: {exc}") from None
+        cases.append(Case(w, config, why="--loader-config"))
+    return Tier(tier.name, tuple(cases), f"the explicit config {config.id} on each workload of the tier")

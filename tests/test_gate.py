@@ -1,0 +1,437 @@
+"""The regression gate's decisions against synthetic samples with known answers.
+
+Every sample comes from a seeded ``random.Random``; nothing here measures time.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from loaderbench.baseline import BaselineStore
+from loaderbench.config import LoaderConfig
+from loaderbench.errors import CaseFailed, UsageError
+from loaderbench.fingerprint import Fingerprint
+from loaderbench.gate import (
+    Gate,
+    Settings,
+    Thresholds,
+    compare,
+    parse_thresholds,
+    resolution,
+    run_noise,
+    save_measurements,
+    session_values,
+)
+from loaderbench.measurement import Measurement
+from loaderbench.metrics import METRICS, Run
+
+SPS = METRICS["samples_per_s"]
+TTFB = METRICS["ttfb_s"]
+
+
+def runs(
+    rng: random.Random,
+    k: int,
+    level: float,
+    *,
+    run_cv: float = 0.005,
+    round_cv: float = 0.01,
+    rounds: int = 5,
+    noise: Callable[[random.Random], float] | None = None,
+) -> list[Run]:
+    """``k`` runs of ``rounds`` samples/s values around ``level``: a per-run offset plus per-round noise."""
+    out = []
+    for _ in range(k):
+        offset = level * math.exp(rng.gauss(0, run_cv))
+        draw = noise or (lambda r: r.gauss(0, round_cv))
+        out.append(Run(rounds={"samples_per_s": tuple(offset * math.exp(draw(rng)) for _ in range(rounds))}))
+    return out
+
+
+def outcomes(shift: float, trials: int = 60, *, m: int = 2, **kw: float) -> dict[str, int]:
+    """Outcome counts over ``trials`` seeded comparisons of a 3-run baseline with ``m`` runs ``shift`` slower."""
+    counts: dict[str, int] = {}
+    for seed in range(trials):
+        rng = random.Random(seed)
+        base = runs(rng, 3, 1000.0, **kw)  # type: ignore[arg-type]
+        cur = runs(rng, m, 1000.0 / (1 + shift), **kw)  # type: ignore[arg-type]
+        v = compare("c", SPS, base, cur, threshold=0.10).verdict
+        counts[v.outcome] = counts.get(v.outcome, 0) + 1
+    return counts
+
+
+# --- decisions on synthetic samples ----------------------------------------------------------
+
+
+def test_identical_samples_are_unchanged() -> None:
+    rng = random.Random(1)
+    base = runs(rng, 3, 1000.0)
+    a = compare("c", SPS, base, base[:1], threshold=0.10)
+    assert a.verdict.outcome == "unchanged"
+    assert a.verdict.ratio == pytest.approx(1.0, rel=0.02)
+    assert not a.needs_more
+
+
+def test_aa_never_regresses() -> None:
+    assert outcomes(0.0, trials=200).get("regressed", 0) == 0
+
+
+def test_five_percent_shift_is_unchanged() -> None:
+    counts = outcomes(0.05)
+    assert counts.get("regressed", 0) == 0
+    assert counts.get("unchanged", 0) == 60
+
+
+def test_ten_percent_shift_is_caught() -> None:
+    counts = outcomes(0.10)
+    assert counts.get("regressed", 0) >= 54  # 90% power at the threshold by design
+
+
+def test_twenty_percent_shift_is_always_caught() -> None:
+    assert outcomes(0.20) == {"regressed": 60}
+
+
+def test_improvement_is_reported_and_never_fails() -> None:
+    rng = random.Random(3)
+    v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 2, 1250.0), threshold=0.10).verdict
+    assert v.outcome == "improved"
+    assert not v.failed
+    assert re.search(r"1\.2\dx faster", v.message())
+
+
+def test_heavy_tailed_round_noise_gives_no_false_alarm() -> None:
+    def heavy(r: random.Random) -> float:
+        # mostly 1% noise, one round in ten is up to 60% slower
+        return -abs(r.paretovariate(1.5) - 1) * 0.3 if r.random() < 0.1 else r.gauss(0, 0.01)
+
+    counts = outcomes(0.0, trials=100, noise=heavy)  # type: ignore[arg-type]
+    assert counts.get("regressed", 0) == 0
+
+
+def test_one_outlier_round_does_not_regress() -> None:
+    rng = random.Random(4)
+    base = runs(rng, 3, 1000.0)
+    cur = runs(rng, 1, 1000.0)
+    values = list(cur[0].rounds["samples_per_s"])
+    values[2] = 100.0  # one round ten times slower
+    v = compare("c", SPS, base, [Run(rounds={"samples_per_s": tuple(values)})], threshold=0.10).verdict
+    assert v.outcome == "unchanged"
+
+
+def test_tiny_samples_cannot_be_significant_and_ask_for_more() -> None:
+    rng = random.Random(5)
+    base = runs(rng, 3, 1000.0, rounds=1)
+    cur = runs(rng, 1, 800.0, rounds=2)
+    a = compare("c", SPS, base, cur, threshold=0.10)
+    assert a.verdict.outcome == "inconclusive"
+    assert a.verdict.p_value is not None and a.verdict.p_value >= 0.002
+    assert a.needs_more
+
+
+def test_too_noisy_case_is_inconclusive_and_says_what_it_resolves() -> None:
+    rng = random.Random(6)
+    base = runs(rng, 3, 1000.0, run_cv=0.25)
+    cur = runs(rng, 1, 1000.0 / 1.12, run_cv=0.25)
+    a = compare("c", SPS, base, cur, threshold=0.10)
+    assert a.verdict.outcome == "inconclusive"
+    assert a.verdict.resolves > 0.10
+    assert "too noisy" in a.verdict.reason
+
+
+def test_noisy_case_still_catches_a_huge_regression() -> None:
+    rng = random.Random(7)
+    base = runs(rng, 3, 1000.0, run_cv=0.10)
+    cur = runs(rng, 2, 250.0, run_cv=0.10)
+    assert compare("c", SPS, base, cur, threshold=0.10).verdict.outcome == "regressed"
+
+
+def test_a_single_measurement_regression_asks_for_confirmation() -> None:
+    rng = random.Random(8)
+    a = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 1, 700.0), threshold=0.10)
+    assert a.verdict.outcome == "regressed"
+    assert a.needs_more
+    b = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 1, 700.0), threshold=0.10, settings=Settings(confirm=0))
+    assert not b.needs_more
+
+
+def test_strict_power_setting_is_the_asv_rule() -> None:
+    rng = random.Random(9)
+    base = runs(rng, 3, 1000.0, run_cv=0.001, round_cv=0.001)
+    cur = runs(rng, 2, 1000.0 / 1.08, run_cv=0.001, round_cv=0.001)
+    assert compare("c", SPS, base, cur, threshold=0.10, settings=Settings(z_power=0.0)).verdict.outcome == "unchanged"
+
+
+def test_lower_is_better_metric_direction() -> None:
+    base = [Run(values={"ttfb_s": v}) for v in (0.100, 0.101, 0.099)]
+    slower = [Run(values={"ttfb_s": v}) for v in (0.200, 0.202)]
+    v = compare("c", TTFB, base, slower, threshold=0.25).verdict
+    assert v.outcome == "regressed"
+    assert v.slowdown == pytest.approx(2.0, rel=0.02)
+    assert v.p_value is None  # one-off metric: run-level evidence only
+    faster = [Run(values={"ttfb_s": v}) for v in (0.040, 0.041)]
+    assert compare("c", TTFB, base, faster, threshold=0.25).verdict.outcome == "improved"
+
+
+def test_change_below_the_absolute_floor_is_unchanged() -> None:
+    base = [Run(values={"ttfb_s": v}) for v in (0.0010, 0.0010, 0.0010)]
+    cur = [Run(values={"ttfb_s": 0.0030})]  # 3x, but only 2 ms
+    v = compare("c", TTFB, base, cur, threshold=0.25).verdict
+    assert v.outcome == "unchanged"
+    assert "floor" in v.reason
+
+
+def test_verdict_message_is_one_line_with_the_numbers() -> None:
+    rng = random.Random(10)
+    v = compare("io-cpu-w0-bs32", SPS, runs(rng, 3, 1000.0), runs(rng, 2, 800.0), threshold=0.10).verdict
+    text = v.message()
+    assert "\n" not in text
+    assert text.startswith("io-cpu-w0-bs32 samples_per_s: 1.2")
+    assert "x slower" in text and "p=" in text and "z=" in text and text.endswith("regressed (threshold 10%)")
+    assert v.as_dict()["outcome"] == "regressed"
+
+
+# --- thresholds ---------------------------------------------------------------------------------
+
+
+def test_parse_thresholds_forms() -> None:
+    t = parse_thresholds("12%, samples_per_s=5%,ttfb_s=0.3, io-cpu-w2-bs32:samples_per_s=20%")
+    assert t.default == pytest.approx(0.12)
+    assert t.get("other", SPS) == pytest.approx(0.05)
+    assert t.get("io-cpu-w2-bs32", SPS) == pytest.approx(0.20)
+    assert t.get("x", TTFB) == pytest.approx(0.3)
+    assert t.get("x", METRICS["peak_memory_bytes"]) == pytest.approx(0.12)
+    assert Thresholds().get("x", TTFB) == TTFB.threshold
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("-5%", "negative"),
+        ("abc", "not a number"),
+        ("samples_per_sec=5%", "not a gated metric"),
+        ("10", "ambiguous"),
+        ("", "empty"),
+        ("10%,,5%", "empty item"),
+        (":samples_per_s=5%", "names no case"),
+        ("nan%", "finite"),
+    ],
+)
+def test_parse_thresholds_errors_name_the_option_and_fix(text: str, needle: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_thresholds(text)
+    message = str(info.value)
+    assert message.startswith(f"--loader-threshold={text!r}")
+    assert needle in message
+
+
+# --- the Gate over a store ------------------------------------------------------------------------
+
+
+def fingerprint(**changes: object) -> Fingerprint:
+    fields: dict[str, object] = {
+        "machine": "x86_64",
+        "cpu_model": "Test CPU",
+        "affinity_cpus": 2,
+        "cpu_quota": None,
+        "ram_bytes": 8 * 2**30,
+        "os": "Linux 6.1",
+        "python": "CPython 3.11.7",
+        "torch": "2.13.0",
+        "cuda": None,
+        "gpus": (),
+        "gpu_driver": None,
+    }
+    fields.update(changes)
+    return Fingerprint(**fields)  # type: ignore[arg-type]
+
+
+def measurement(rng: random.Random, level: float, *, workers: int = 0, ttfb: float = 0.05) -> Measurement:
+    sps = tuple(level * math.exp(rng.gauss(0, 0.005)) for _ in range(5))
+    return Measurement(
+        workload="io",
+        device="cpu",
+        config=LoaderConfig(batch_size=32, num_workers=workers),
+        rounds={"samples_per_s": sps, "round_s": tuple(6400 / s for s in sps)},
+        phases={"ttfb_s": ttfb * math.exp(rng.gauss(0, 0.01)), "epoch_stall_s": 0.04},
+        steady_batches=100,
+        bytes_per_sample=12288,
+        peak_memory_bytes=300 * 2**20,
+        memory_kind="pss",
+        ideal_samples_per_s=None,
+        torch_threads=1,
+        cpus=2,
+    )
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> BaselineStore:
+    store = BaselineStore(tmp_path)
+    rng = random.Random(11)
+    for _ in range(3):  # three recording sessions
+        save_measurements(store, fingerprint(), [measurement(rng, 1000.0)], append=True)
+    return store
+
+
+class Remeasure:
+    def __init__(self, level: float, seed: int = 12) -> None:
+        self.rng, self.level, self.calls = random.Random(seed), level, 0
+
+    def __call__(self) -> Measurement:
+        self.calls += 1
+        return measurement(self.rng, self.level)
+
+
+def test_gate_passes_an_unchanged_case_without_extra_measurements(recorded: BaselineStore) -> None:
+    gate = Gate(recorded, fingerprint())
+    again = Remeasure(1000.0)
+    verdicts = gate.check(measurement(random.Random(13), 1000.0), again)
+    assert {v.metric for v in verdicts} == {"samples_per_s", "ttfb_s", "epoch_stall_s", "peak_memory_bytes"}
+    assert all(v.outcome == "unchanged" for v in verdicts)
+    assert again.calls == 0
+    assert not gate.failed
+    assert gate.status().startswith("comparing against")
+
+
+def test_gate_confirms_then_fails_a_regression(recorded: BaselineStore) -> None:
+    gate = Gate(recorded, fingerprint(), max_extra_measurements=3)
+    again = Remeasure(700.0)
+    verdicts = gate.check(measurement(random.Random(14), 700.0), again)
+    sps = next(v for v in verdicts if v.metric == "samples_per_s")
+    assert sps.outcome == "regressed"
+    assert 1 <= again.calls <= 3
+    assert sps.current_runs == 1 + again.calls
+    assert gate.failed
+    lines = gate.summary_lines()
+    assert lines[1].startswith("REGRESSIONS (1)")
+    assert "io-cpu-w0-bs32" in lines[3] and "1.43x slower" in lines[3]
+
+
+def test_gate_extra_measurements_are_bounded(recorded: BaselineStore) -> None:
+    gate = Gate(recorded, fingerprint(), max_extra_measurements=2, settings=Settings(confirm=5))
+    again = Remeasure(700.0)
+    gate.check(measurement(random.Random(15), 700.0), again)
+    assert again.calls == 2
+
+
+def test_gate_survives_a_failing_extra_measurement(recorded: BaselineStore) -> None:
+    def broken() -> Measurement:
+        raise CaseFailed("case io-cpu-w0-bs32: worker killed")
+
+    gate = Gate(recorded, fingerprint())
+    verdicts = gate.check(measurement(random.Random(16), 700.0), broken)
+    assert any(v.outcome == "regressed" for v in verdicts)  # decided with what there is
+    assert any("extra measurement failed" in line for line in gate.summary_lines())
+
+
+def test_gate_skips_new_cases_and_absent_metrics(recorded: BaselineStore) -> None:
+    gate = Gate(recorded, fingerprint())
+    assert gate.check(measurement(random.Random(17), 1000.0, workers=2), Remeasure(1000.0)) == []
+    assert "no baseline entry (1): io-cpu-w2-bs32" in "\n".join(gate.summary_lines())
+    verdicts = gate.check(measurement(random.Random(18), 1000.0), Remeasure(1000.0))
+    assert "feed_samples_per_s" not in {v.metric for v in verdicts}
+
+
+def test_gate_without_baseline_says_how_to_record(tmp_path: Path) -> None:
+    gate = Gate(BaselineStore(tmp_path / "missing"), fingerprint())
+    assert not gate.active
+    assert "--loader-baseline-save" in gate.status()
+    assert gate.check(measurement(random.Random(19), 1.0), Remeasure(1.0)) == []
+    assert not gate.failed
+
+
+def test_gate_on_another_machine_says_what_differs_and_does_not_compare(recorded: BaselineStore) -> None:
+    other = fingerprint(torch="2.14.0")
+    gate = Gate(recorded, other)
+    assert not gate.active
+    assert "torch: 2.13.0 (baseline) vs 2.14.0 (this machine)" in gate.status()
+    assert "--loader-compare-anyway" in gate.status()
+    anyway = Gate(recorded, other, allow_mismatch=True)
+    assert anyway.active
+    assert anyway.status().startswith("comparing anyway")
+    assert anyway.check(measurement(random.Random(20), 1000.0), Remeasure(1000.0))
+
+
+def test_gate_rejects_negative_extra_budget(recorded: BaselineStore) -> None:
+    with pytest.raises(UsageError, match="max_extra_measurements=-1"):
+        Gate(recorded, fingerprint(), max_extra_measurements=-1)
+
+
+def test_one_disturbed_measurement_is_not_confirmed() -> None:
+    rng = random.Random(21)
+    base = runs(rng, 3, 1000.0)
+    disturbed, clean = runs(rng, 1, 600.0), runs(rng, 1, 1000.0)
+    first = compare("c", SPS, base, disturbed, threshold=0.10)
+    assert first.verdict.outcome == "regressed" and first.needs_more
+    both = compare("c", SPS, base, disturbed + clean, threshold=0.10).verdict
+    assert both.outcome == "inconclusive"
+    assert "not confirmed" in both.reason
+
+
+def test_noise_never_below_the_metrics_process_noise() -> None:
+    rng = random.Random(22)
+    one = runs(rng, 1, 1000.0, round_cv=0.0001)
+    assert run_noise(SPS, one) == SPS.process_noise
+    assert resolution(SPS, one) == math.inf  # one session: noise unknown
+    tight = runs(rng, 3, 1000.0, run_cv=0.0001, round_cv=0.0001)
+    assert resolution(SPS, tight) == pytest.approx(math.expm1(4.37 * SPS.process_noise * math.sqrt(4 / 3)))
+    noisy = runs(rng, 3, 1000.0, run_cv=0.2)
+    assert resolution(SPS, noisy) > 0.5
+
+
+def test_gate_does_not_remeasure_when_session_noise_is_the_limit(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    rng = random.Random(23)
+    for level in (700.0, 1000.0, 1300.0):
+        save_measurements(store, fingerprint(), [measurement(rng, level)], append=True)
+    gate = Gate(store, fingerprint())
+    again = Remeasure(900.0)
+    verdicts = gate.check(measurement(rng, 900.0), again)
+    sps = next(v for v in verdicts if v.metric == "samples_per_s")
+    assert sps.outcome == "inconclusive"
+    assert "record more baseline sessions" in sps.reason
+    assert again.calls == 0
+
+
+def test_a_baseline_from_too_few_sessions_cannot_fail_the_run(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    rng = random.Random(24)
+    save_measurements(store, fingerprint(), [measurement(rng, 1000.0) for _ in range(3)])  # one session, 3 runs
+    gate = Gate(store, fingerprint())
+    verdicts = gate.check(measurement(rng, 500.0), Remeasure(500.0))
+    sps = next(v for v in verdicts if v.metric == "samples_per_s")
+    assert sps.outcome == "inconclusive"
+    assert sps.baseline_sessions == 1
+    assert "--loader-baseline-append" in sps.reason
+    assert not gate.failed
+    assert "cannot fail the run yet" in gate.status()
+    expected = "not gated, baseline from fewer than 3 sessions (1): io-cpu-w0-bs32"
+    assert any(line.startswith(expected) for line in gate.summary_lines())
+    unchanged = Gate(store, fingerprint()).check(measurement(rng, 1000.0), Remeasure(1000.0))
+    assert all(v.outcome == "unchanged" for v in unchanged)
+
+
+def test_sessions_not_runs_measure_the_noise() -> None:
+    pairs = ((900.0, "a"), (1100.0, "a"), (1000.0, "b"))
+    tagged = [Run(rounds={"samples_per_s": (v,) * 5}, session=s) for v, s in pairs]
+    values = session_values(SPS, tagged)
+    assert len(values) == 2
+    assert values[1] == pytest.approx(math.log(1000.0))
+
+
+def test_timing_one_offs_share_the_cases_throughput_noise() -> None:
+    rng = random.Random(25)
+    base = []
+    for level in (700.0, 1000.0, 1400.0):  # throughput moves a lot between sessions...
+        run = runs(rng, 1, level)[0]
+        base.append(Run(rounds=run.rounds, values={"ttfb_s": 0.100, "epoch_stall_s": 0.050}))  # ...TTFB does not
+    assert run_noise(TTFB, base) == pytest.approx(run_noise(SPS, base))
+    cur = [Run(rounds=runs(rng, 1, 1000.0)[0].rounds, values={"ttfb_s": 0.150}) for _ in range(2)]
+    assert compare("c", TTFB, base, cur, threshold=0.25).verdict.outcome == "inconclusive"
+    memory = [Run(rounds=r.rounds, values={"peak_memory_bytes": 3e8}) for r in base]
+    assert run_noise(METRICS["peak_memory_bytes"], memory) == METRICS["peak_memory_bytes"].process_noise  # not shared

@@ -1,0 +1,113 @@
+"""The gate through the plugin: recording sessions, comparing, exit codes and bad input (pytester)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = """
+def test_pipeline(loaderbench_case, loaderbench_session, benchmark):
+    loaderbench_session.run(loaderbench_case, benchmark)
+"""
+
+
+def scenario(latency_s: float) -> str:
+    return f"""
+[[workload]]
+name = "tiny-io"
+kind = "sleep"
+latency_s = {latency_s}
+shape = [4]
+batch_size = 8
+tiers = ["smoke"]
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".toml", workloads=scenario(0.001))
+    pytester.makepyfile(test_bench=BENCH)
+    return pytester
+
+
+def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return p.runpytest_subprocess(
+        "--benchmark",
+        "--loader-scenarios=workloads.toml",
+        "--loader-config=w0-bs8",
+        "--loader-rounds=4",
+        "--loader-round-seconds=0.04",
+        "--loader-baseline-dir=baselines",
+        "-p",
+        "no:cacheprovider",
+        *args,
+    )
+
+
+def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester) -> None:
+    result = run(project)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*no baseline for this machine*--loader-baseline-save*"])
+
+
+def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.Pytester) -> None:
+    first = run(project, "--loader-baseline-save")
+    assert first.ret == pytest.ExitCode.OK
+    first.stdout.fnmatch_lines(["*recorded 1 case(s) in *baselines*"])
+    for _ in range(2):
+        assert run(project, "--loader-baseline-save", "--loader-baseline-append").ret == pytest.ExitCode.OK
+    (doc_path,) = (project.path / "baselines").glob("*.json")
+    doc = json.loads(doc_path.read_text())
+    assert doc["format"] == "loaderbench-baseline"
+
+    same = run(project)
+    assert same.ret == pytest.ExitCode.OK, same.stdout.str()
+    same.stdout.fnmatch_lines(["*comparing against*", "*0 regressed*"])
+
+    project.makefile(".toml", workloads=scenario(0.002))  # every sample now takes twice as long
+    slower = run(project, "--benchmark-json=out.json")
+    assert slower.ret == pytest.ExitCode.TESTS_FAILED
+    slower.stdout.fnmatch_lines(["*REGRESSIONS (*", "*tiny-io-cpu-w0-bs8*samples_per_s*slower*"])
+    info = json.loads((project.path / "out.json").read_text())["benchmarks"][0]["extra_info"]
+    outcomes = {v["metric"]: v["outcome"] for v in info["gate"]}
+    assert outcomes["samples_per_s"] == "regressed"
+    assert json.loads(doc_path.read_text()) == doc  # comparing never writes the baseline
+
+
+def test_a_corrupt_baseline_is_a_clear_error_naming_the_file(project: pytest.Pytester) -> None:
+    assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
+    (doc_path,) = (project.path / "baselines").glob("*.json")
+    doc_path.write_text('{"format": "loaderbench-baseline", "version": 1, "cases": {')  # truncated
+    result = run(project)
+    assert result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    result.stderr.fnmatch_lines([f"*{doc_path.name}*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--loader-threshold=-5%", "*--loader-threshold*-5%*"),
+        ("--loader-threshold=abc", "*--loader-threshold*abc*"),
+        ("--loader-threshold=nosuchmetric=5%", "*nosuchmetric*"),
+        ("--loader-max-extra=-1", "*--loader-max-extra='-1' must be 0 or more*"),
+    ],
+)
+def test_bad_gate_options_are_usage_errors(project: pytest.Pytester, option: str, message: str) -> None:
+    result = project.runpytest("--benchmark", option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_append_without_save_is_a_usage_error(project: pytest.Pytester) -> None:
+    result = project.runpytest("--benchmark", "--loader-scenarios=workloads.toml", "--loader-baseline-append")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--loader-baseline-append only applies when recording*"])
+
+
+def test_a_baseline_dir_that_does_not_exist_is_created_on_save(project: pytest.Pytester) -> None:
+    target = Path(project.path) / "deep" / "new"
+    assert run(project, "--loader-baseline-save", f"--loader-baseline-dir={target}").ret == pytest.ExitCode.OK
+    assert list(target.glob("*.json"))
