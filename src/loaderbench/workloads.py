@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import math
 import os
-import statistics
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -34,16 +34,19 @@ KINDS = ("sleep", "spin", "tensor-fill", "skewed", "file", "tensor", "iterable-s
 def spin_loops_per_s() -> float:
     """Calibrate :func:`loaderbench.datasets.spin` on this machine: loops per second.
 
-    Median of seven timings of a ~20 ms spin, in the main process, cached for
-    the session so every worker gets the same loop count.
+    The fastest of 100 timings (after a warm-up) of a 10,000-loop spin (about the loop count of a
+    0.5 ms sample), in the main process, cached for the session so every worker
+    gets the same loop count.  The minimum time is the stable estimate: slower
+    timings are interruptions, and a median would carry them into the workload.
     """
-    loops = 200_000
-    times = []
-    for _ in range(7):
+    loops = 10_000
+    ds.spin(loops * 5)  # warm up: let the interpreter specialise the loop
+    best = math.inf
+    for _ in range(100):
         t0 = time.perf_counter()
         ds.spin(loops)
-        times.append(time.perf_counter() - t0)
-    return loops / statistics.median(times)
+        best = min(best, time.perf_counter() - t0)
+    return loops / best
 
 
 def affinity_cpus() -> int:
