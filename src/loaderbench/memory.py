@@ -57,12 +57,13 @@ class PeakMemorySampler:
     last rescan (about 0.2 ms of GIL time per process) every ``interval_s``,
     and rescans the process tree (a few ms: it walks /proc) every
     ``rescan_s``, so workers started later are found.  :meth:`sample`, which
-    the harness calls between rounds, only asks for a rescan: anything slow
-    there would pause the consumer and let the workers refill their prefetch
-    queues, handing the next round free batches.
+    the harness calls between rounds, only asks for one rescan, once the
+    workers are up: anything slow there would pause the consumer and let the
+    workers refill their prefetch queues, handing the next round free batches,
+    and every rescan takes GIL time from a GIL-bound main process.
     """
 
-    def __init__(self, interval_s: float = 0.1, *, rescan_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 0.1, *, rescan_s: float = 2.0) -> None:
         self.interval_s = interval_s
         self.rescan_s = rescan_s
         self.peak = 0
@@ -70,12 +71,16 @@ class PeakMemorySampler:
         self.samples = 0
         self._procs: list[psutil.Process] = [psutil.Process()]
         self._rescan = threading.Event()
+        self._asked = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="loaderbench-memory", daemon=True)
 
     def sample(self) -> None:
-        """Between rounds: ask the thread to rescan the tree at its next tick (cheap)."""
-        self._rescan.set()
+        """Between rounds: the first call (the workers are up by then) asks the thread to rescan the
+        tree at its next tick; later calls do nothing, since a rescan costs the main process GIL time."""
+        if not self._asked:
+            self._asked = True
+            self._rescan.set()
 
     def _scan_and_record(self) -> None:
         self._procs = tree_processes()
