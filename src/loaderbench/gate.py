@@ -492,8 +492,8 @@ class Gate:
         few = sorted({v.case_id for v in inconclusive if v.baseline_sessions < self.settings.min_sessions})
         rest = [v for v in inconclusive if v.baseline_sessions >= self.settings.min_sessions]
         if rest:
-            lines.append("inconclusive (not a failure):")
-            lines.extend(f"  {v.message()}" for v in rest)
+            lines.append("inconclusive (not a failure; the smallest change each can resolve, and why):")
+            lines.extend(_inconclusive_lines(rest))
         if few:
             lines.append(
                 f"not gated, baseline from fewer than {self.settings.min_sessions} sessions ({len(few)}): "
@@ -506,6 +506,23 @@ class Gate:
             )
         lines.extend(f"note: {n}" for n in self._notes)
         return lines
+
+
+def _inconclusive_lines(verdicts: Sequence[Verdict]) -> list[str]:
+    """One line per case: each undecided metric with its change and the change it could resolve.
+
+    Full messages (the evidence) are in ``extra_info['gate']`` and in --loader-report's files."""
+    by_case: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        by_case.setdefault(v.case_id, []).append(v)
+    out = []
+    for cid, vs in by_case.items():
+        parts = []
+        for v in vs:
+            limit = f"resolves >={v.resolves:.0%}" if math.isfinite(v.resolves) else "noise unknown"
+            parts.append(f"{v.metric} {v.change} ({limit})")
+        out.append(f"  {cid}: " + "; ".join(parts))
+    return out
 
 
 def _table(verdicts: Sequence[Verdict]) -> list[str]:
