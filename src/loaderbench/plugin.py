@@ -267,6 +267,14 @@ def loaderbench_session(request: pytest.FixtureRequest) -> LoaderbenchSession:
     return session_of(request.config)
 
 
+def _report_width(tr: Any) -> int:
+    """$COLUMNS when set; otherwise the terminal's width, but at least 120 (a CI log is not 80 wide)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return max(int(getattr(tr._tw, "fullwidth", 120) or 120), 120)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = session_of(session.config)
@@ -291,7 +299,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             tr.write_line(line, red=True, bold=line.startswith("REGRESSIONS"))
         tr.write_line("")
     verdicts = s.verdict_texts()
-    for line in terminal_report(s.measurements, width=tr._tw.fullwidth or 120, verdicts=verdicts):
+    for line in terminal_report(s.measurements, width=_report_width(tr), verdicts=verdicts):
         tr.write_line(line)
     if s.failures:
         tr.write_line("")
