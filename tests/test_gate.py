@@ -22,6 +22,7 @@ from loaderbench.gate import (
     Settings,
     Thresholds,
     compare,
+    critical_values,
     parse_thresholds,
     resolution,
     run_noise,
@@ -59,7 +60,7 @@ def outcomes(shift: float, trials: int = 60, *, m: int = 2, **kw: float) -> dict
     counts: dict[str, int] = {}
     for seed in range(trials):
         rng = random.Random(seed)
-        base = runs(rng, 3, 1000.0, **kw)  # type: ignore[arg-type]
+        base = runs(rng, 10, 1000.0, **kw)  # type: ignore[arg-type]
         cur = runs(rng, m, 1000.0 / (1 + shift), **kw)  # type: ignore[arg-type]
         v = compare("c", SPS, base, cur, threshold=0.10).verdict
         counts[v.outcome] = counts.get(v.outcome, 0) + 1
@@ -71,7 +72,7 @@ def outcomes(shift: float, trials: int = 60, *, m: int = 2, **kw: float) -> dict
 
 def test_identical_samples_are_unchanged() -> None:
     rng = random.Random(1)
-    base = runs(rng, 3, 1000.0)
+    base = runs(rng, 10, 1000.0)
     a = compare("c", SPS, base, base[:1], threshold=0.10)
     assert a.verdict.outcome == "unchanged"
     assert a.verdict.ratio == pytest.approx(1.0, rel=0.02)
@@ -99,7 +100,7 @@ def test_twenty_percent_shift_is_always_caught() -> None:
 
 def test_improvement_is_reported_and_never_fails() -> None:
     rng = random.Random(3)
-    v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 2, 1250.0), threshold=0.10).verdict
+    v = compare("c", SPS, runs(rng, 10, 1000.0), runs(rng, 2, 1250.0), threshold=0.10).verdict
     assert v.outcome == "improved"
     assert not v.failed
     assert re.search(r"1\.2\dx faster", v.message())
@@ -116,7 +117,7 @@ def test_heavy_tailed_round_noise_gives_no_false_alarm() -> None:
 
 def test_one_outlier_round_does_not_regress() -> None:
     rng = random.Random(4)
-    base = runs(rng, 3, 1000.0)
+    base = runs(rng, 10, 1000.0)
     cur = runs(rng, 1, 1000.0)
     values = list(cur[0].rounds["samples_per_s"])
     values[2] = 100.0  # one round ten times slower
@@ -126,7 +127,7 @@ def test_one_outlier_round_does_not_regress() -> None:
 
 def test_tiny_samples_cannot_be_significant_and_ask_for_more() -> None:
     rng = random.Random(5)
-    base = runs(rng, 3, 1000.0, rounds=1)
+    base = runs(rng, 10, 1000.0, rounds=1)
     cur = runs(rng, 1, 800.0, rounds=2)
     a = compare("c", SPS, base, cur, threshold=0.10)
     assert a.verdict.outcome == "inconclusive"
@@ -136,7 +137,7 @@ def test_tiny_samples_cannot_be_significant_and_ask_for_more() -> None:
 
 def test_too_noisy_case_is_inconclusive_and_says_what_it_resolves() -> None:
     rng = random.Random(6)
-    base = runs(rng, 3, 1000.0, run_cv=0.25)
+    base = runs(rng, 10, 1000.0, run_cv=0.25)
     cur = runs(rng, 1, 1000.0 / 1.12, run_cv=0.25)
     a = compare("c", SPS, base, cur, threshold=0.10)
     assert a.verdict.outcome == "inconclusive"
@@ -146,29 +147,29 @@ def test_too_noisy_case_is_inconclusive_and_says_what_it_resolves() -> None:
 
 def test_noisy_case_still_catches_a_huge_regression() -> None:
     rng = random.Random(7)
-    base = runs(rng, 3, 1000.0, run_cv=0.10)
+    base = runs(rng, 10, 1000.0, run_cv=0.10)
     cur = runs(rng, 2, 250.0, run_cv=0.10)
     assert compare("c", SPS, base, cur, threshold=0.10).verdict.outcome == "regressed"
 
 
 def test_a_single_measurement_regression_asks_for_confirmation() -> None:
     rng = random.Random(8)
-    a = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 1, 700.0), threshold=0.10)
+    a = compare("c", SPS, runs(rng, 10, 1000.0), runs(rng, 1, 700.0), threshold=0.10)
     assert a.verdict.outcome == "regressed"
     assert a.needs_more
-    b = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 1, 700.0), threshold=0.10, settings=Settings(confirm=0))
+    b = compare("c", SPS, runs(rng, 10, 1000.0), runs(rng, 1, 700.0), threshold=0.10, settings=Settings(confirm=0))
     assert not b.needs_more
 
 
 def test_strict_power_setting_is_the_asv_rule() -> None:
     rng = random.Random(9)
-    base = runs(rng, 3, 1000.0, run_cv=0.001, round_cv=0.001)
+    base = runs(rng, 10, 1000.0, run_cv=0.001, round_cv=0.001)
     cur = runs(rng, 2, 1000.0 / 1.08, run_cv=0.001, round_cv=0.001)
     assert compare("c", SPS, base, cur, threshold=0.10, settings=Settings(z_power=0.0)).verdict.outcome == "unchanged"
 
 
 def test_lower_is_better_metric_direction() -> None:
-    base = [Run(values={"ttfb_s": v}) for v in (0.100, 0.101, 0.099)]
+    base = [Run(values={"ttfb_s": 0.100 + 0.001 * (i % 3 - 1)}) for i in range(10)]
     slower = [Run(values={"ttfb_s": v}) for v in (0.200, 0.202)]
     v = compare("c", TTFB, base, slower, threshold=0.25).verdict
     assert v.outcome == "regressed"
@@ -188,7 +189,7 @@ def test_change_below_the_absolute_floor_is_unchanged() -> None:
 
 def test_verdict_message_is_one_line_with_the_numbers() -> None:
     rng = random.Random(10)
-    v = compare("io-cpu-w0-bs32", SPS, runs(rng, 3, 1000.0), runs(rng, 2, 800.0), threshold=0.10).verdict
+    v = compare("io-cpu-w0-bs32", SPS, runs(rng, 10, 1000.0), runs(rng, 2, 800.0), threshold=0.10).verdict
     text = v.message()
     assert "\n" not in text
     assert text.startswith("io-cpu-w0-bs32 samples_per_s: 1.2")
@@ -273,7 +274,7 @@ def measurement(rng: random.Random, level: float, *, workers: int = 0, ttfb: flo
 def recorded(tmp_path: Path) -> BaselineStore:
     store = BaselineStore(tmp_path)
     rng = random.Random(11)
-    for _ in range(3):  # three recording sessions
+    for _ in range(10):  # ten recording sessions
         save_measurements(store, fingerprint(), [measurement(rng, 1000.0)], append=True)
     return store
 
@@ -364,7 +365,7 @@ def test_gate_rejects_negative_extra_budget(recorded: BaselineStore) -> None:
 
 def test_one_disturbed_measurement_is_not_confirmed() -> None:
     rng = random.Random(21)
-    base = runs(rng, 3, 1000.0)
+    base = runs(rng, 10, 1000.0)
     disturbed, clean = runs(rng, 1, 600.0), runs(rng, 1, 1000.0)
     first = compare("c", SPS, base, disturbed, threshold=0.10)
     assert first.verdict.outcome == "regressed" and first.needs_more
@@ -378,9 +379,11 @@ def test_noise_never_below_the_metrics_process_noise() -> None:
     one = runs(rng, 1, 1000.0, round_cv=0.0001)
     assert run_noise(SPS, one) == SPS.process_noise
     assert resolution(SPS, one) == math.inf  # one session: noise unknown
-    tight = runs(rng, 3, 1000.0, run_cv=0.0001, round_cv=0.0001)
-    assert resolution(SPS, tight) == pytest.approx(math.expm1(4.37 * SPS.process_noise * math.sqrt(4 / 3)))
-    noisy = runs(rng, 3, 1000.0, run_cv=0.2)
+    tight = runs(rng, 10, 1000.0, run_cv=0.0001, round_cv=0.0001)
+    zs, zp = critical_values(Settings(), 10)  # Student's t with 9 degrees of freedom
+    assert zs == pytest.approx(4.296, abs=1e-3) and zp == pytest.approx(1.381, abs=1e-3)
+    assert resolution(SPS, tight) == pytest.approx(math.expm1((zs + zp) * SPS.process_noise * math.sqrt(11 / 10)))
+    noisy = runs(rng, 10, 1000.0, run_cv=0.2)
     assert resolution(SPS, noisy) > 0.5
 
 
@@ -435,3 +438,15 @@ def test_timing_one_offs_share_the_cases_throughput_noise() -> None:
     assert compare("c", TTFB, base, cur, threshold=0.25).verdict.outcome == "inconclusive"
     memory = [Run(rounds=r.rounds, values={"peak_memory_bytes": 3e8}) for r in base]
     assert run_noise(METRICS["peak_memory_bytes"], memory) == METRICS["peak_memory_bytes"].process_noise  # not shared
+
+
+def test_a_three_session_baseline_needs_students_t_not_z() -> None:
+    """With the noise estimated from 3 sessions, a 0.1% false-alarm level needs 22.3 standard errors."""
+    zs, zp = critical_values(Settings(), 3)
+    assert zs == pytest.approx(22.32, abs=0.01) and zp == pytest.approx(1.886, abs=0.01)
+    counts: dict[str, int] = {}
+    for seed in range(60):
+        rng = random.Random(seed)
+        v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 2, 1000.0 / 1.2), threshold=0.10).verdict
+        counts[v.outcome] = counts.get(v.outcome, 0) + 1
+    assert counts.get("regressed", 0) == 0  # a 20% change is beyond what 3 sessions can resolve

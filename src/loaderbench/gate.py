@@ -240,11 +240,28 @@ def standard_error(metric: Metric, baseline: Sequence[Run]) -> float:
     return run_noise(metric, baseline) * math.sqrt(1 / len(session_values(metric, baseline)) + 1)
 
 
+def critical_values(settings: Settings, sessions: int) -> tuple[float, float]:
+    """The significance and power multipliers for a noise estimated from ``sessions`` baseline sessions.
+
+    ``z_significance`` and ``z_power`` are normal quantiles; with the noise estimated from k sessions the
+    same error rates need Student's t with k - 1 degrees of freedom (with 3 sessions, 0.1% needs 22.3
+    standard errors, not 3.09), so a short baseline flags only large changes instead of raising false alarms.
+    """
+    if sessions < 2:  # no estimate at all: the noise is the metric's floor, and such a case cannot fail
+        return settings.z_significance, settings.z_power
+    dof = sessions - 1
+    zs = float(sps.t.ppf(sps.norm.cdf(settings.z_significance), dof))
+    zp = float(sps.t.ppf(sps.norm.cdf(settings.z_power), dof))
+    return zs, zp
+
+
 def resolution(metric: Metric, baseline: Sequence[Run], settings: Settings = Settings()) -> float:
     """The smallest change (as a fraction) that this baseline's noise lets the gate flag (inf: too few sessions)."""
-    if len(session_values(metric, baseline)) < settings.min_sessions:
+    k = len(session_values(metric, baseline))
+    if k < settings.min_sessions:
         return math.inf
-    return math.expm1((settings.z_significance + settings.z_power) * standard_error(metric, baseline))
+    zs, zp = critical_values(settings, k)
+    return math.expm1((zs + zp) * standard_error(metric, baseline))
 
 
 def compare(
@@ -266,7 +283,7 @@ def compare(
     x = math.log(slowdown)
     se = standard_error(metric, baseline)
     big_t = math.log1p(threshold)
-    zs, zp = settings.z_significance, settings.z_power
+    zs, zp = critical_values(settings, k)
     z = x / se
     known = k >= settings.min_sessions
     line = max(zs * se, big_t - zp * se) if known else math.inf
