@@ -115,27 +115,3 @@ def test_a_bad_factory_path_fails_when_the_scenarios_load(tmp_path: Path) -> Non
     path.write_text('[[workload]]\nname = "mine"\nkind = "user"\nfactory = "just_a_module"\n')
     with pytest.raises(WorkloadError, match="is not a 'module:factory' path"):
         load_scenarios(path)
-
-
-def test_spin_calibration_is_kept_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from loaderbench import workloads
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv("LOADERBENCH_SPIN_LOOPS_PER_S", raising=False)
-    calls: list[int] = []
-    monkeypatch.setattr(workloads, "calibrate_spin", lambda: calls.append(1) or 1234.0)
-    workloads.spin_loops_per_s.cache_clear()
-    try:
-        assert workloads.spin_loops_per_s() == 1234.0
-        workloads.spin_loops_per_s.cache_clear()
-        assert workloads.spin_loops_per_s() == 1234.0  # a new process reads the cache
-        assert calls == [1]
-        monkeypatch.setenv("LOADERBENCH_SPIN_LOOPS_PER_S", "99")
-        workloads.spin_loops_per_s.cache_clear()
-        assert workloads.spin_loops_per_s() == 99.0
-        monkeypatch.setenv("LOADERBENCH_SPIN_LOOPS_PER_S", "fast")
-        workloads.spin_loops_per_s.cache_clear()
-        with pytest.raises(WorkloadError, match="LOADERBENCH_SPIN_LOOPS_PER_S='fast'"):
-            workloads.spin_loops_per_s()
-    finally:
-        workloads.spin_loops_per_s.cache_clear()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import json
 import math
 import os
 import time
@@ -31,12 +30,14 @@ from loaderbench.errors import WorkloadError
 KINDS = ("sleep", "spin", "tensor-fill", "skewed", "file", "tensor", "iterable-sleep", "iterable-spin", "user")
 
 
-def calibrate_spin() -> float:
-    """Time :func:`loaderbench.datasets.spin` here: loops per second.
+@functools.lru_cache(maxsize=1)
+def spin_loops_per_s() -> float:
+    """Calibrate :func:`loaderbench.datasets.spin` on this machine: loops per second.
 
-    The fastest of 100 timings of a 10,000-loop spin (about the loop count of a
-    0.5 ms sample), after a warm-up.  The minimum time is the stable estimate:
-    slower timings are interruptions, and a median would carry them into the workload.
+    The fastest of 100 timings (after a warm-up) of a 10,000-loop spin (about the loop count of a
+    0.5 ms sample), in the main process, cached for the session so every worker
+    gets the same loop count.  The minimum time is the stable estimate: slower
+    timings are interruptions, and a median would carry them into the workload.
     """
     loops = 10_000
     ds.spin(loops * 5)  # warm up: let the interpreter specialise the loop
@@ -46,56 +47,6 @@ def calibrate_spin() -> float:
         ds.spin(loops)
         best = min(best, time.perf_counter() - t0)
     return loops / best
-
-
-def _calibration_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "loaderbench" / "spin-calibration.json"
-
-
-@functools.lru_cache(maxsize=1)
-def spin_loops_per_s() -> float:
-    """Loops per second of :func:`loaderbench.datasets.spin` on this machine, calibrated once per machine.
-
-    Calibrating in every process made the ``cpu`` workload do a few percent more or less work in each
-    run, which is noise between runs that the gate would have to absorb.  So the first calibration is
-    kept in ``$XDG_CACHE_HOME/loaderbench/spin-calibration.json`` (``~/.cache`` by default), keyed by
-    the machine fingerprint, and reused; ``LOADERBENCH_SPIN_LOOPS_PER_S`` overrides it.
-    """
-    override = os.environ.get("LOADERBENCH_SPIN_LOOPS_PER_S")
-    if override:
-        try:
-            value = float(override)
-        except ValueError:
-            value = math.nan
-        if not value > 0:
-            raise WorkloadError(
-                f"LOADERBENCH_SPIN_LOOPS_PER_S={override!r}: not a positive number. Unset it or give loops per second."
-            )
-        return value
-    from loaderbench.fingerprint import current
-
-    key = current().key
-    path = _calibration_path()
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        value = float(cached[key])
-        if value > 0:
-            return value
-    except (OSError, ValueError, KeyError, TypeError):
-        cached = {}
-    value = calibrate_spin()
-    if not isinstance(cached, dict):
-        cached = {}
-    cached[key] = value
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home: calibrate per process, as before
-    return value
 
 
 def affinity_cpus() -> int:
