@@ -59,10 +59,6 @@ def _identity_list(batch: list[Any]) -> list[Any]:
     return batch
 
 
-def _default(batch: Any) -> Any:
-    return torch.utils.data.default_collate(batch)
-
-
 #: Named collate functions.  Module-level functions, so they pickle under spawn.
 COLLATES: dict[str, Callable[[Any], Any] | None] = {
     "default": None,

@@ -13,6 +13,7 @@ a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 from typing import Any
@@ -37,27 +38,18 @@ def _choice(name: str, choices: tuple[str, ...]) -> Any:
     return parse
 
 
-def _positive(name: str, kind: type) -> Any:
+def _number(name: str, kind: type, *, allow_zero: bool = False) -> Any:
+    """An argparse type: a finite number of ``kind``, > 0 (or >= 0 with ``allow_zero``)."""
+    noun = "an integer" if kind is int else "a number"
+    bound = "must be 0 or more" if allow_zero else "must be positive"
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} is not a number.") from None
-        if not value > 0 or (isinstance(value, float) and math.isinf(value)):
-            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} must be positive.")
-        return value
-
-    return parse
-
-
-def _non_negative(name: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} is not an integer.") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} must be 0 or more.")
+            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} is not {noun}.") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} {bound}.")
         return value
 
     return parse
@@ -104,19 +96,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--loader-rounds",
-        type=_positive("--loader-rounds", int),
+        type=_number("--loader-rounds", int),
         default=5,
         help="Timed steady-state rounds per case. Default: 5.",
     )
     group.addoption(
         "--loader-round-seconds",
-        type=_positive("--loader-round-seconds", float),
+        type=_number("--loader-round-seconds", float),
         default=0.25,
         help="Target duration of one round in seconds (sizes the epoch). Default: 0.25.",
     )
     group.addoption(
         "--loader-batch-timeout",
-        type=_positive("--loader-batch-timeout", float),
+        type=_number("--loader-batch-timeout", float),
         default=120.0,
         help="Seconds without a batch after which a case counts as hung: its workers are killed and the case "
         "fails with the stuck phase named. Default: 120.",
@@ -170,7 +162,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--loader-max-extra",
-        type=_non_negative("--loader-max-extra"),
+        type=_number("--loader-max-extra", int, allow_zero=True),
         default=3,
         help="Extra measurements the gate may take per case before answering 'inconclusive'. Default: 3.",
     )
@@ -224,14 +216,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(CASE_FIXTURE, params)
 
 
+@functools.cache
+def _cuda_skip() -> pytest.MarkDecorator | None:
+    """One skip mark for every CUDA case when there is no GPU (asked once; creates no CUDA context)."""
+    from loaderbench.cuda_spec import cuda_available
+
+    ok, reason = cuda_available()
+    return None if ok else pytest.mark.skip(reason=reason)
+
+
 def _marks(case: Case) -> list[pytest.MarkDecorator]:
     marks = [pytest.mark.loaderbench]
-    if case.device == "cuda":
-        from loaderbench.cuda_spec import cuda_available  # asks the driver; creates no CUDA context
-
-        ok, reason = cuda_available()
-        if not ok:
-            marks.append(pytest.mark.skip(reason=reason))
+    skip = _cuda_skip() if case.device == "cuda" else None
+    if skip is not None:
+        marks.append(skip)
     return marks
 
 

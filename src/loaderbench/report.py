@@ -295,15 +295,6 @@ def terminal_report(
     return lines
 
 
-def best_per_workload(measurements: Iterable[Measurement]) -> dict[str, Measurement]:
-    best: dict[str, Measurement] = {}
-    for m in measurements:
-        key = f"{m.workload}-{m.device}"
-        if key not in best or m.samples_per_s > best[key].samples_per_s:
-            best[key] = m
-    return best
-
-
 # --- files ----------------------------------------------------------------------------------------
 
 
