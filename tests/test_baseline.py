@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench import baseline as bl
-from loaderbench.baseline import MAX_SESSIONS, BaselineError, BaselineStore, CaseEntry, entries_from
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import LoaderbenchError
-from loaderbench.fingerprint import Fingerprint
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import Run
+from loaderbench.store import baseline as bl
+from loaderbench.store.baseline import MAX_SESSIONS, BaselineError, BaselineStore, CaseEntry, entries_from
+from loaderbench.store.fingerprint import Fingerprint
 
 FP = Fingerprint(
     machine="x86_64",
@@ -141,8 +141,8 @@ def test_process_killed_mid_write_leaves_the_original_intact(tmp_path: Path) -> 
         """
         import os, sys, json
         from pathlib import Path
-        from loaderbench import baseline as bl
-        from loaderbench.fingerprint import Fingerprint
+        from loaderbench.store import baseline as bl
+        from loaderbench.store.fingerprint import Fingerprint
         from loaderbench.metrics import Run
         fp = Fingerprint.from_dict(json.loads(sys.argv[2]))
         real_fsync = os.fsync

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from loaderbench import cli, tune
+from loaderbench import cli
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import CaseFailed
 from loaderbench.measurement import Measurement
+from loaderbench.tune import search as tune
 
 DATASET = '''
 import time

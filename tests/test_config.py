@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from loaderbench.config import COVERED_ARGUMENTS, NOT_KNOBS, TORCH_HAS_IN_ORDER, LoaderConfig
+from loaderbench.engine.tiers import TIERS, build_tier
+from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import InvalidConfig
-from loaderbench.tiers import TIERS, build_tier
-from loaderbench.workloads import load_scenarios
 
 DATA = TensorDataset(torch.arange(12.0).reshape(6, 2))
 

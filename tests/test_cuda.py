@@ -23,7 +23,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loaderbench import cuda_math as cm
 from loaderbench.clock import FakeClock
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda import (
@@ -35,7 +34,8 @@ from loaderbench.cuda import (
     fork_hazard,
     parent_cuda_initialized,
 )
-from loaderbench.cuda_nvml import NvmlSample, NvmlSampler, import_pynvml, nvml_uuid, summarize
+from loaderbench.cuda import rates as cm
+from loaderbench.cuda.nvml import NvmlSample, NvmlSampler, import_pynvml, nvml_uuid, summarize
 from loaderbench.errors import InvalidConfig, NotMeasured
 
 HAS_GPU, GPU_REASON = cuda_available()

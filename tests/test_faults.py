@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from loaderbench import CaseFailed, CpuConsumer, LoaderConfig, Plan, Workload, measure
-from loaderbench.faults import explain_failure
-from loaderbench.strategies import Record2
+from loaderbench.engine.faults import explain_failure
+from loaderbench.testing.strategies import Record2
 
 SHM = Path("/dev/shm")
 PLAN = Plan(rounds=2, round_s=0.02, batch_timeout_s=60)
@@ -174,8 +174,8 @@ class Leftovers:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A real baseline file (the store's format), recorded from a good case before the faults."""
-    from loaderbench.baseline import BaselineStore, entries_from
-    from loaderbench.fingerprint import current
+    from loaderbench.store.baseline import BaselineStore, entries_from
+    from loaderbench.store.fingerprint import current
 
     store = BaselineStore(tmp_path_factory.mktemp("baselines"))
     m = measure(GOOD, LoaderConfig(batch_size=4), plan=PLAN)
@@ -303,8 +303,11 @@ def test_file_system_sharing_leaves_no_segment_behind() -> None:
     [
         ("userdata.good", "factory='userdata.good': not a 'module:factory' path. Write it as e.g. mypkg.data:"),
         ("nosuchmodule:make", "factory='nosuchmodule:make': cannot import 'nosuchmodule'"),
-        ("loaderbench.faults:shm_usage", "factory='loaderbench.faults:shm_usage': returned str, not a sized torch"),
-        ("loaderbench.faults:reap", "factory='loaderbench.faults:reap': the factory raised TypeError"),
+        (
+            "loaderbench.engine.faults:shm_usage",
+            "factory='loaderbench.engine.faults:shm_usage': returned str, not a sized torch",
+        ),
+        ("loaderbench.engine.faults:reap", "factory='loaderbench.engine.faults:reap': the factory raised TypeError"),
     ],
 )
 def test_a_bad_user_factory_fails_its_case_naming_the_argument(factory: str, message: str) -> None:
@@ -354,7 +357,7 @@ def test_samples_that_cannot_be_stacked_name_their_shapes(baseline: Path, worker
 
 def test_a_sample_type_default_collate_cannot_batch(baseline: Path) -> None:
     text = run_fault(baseline, faulty("dataclass"), W2)
-    assert "samples cannot be collated: they hold a <class 'loaderbench.strategies.Record2'>" in text
+    assert "samples cannot be collated: they hold a <class 'loaderbench.testing.strategies.Record2'>" in text
     assert "dataclasses.astuple" in text and "collate='list'" in text
 
 

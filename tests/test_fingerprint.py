@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench import fingerprint as fpm
-from loaderbench.fingerprint import Fingerprint, cgroup_cpu_quota, diff
+from loaderbench.store import fingerprint as fpm
+from loaderbench.store.fingerprint import Fingerprint, cgroup_cpu_quota, diff
 
 BASE = Fingerprint(
     machine="x86_64",

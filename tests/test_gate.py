@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench.baseline import BaselineStore
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import CaseFailed, UsageError
-from loaderbench.fingerprint import Fingerprint
-from loaderbench.gate import (
+from loaderbench.gate.model import (
     Gate,
     Settings,
     Thresholds,
@@ -31,6 +29,8 @@ from loaderbench.gate import (
 )
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS, Run
+from loaderbench.store.baseline import BaselineStore
+from loaderbench.store.fingerprint import Fingerprint
 
 SPS = METRICS["samples_per_s"]
 TTFB = METRICS["ttfb_s"]

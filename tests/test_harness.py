@@ -12,10 +12,10 @@ import torch
 from torch.utils.data import Dataset
 
 from loaderbench import FakeClock, LoaderConfig, Plan, measure
+from loaderbench.engine.faults import case_processes
+from loaderbench.engine.harness import plan_epoch, warmup_batches
+from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed
-from loaderbench.faults import case_processes
-from loaderbench.harness import plan_epoch, warmup_batches
-from loaderbench.workloads import Workload
 
 CLOCK = FakeClock()
 

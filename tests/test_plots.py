@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench import plots, report, results
+from loaderbench.report import plots
+from loaderbench.report import terminal as report
+from loaderbench.store import results
 
 GOLDEN = Path(__file__).parent / "golden"
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench import advice, markdown, report, results
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import UsageError
 from loaderbench.measurement import Measurement
+from loaderbench.report import advice, markdown
+from loaderbench.report import terminal as report
+from loaderbench.store import results
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("LOADERBENCH_UPDATE_GOLDEN") == "1"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from loaderbench.engine.tiers import KNOB_VALUES, TIERS, build_tier, covering_pairs
+from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import UsageError
-from loaderbench.tiers import KNOB_VALUES, TIERS, build_tier, covering_pairs
-from loaderbench.workloads import load_scenarios
 
 WORKLOADS = load_scenarios(Path(__file__).parent.parent / "fixtures" / "workloads.toml")
 
@@ -57,7 +57,7 @@ def test_full_covers_every_coverable_pair() -> None:
 
 
 def _ok(row: dict[str, object]) -> bool:
-    from loaderbench.tiers import _valid
+    from loaderbench.engine.tiers import _valid
 
     return _valid(WORKLOADS["io"], row) is not None
 

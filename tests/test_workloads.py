@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from loaderbench.datasets import IterableSleepDataset, sample_latency
+from loaderbench.engine.datasets import IterableSleepDataset, sample_latency
+from loaderbench.engine.workloads import Workload, load_factory, load_scenarios
 from loaderbench.errors import WorkloadError
-from loaderbench.workloads import Workload, load_factory, load_scenarios
 
 SCENARIOS = Path(__file__).parent.parent / "fixtures" / "workloads.toml"
 

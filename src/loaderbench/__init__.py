@@ -6,10 +6,10 @@ modules named for their one job.
 
 from loaderbench.clock import FakeClock, perf_clock
 from loaderbench.config import LoaderConfig
+from loaderbench.engine.harness import CpuConsumer, Plan, measure
+from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, NotMeasured, UsageError, WorkloadError
-from loaderbench.harness import CpuConsumer, Plan, measure
 from loaderbench.measurement import Measurement
-from loaderbench.workloads import Workload, load_scenarios
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,7 @@
 """The ``loaderbench`` console script.
 
 * ``loaderbench tune MODULE:FACTORY``: find the fastest DataLoader settings for
-  your dataset on this machine (see :mod:`loaderbench.tune`), print them as a
+  your dataset on this machine (see :mod:`loaderbench.tune.search`), print them as a
   copy-pasteable snippet with the bottleneck and the speed-up over the defaults
   and the common heuristics, and optionally write the report files.
 * ``loaderbench report RESULTS.json``: print the report again and regenerate
@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from loaderbench import report as tr
-from loaderbench.advice import fmt_rate, fmt_time, mann_whitney_greater, wrap
 from loaderbench.errors import CaseFailed, LoaderbenchError
-from loaderbench.tune import Progress, Trial, TuneResult, TuneSpec, heuristics, ordered, tune
+from loaderbench.report import terminal as tr
+from loaderbench.report.advice import fmt_rate, fmt_time, mann_whitney_greater, wrap
+from loaderbench.tune.search import Progress, Trial, TuneResult, TuneSpec, heuristics, ordered, tune
 
 PROG = "loaderbench"
 
@@ -378,7 +378,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from loaderbench.results import read_results
+    from loaderbench.store.results import read_results
 
     source = Path(args.results)
     res = read_results(source)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import BatchSampler, Dataset, IterableDataset, RandomSampler, SequentialSampler
 
-from loaderbench.collates import pad_collate
+from loaderbench.engine.collates import pad_collate
 from loaderbench.errors import InvalidConfig
 
 Batching = Literal["auto", "sampler"]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from loaderbench.overhead import NEAR_ZERO, harness_overhead
-from loaderbench.session import LoaderbenchSession
-from loaderbench.tiers import Case
+from loaderbench.engine.tiers import Case
+from loaderbench.pytest_plugin.session import LoaderbenchSession
+from loaderbench.tools.overhead import NEAR_ZERO, harness_overhead
 
 
 def test_pipeline(loaderbench_case: Case, loaderbench_session: LoaderbenchSession, benchmark: Any) -> None:

@@ -1,7 +1,7 @@
 """Soak check: run a tier's cases several times in one process and look for leaks.
 
-``python -m loaderbench.soak`` runs the CPU cases of the ``standard`` tier
-twice (``--passes``) through :func:`loaderbench.harness.measure`, with short
+``python -m loaderbench.tools.soak`` runs the CPU cases of the ``standard`` tier
+twice (``--passes``) through :func:`loaderbench.engine.harness.measure`, with short
 rounds, and reports before the first pass and after each pass:
 
 * open file descriptors of this process;
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import psutil
 
+from loaderbench.engine.faults import SHM_DIR, shm_segments
+from loaderbench.engine.harness import Plan, measure
+from loaderbench.engine.tiers import TIERS, Case, build_tier
+from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import CaseFailed, LoaderbenchError
-from loaderbench.faults import SHM_DIR, shm_segments
-from loaderbench.harness import Plan, measure
-from loaderbench.tiers import TIERS, Case, build_tier
-from loaderbench.workloads import load_scenarios
 
 _INFRASTRUCTURE = ("multiprocessing.forkserver import main", "multiprocessing.resource_tracker import main")
 
@@ -133,7 +133,7 @@ def leaked(snaps: Sequence[Snapshot]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loaderbench.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loaderbench.tools.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tier", choices=TIERS, default="standard", help="tier to soak (default: standard)")
     parser.add_argument("--workloads", default=None, help="comma-separated workloads to keep (default: all)")
     parser.add_argument("--scenarios", default="fixtures/workloads.toml", help="scenario file (default: %(default)s)")

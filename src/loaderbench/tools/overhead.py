@@ -1,6 +1,6 @@
 """The suite's own benchmark: what the harness costs, against a bare loop.
 
-``python -m loaderbench.overhead`` measures a near-zero-cost workload (an
+``python -m loaderbench.tools.overhead`` measures a near-zero-cost workload (an
 in-memory ``TensorDataset``, so the loader's own per-batch cost dominates)
 through the harness and through a bare ``for batch in loader: pass`` over the
 same loader settings, interleaved, and prints the ratio of the medians.  A
@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from loaderbench.config import LoaderConfig
-from loaderbench.harness import Plan, measure
-from loaderbench.workloads import Workload
+from loaderbench.engine.harness import Plan, measure
+from loaderbench.engine.workloads import Workload
 
 NEAR_ZERO = Workload(
     name="near-zero",
@@ -74,7 +74,7 @@ def harness_overhead(*, repeats: int = 7, config: LoaderConfig | None = None, pl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loaderbench.overhead", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loaderbench.tools.overhead", description=__doc__)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved harness/bare pairs (default: 7)")
     parser.add_argument("--config", default="w0-bs32", help="LoaderConfig id (default: w0-bs32)")
     args = parser.parse_args(argv)

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
+from loaderbench.engine.workloads import Workload
 from loaderbench.errors import InvalidConfig, UsageError
 from loaderbench.measurement import case_id
-from loaderbench.workloads import Workload
 
 TIERS = ("smoke", "standard", "full")
 DEVICES = ("cpu", "cuda", "all")
@@ -238,7 +238,7 @@ def full(workloads: Mapping[str, Workload]) -> list[Case]:
 
 
 def _cuda_spec(**kwargs: Any) -> Any:
-    from loaderbench.cuda_spec import CudaSpec  # creates no CUDA context
+    from loaderbench.cuda.spec import CudaSpec  # creates no CUDA context
 
     return CudaSpec(**kwargs)
 

@@ -2,7 +2,7 @@
 
 Also the two GPU measurements it relies on: the ``torch.cuda._sleep``
 calibration and the raw pinned host-to-device bandwidth (the physical limit).
-Everything here needs a GPU; the arithmetic is in :mod:`loaderbench.cuda_math`
+Everything here needs a GPU; the arithmetic is in :mod:`loaderbench.cuda.rates`
 and tested there without one.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from loaderbench import cuda_math as cm
 from loaderbench.clock import Clock, perf_clock
-from loaderbench.cuda_nvml import FIELDS as NVML_FIELDS
-from loaderbench.cuda_nvml import NvmlSampler, nvml_uuid
-from loaderbench.cuda_spec import CudaSpec, cuda_available
+from loaderbench.cuda import rates as cm
+from loaderbench.cuda.nvml import FIELDS as NVML_FIELDS
+from loaderbench.cuda.nvml import NvmlSampler, nvml_uuid
+from loaderbench.cuda.spec import CudaSpec, cuda_available
 from loaderbench.errors import NotMeasured
 
 

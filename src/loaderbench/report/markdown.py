@@ -12,9 +12,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from loaderbench import advice
-from loaderbench import report as tr
 from loaderbench.measurement import Measurement
+from loaderbench.report import advice
+from loaderbench.report import terminal as tr
 
 
 def cell(text: object) -> str:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from loaderbench import advice
 from loaderbench.measurement import MIN_STEADY_BATCHES, UNSTABLE_RELATIVE_IQR, Measurement
+from loaderbench.report import advice
 
 #: Row flags: (letter, what it means, what to do).
 FLAGS: dict[str, tuple[str, str]] = {
@@ -45,7 +45,7 @@ _SEVERITY = ("regressed", "inconclusive", "improved", "unchanged")
 
 
 class VerdictLike(Protocol):
-    """What :func:`verdict_texts` reads from a gate verdict (``loaderbench.gate.Verdict`` fits)."""
+    """What :func:`verdict_texts` reads from a gate verdict (``loaderbench.gate.model.Verdict`` fits)."""
 
     @property
     def case_id(self) -> str: ...
@@ -328,9 +328,9 @@ def write_report_files(
     ``sections`` are extra Markdown blocks (``loaderbench tune`` adds its recommendation).
     ``results=False`` leaves ``results.json`` alone (``loaderbench report`` regenerating from it).
     """
-    from loaderbench import markdown
-    from loaderbench import plots as plotting
-    from loaderbench import results as results_file
+    from loaderbench.report import markdown
+    from loaderbench.report import plots as plotting
+    from loaderbench.store import results as results_file
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ Phases, each timed on its own with the injectable clock:
 The epoch length is sized from the workload's cost model (or a short pilot in
 this process) so that each round lasts about ``Plan.round_s``.
 
-Faults (see :mod:`loaderbench.faults`): any failure becomes one
+Faults (see :mod:`loaderbench.engine.faults`): any failure becomes one
 :class:`CaseFailed` paragraph naming the case, the fault and the remedy.  A
 watchdog bounds every step by ``Plan.batch_timeout_s`` even when the case's
 ``timeout`` is 0, without changing the DataLoader's timeout: a hung worker is
@@ -45,13 +45,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from loaderbench.clock import Clock, perf_clock
-from loaderbench.collates import ExplainingCollate
 from loaderbench.config import LoaderConfig
+from loaderbench.engine.collates import ExplainingCollate
+from loaderbench.engine.faults import Hung, Watchdog, explain_failure, reap, remove_leftover_segments, shm_segments
+from loaderbench.engine.memory import PeakMemorySampler
+from loaderbench.engine.workloads import Workload, affinity_cpus
 from loaderbench.errors import CaseFailed, LoaderbenchError, WorkloadError
-from loaderbench.faults import Hung, Watchdog, explain_failure, reap, remove_leftover_segments, shm_segments
 from loaderbench.measurement import Measurement, case_id
-from loaderbench.memory import PeakMemorySampler
-from loaderbench.workloads import Workload, affinity_cpus
 
 #: Sustained shared-memory IPC rate assumed when sizing worker cases (bytes/s).
 _IPC_BYTES_PER_S_GUESS = 1.5e9

@@ -1,6 +1,6 @@
-"""A/A and power self-check of the regression gate: ``python -m loaderbench.selfcheck``.
+"""A/A and power self-check of the regression gate: ``python -m loaderbench.tools.selfcheck``.
 
-It drives :func:`loaderbench.harness.measure` directly (not pytest), every
+It drives :func:`loaderbench.engine.harness.measure` directly (not pytest), every
 session in a fresh Python process, as CI runs would:
 
 1. **Record** a baseline into a temporary directory: ``--baseline-sessions``
@@ -11,7 +11,7 @@ session in a fresh Python process, as CI runs would:
    false alarm) and with each injected slowdown (power: is ``samples_per_s``
    flagged?).  A session measures every case once, in the ``--cases`` order,
    like a pytest run, and checks it against the baseline through a
-   :class:`~loaderbench.gate.Gate`, extra measurements included.
+   :class:`~loaderbench.gate.model.Gate`, extra measurements included.
 
 The slowdown is injected from outside the suite's code path: the case's
 workload is replaced by :class:`SlowedWorkload`, whose dataset wraps the
@@ -42,15 +42,15 @@ from typing import Any
 from torch.utils.data import Dataset, IterableDataset
 
 from loaderbench import stats
-from loaderbench.baseline import BaselineStore
 from loaderbench.config import LoaderConfig
+from loaderbench.engine.harness import Plan, measure
+from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import LoaderbenchError, UsageError
-from loaderbench.fingerprint import Fingerprint, current
-from loaderbench.gate import Gate, parse_thresholds, resolution, run_noise, save_measurements
-from loaderbench.harness import Plan, measure
+from loaderbench.gate.model import Gate, parse_thresholds, resolution, run_noise, save_measurements
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
-from loaderbench.workloads import Workload, load_scenarios
+from loaderbench.store.baseline import BaselineStore
+from loaderbench.store.fingerprint import Fingerprint, current
 
 DEFAULT_CASES = "io:w0,io:w2,cpu:w0,cpu:w2,transfer:w2"
 _PLAN = Plan()
@@ -183,7 +183,7 @@ def _session(job: dict[str, Any]) -> dict[str, Any]:
 
 def _spawn(job: dict[str, Any]) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "loaderbench.selfcheck", "--session", json.dumps(job)],
+        [sys.executable, "-m", "loaderbench.tools.selfcheck", "--session", json.dumps(job)],
         capture_output=True,
         text=True,
         check=False,
@@ -209,7 +209,7 @@ def _fraction_list(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m loaderbench.selfcheck",
+        prog="python -m loaderbench.tools.selfcheck",
         description="A/A false-alarm and injected-slowdown power check of the loaderbench regression gate. "
         "Every session runs in a fresh process.",
     )
@@ -282,8 +282,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def _figures(entries: Any, cases: Sequence[tuple[Workload, LoaderConfig]], reruns: list[dict[str, Any]],
-             slowdowns: list[float], args: argparse.Namespace) -> dict[str, Any]:
+def _figures(
+    entries: Any,
+    cases: Sequence[tuple[Workload, LoaderConfig]],
+    reruns: list[dict[str, Any]],
+    slowdowns: list[float],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     metric = METRICS["samples_per_s"]
     threshold = parse_thresholds(args.threshold, option="--threshold")
     out: dict[str, Any] = {"cases": [], "settings": vars(args)}

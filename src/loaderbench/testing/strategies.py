@@ -3,7 +3,7 @@
 Use them in your own tests::
 
     from hypothesis import given
-    from loaderbench import strategies as lst
+    from loaderbench.testing import strategies as lst
 
     @given(spec=lst.dataset_specs(), config=lst.loader_configs())
     def test_my_pipeline(spec, config): ...

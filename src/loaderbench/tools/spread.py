@@ -1,6 +1,6 @@
 """Run-to-run spread of each case's median across separate processes.
 
-``python -m loaderbench.spread --processes 6`` runs ``pytest --benchmark`` (the
+``python -m loaderbench.tools.spread --processes 6`` runs ``pytest --benchmark`` (the
 chosen tier) in N fresh processes, one after another, reads each run's
 ``--benchmark-json`` and prints, per case, the max/min ratio and the
 coefficient of variation of the per-process medians of samples/s.  This is the
@@ -59,7 +59,7 @@ def render(per_case: dict[str, list[float]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loaderbench.spread", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loaderbench.tools.spread", description=__doc__)
     parser.add_argument("--processes", type=int, default=6, help="separate pytest processes (default: 6)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     args = parser.parse_args(argv)

@@ -42,9 +42,9 @@ from typing import Any
 
 from loaderbench import stats
 from loaderbench.errors import BaselineError as BaselineError
-from loaderbench.fingerprint import Fingerprint, diff
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS, Run
+from loaderbench.store.fingerprint import Fingerprint, diff
 
 FORMAT = "loaderbench-baseline"
 #: The version this code writes and reads.  Bump it, and add a line to the history above, on any change.
@@ -370,7 +370,7 @@ def read(path: Path) -> BaselineDoc:
         ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BaselineError(
-            f"{path}: not a loaderbench baseline (no \"format\": \"{FORMAT}\"). Remove it from the baseline directory."
+            f'{path}: not a loaderbench baseline (no "format": "{FORMAT}"). Remove it from the baseline directory.'
         )
     version = data.get("version")
     if version != VERSION:

@@ -61,11 +61,11 @@ from typing import Any, Literal
 from scipy import stats as sps
 
 from loaderbench import stats
-from loaderbench.baseline import BaselineDoc, BaselineStore, entries_from
 from loaderbench.errors import LoaderbenchError, UsageError
-from loaderbench.fingerprint import Fingerprint
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS, Metric, Run, Thresholds, parse_thresholds, present
+from loaderbench.store.baseline import BaselineDoc, BaselineStore, entries_from
+from loaderbench.store.fingerprint import Fingerprint
 
 Outcome = Literal["regressed", "improved", "unchanged", "inconclusive"]
 
@@ -81,7 +81,6 @@ __all__ = [
     "save_measurements",
     "session_values",
 ]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +354,7 @@ def compare(
 class Gate:
     """Compares each measured case with this machine's baseline.  Built once per pytest session.
 
-    Construction reads the baseline (a :class:`~loaderbench.baseline.BaselineError`
+    Construction reads the baseline (a :class:`~loaderbench.store.baseline.BaselineError`
     propagates for a corrupt or unreadable file).  Without a baseline for this
     fingerprint the gate is inactive and :meth:`status` says why and what to do;
     ``allow_mismatch=True`` compares against the closest other machine's baseline.

@@ -44,7 +44,7 @@ from typing import Any
 
 import psutil
 
-from loaderbench.collates import CollateError
+from loaderbench.engine.collates import CollateError
 from loaderbench.errors import CaseFailed
 
 SHM_DIR = "/dev/shm"
@@ -56,7 +56,8 @@ _INFRASTRUCTURE = ("from multiprocessing.forkserver import main", "from multipro
 
 _COLLATE_REMEDY = (
     "return samples of equal shape from __getitem__, pad them in a collate function "
-    "(loaderbench.collates.pad_collate), or keep each batch as a list (collate='list') or unbatched (batch_size=None)"
+    "(loaderbench.engine.collates.pad_collate), or keep each batch as a list (collate='list') "
+    "or unbatched (batch_size=None)"
 )
 _STACK = re.compile(
     r"stack expects each tensor to be equal size, but got (\[[^\]]*\]) at entry (\d+) and (\[[^\]]*\]) at entry (\d+)"

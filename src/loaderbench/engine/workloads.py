@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
-from loaderbench import datasets as ds
+from loaderbench.engine import datasets as ds
 from loaderbench.errors import WorkloadError
 
 KINDS = ("sleep", "spin", "tensor-fill", "skewed", "file", "tensor", "iterable-sleep", "iterable-spin", "user")
@@ -32,7 +32,7 @@ KINDS = ("sleep", "spin", "tensor-fill", "skewed", "file", "tensor", "iterable-s
 
 @functools.lru_cache(maxsize=1)
 def spin_loops_per_s() -> float:
-    """Calibrate :func:`loaderbench.datasets.spin` on this machine: loops per second.
+    """Calibrate :func:`loaderbench.engine.datasets.spin` on this machine: loops per second.
 
     The fastest of 100 timings (after a warm-up) of a 10,000-loop spin (about the loop count of a
     0.5 ms sample), in the main process, cached for the session so every worker

@@ -27,7 +27,7 @@ from typing import Any
 
 from loaderbench import stats
 from loaderbench.measurement import Measurement
-from loaderbench.report import extra_float, label
+from loaderbench.report.terminal import extra_float, label
 
 INSTALL_HINT = "plots not drawn: matplotlib is not installed; get them with `pip install loaderbench[plot]`"
 _COLORS = {"in-process": "#444444", "fork": "#1f77b4", "spawn": "#d62728", "forkserver": "#2ca02c"}

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from loaderbench import fingerprint
-from loaderbench.baseline import BaselineStore
 from loaderbench.config import LoaderConfig
+from loaderbench.engine.harness import Consumer, Plan, measure
+from loaderbench.engine.tiers import Case, Tier, build_tier
+from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import CaseFailed, LoaderbenchError
-from loaderbench.gate import Gate, Verdict, parse_thresholds, save_measurements
-from loaderbench.harness import Consumer, Plan, measure
+from loaderbench.gate.model import Gate, Verdict, parse_thresholds, save_measurements
 from loaderbench.measurement import Measurement
-from loaderbench.tiers import Case, Tier, build_tier
-from loaderbench.workloads import Workload, load_scenarios
+from loaderbench.store import fingerprint
+from loaderbench.store.baseline import BaselineStore
 
 
 def threshold_option(text: str) -> Any:
@@ -102,7 +102,7 @@ class LoaderbenchSession:
             pytest.fail(failure, pytrace=False)
         benchmark.extra_info.update(m.extra_info())
         if case.device == "cpu" and case.config.start_method == "fork":
-            from loaderbench.cuda_spec import fork_hazard, parent_cuda_initialized
+            from loaderbench.cuda.spec import fork_hazard, parent_cuda_initialized
 
             # evidence that fork-started workers came from a process without a CUDA context
             benchmark.extra_info["parent_cuda_initialized"] = parent_cuda_initialized()
@@ -166,7 +166,7 @@ class LoaderbenchSession:
     def verdict_texts(self) -> dict[str, str] | None:
         if self.gate is None or not self.gate.active:
             return None
-        from loaderbench.report import verdict_texts
+        from loaderbench.report.terminal import verdict_texts
 
         return verdict_texts(self.gate.verdicts)
 

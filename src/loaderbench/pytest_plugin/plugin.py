@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from loaderbench.report import terminal_report, write_report_files
-from loaderbench.session import LoaderbenchSession, threshold_option
-from loaderbench.tiers import DEVICES, TIERS, Case
+from loaderbench.engine.tiers import DEVICES, TIERS, Case
+from loaderbench.pytest_plugin.session import LoaderbenchSession, threshold_option
+from loaderbench.report.terminal import terminal_report, write_report_files
 
 CASE_FIXTURE = "loaderbench_case"
 
@@ -219,7 +219,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @functools.cache
 def _cuda_skip() -> pytest.MarkDecorator | None:
     """One skip mark for every CUDA case when there is no GPU (asked once; creates no CUDA context)."""
-    from loaderbench.cuda_spec import cuda_available
+    from loaderbench.cuda.spec import cuda_available
 
     ok, reason = cuda_available()
     return None if ok else pytest.mark.skip(reason=reason)

@@ -18,24 +18,24 @@ Fork safety: CUDA cases must start their workers with spawn or forkserver
 (:func:`check_start_method`), and run after every fork-started CPU case
 (:func:`fork_hazard`).  Importing this module initialises no CUDA context.
 
-- :mod:`loaderbench.cuda_spec`: ``CudaSpec``, availability, fork safety (no GPU needed);
-- :mod:`loaderbench.cuda_consumer`: the consumer, sleep calibration, the H2D limit (GPU);
-- :mod:`loaderbench.cuda_math`: the arithmetic of every metric (pure, unit-tested);
-- :mod:`loaderbench.cuda_nvml`: the NVML background sampler and its fallbacks.
+- :mod:`loaderbench.cuda.spec`: ``CudaSpec``, availability, fork safety (no GPU needed);
+- :mod:`loaderbench.cuda.consumer`: the consumer, sleep calibration, the H2D limit (GPU);
+- :mod:`loaderbench.cuda.rates`: the arithmetic of every metric (pure, unit-tested);
+- :mod:`loaderbench.cuda.nvml`: the NVML background sampler and its fallbacks.
 """
 
 from __future__ import annotations
 
-from loaderbench.cuda_consumer import (
+from loaderbench.cuda.consumer import (
     CudaConsumer,
     calibrate_sleep_cycles_per_ms,
     iter_tensors,
     measure_h2d_limit_bytes_per_s,
 )
-from loaderbench.cuda_math import StepTiming, accelerator_utilization, round_metrics
-from loaderbench.cuda_nvml import FIELDS as NVML_FIELDS
-from loaderbench.cuda_nvml import NvmlSample, NvmlSampler
-from loaderbench.cuda_spec import (
+from loaderbench.cuda.nvml import FIELDS as NVML_FIELDS
+from loaderbench.cuda.nvml import NvmlSample, NvmlSampler
+from loaderbench.cuda.rates import StepTiming, accelerator_utilization, round_metrics
+from loaderbench.cuda.spec import (
     PIPELINES,
     SAFE_START_METHODS,
     CudaSpec,

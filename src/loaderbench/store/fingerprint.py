@@ -143,7 +143,7 @@ def _show(name: str, value: Any) -> str:
 
 def current(*, root: str | os.PathLike[str] = "/") -> Fingerprint:
     """The fingerprint of this machine.  ``root`` lets tests point the /proc and /sys probes elsewhere."""
-    import torch  # local: keep `import loaderbench.fingerprint` cheap
+    import torch  # local: keep `import loaderbench.store.fingerprint` cheap
 
     base = Path(root)
     gpus, driver = _gpus(base)

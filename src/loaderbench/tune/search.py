@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loaderbench import stats
-from loaderbench.advice import mann_whitney_greater
 from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
+from loaderbench.engine.workloads import affinity_cpus, import_callable
 from loaderbench.errors import CaseFailed, UsageError, WorkloadError
 from loaderbench.measurement import Measurement
-from loaderbench.workloads import affinity_cpus, import_callable
+from loaderbench.report.advice import mann_whitney_greater
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,7 +447,7 @@ def probe(dataset: Any, spec: TuneSpec, collate: Callable[[Any], Any] | None) ->
     import torch
     from torch.utils.data import IterableDataset, default_collate
 
-    from loaderbench.harness import tensor_bytes
+    from loaderbench.engine.harness import tensor_bytes
 
     iterable = isinstance(dataset, IterableDataset)
     length = None if iterable else len(dataset)
@@ -543,14 +543,14 @@ class Bottleneck:
 
 
 def _rate(value: float) -> str:
-    from loaderbench.advice import fmt_rate
+    from loaderbench.report.advice import fmt_rate
 
     return fmt_rate(value)
 
 
 def classify(search: Search, pr: Probe, spec: TuneSpec) -> Bottleneck:
     """I/O-bound, CPU-bound, IPC/transfer-bound or consumer-bound, with the numbers that say so."""
-    from loaderbench.report import extra_float, fmt_bytes
+    from loaderbench.report.terminal import extra_float, fmt_bytes
 
     best = search.recommended()
     cpus = affinity_cpus()
@@ -678,8 +678,8 @@ def tune(
     and :class:`CaseFailed` when even the DataLoader defaults cannot be measured.
     """
     from loaderbench import config as config_module
-    from loaderbench.harness import CpuConsumer, Plan, measure
-    from loaderbench.workloads import Workload, load_factory
+    from loaderbench.engine.harness import CpuConsumer, Plan, measure
+    from loaderbench.engine.workloads import Workload, load_factory
 
     start = clock()
     cuda_consumer = _cuda_consumer(spec) if spec.device == "cuda" else None  # no GPU: say so before anything else
