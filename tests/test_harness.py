@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from loaderbench import FakeClock, LoaderConfig, Plan, measure
 from loaderbench.engine.faults import case_processes
-from loaderbench.engine.harness import plan_epoch, warmup_batches
+from loaderbench.engine.plan import plan_epoch, warmup_batches
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed
 

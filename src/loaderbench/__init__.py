@@ -6,7 +6,9 @@ modules named for their one job.
 
 from loaderbench.clock import FakeClock, perf_clock
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.harness import CpuConsumer, Plan, measure
+from loaderbench.engine.consumers import CpuConsumer
+from loaderbench.engine.harness import measure
+from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, NotMeasured, UsageError, WorkloadError
 from loaderbench.measurement import Measurement

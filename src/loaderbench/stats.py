@@ -6,6 +6,8 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from scipy.stats import mannwhitneyu
+
 
 def median(values: Sequence[float]) -> float:
     """The median, or NaN for no values."""
@@ -42,3 +44,10 @@ def cv(values: Sequence[float]) -> float:
         return math.nan
     mean = statistics.fmean(values)
     return statistics.stdev(values) / mean if mean else math.nan
+
+
+def mann_whitney_greater(a: Sequence[float], b: Sequence[float]) -> float:
+    """One-sided Mann-Whitney U p-value that ``a`` tends to be greater than ``b`` (1.0 when untestable)."""
+    if not a or not b:
+        return 1.0
+    return float(mannwhitneyu(list(a), list(b), alternative="greater").pvalue)

@@ -30,186 +30,29 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import os
 import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from loaderbench.clock import Clock, perf_clock
 from loaderbench.config import LoaderConfig
+from loaderbench.engine.batches import tensor_bytes
 from loaderbench.engine.collates import ExplainingCollate
+from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
 from loaderbench.engine.faults import Hung, Watchdog, explain_failure, reap, remove_leftover_segments, shm_segments
 from loaderbench.engine.memory import PeakMemorySampler
+from loaderbench.engine.plan import Epoch, Plan, estimate_samples_per_s, plan_epoch, warmup_batches
 from loaderbench.engine.workloads import Workload, affinity_cpus
 from loaderbench.errors import CaseFailed, LoaderbenchError, WorkloadError
 from loaderbench.measurement import Measurement, case_id
-
-#: Sustained shared-memory IPC rate assumed when sizing worker cases (bytes/s).
-_IPC_BYTES_PER_S_GUESS = 1.5e9
-#: Cost of passing one unbatched sample through a worker (seconds).
-_IPC_S_PER_UNBATCHED_SAMPLE = 4.5e-4
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """How much to measure per case."""
-
-    rounds: int = 5
-    round_s: float = 0.2
-    warmup_batches: int = 2
-    min_batches_per_round: int = 4
-    max_batches_per_round: int = 5000
-    next_epoch: bool = True
-    memory_interval_s: float = 0.1
-    torch_threads: int = 1
-    shutdown_timeout_s: float = 20.0
-    seed: int = 0
-    #: A case that delivers no batch and begins no phase for this long is hung: the harness kills its
-    #: workers (or interrupts the main process) and fails the case.  ``math.inf`` turns the watchdog off.
-    batch_timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        for name in ("rounds", "warmup_batches", "min_batches_per_round", "torch_threads"):
-            if getattr(self, name) < 1:
-                raise CaseFailed(f"{name}={getattr(self, name)!r}: must be at least 1. Raise it.")
-        if not self.round_s > 0:
-            raise CaseFailed(f"round_s={self.round_s!r}: must be positive. Use e.g. 0.2.")
-        if not self.batch_timeout_s > 0:
-            raise CaseFailed(
-                f"batch_timeout_s={self.batch_timeout_s!r}: must be positive. Use e.g. 120, or math.inf for no limit."
-            )
-
-
-class Consumer(Protocol):
-    """What the harness does with each batch (on CPU: nothing; on CUDA: copy + compute)."""
-
-    def consume(self, batch: Any) -> None:
-        """Called for every batch, inside the timed region."""
-        ...
-
-    def sync(self) -> None:
-        """Called inside the timed region after a round's last batch (a CUDA consumer synchronizes here)."""
-        ...
-
-    def round_metrics(self, samples: int, seconds: float) -> Mapping[str, float]:
-        """Called after the round's clock stopped: extra per-round metrics (raw values kept)."""
-        ...
-
-    def finish(self) -> Mapping[str, Any]:
-        """Case-level metrics for ``extra_info`` (called once, after the last round)."""
-        ...
-
-
-class CpuConsumer:
-    """Iterates and touches nothing: measures what the loader alone delivers."""
-
-    def consume(self, batch: Any) -> None:
-        return None
-
-    def sync(self) -> None:
-        return None
-
-    def round_metrics(self, samples: int, seconds: float) -> Mapping[str, float]:
-        return {}
-
-    def finish(self) -> Mapping[str, Any]:
-        return {}
-
-
-#: ``runner(round_fn, rounds, between)`` runs ``round_fn`` ``rounds`` times, calling
-#: ``between`` (untimed) before each.  The pytest plugin passes pytest-benchmark's pedantic.
-Runner = Callable[[Callable[[], None], int, Callable[[], None]], None]
-
-
-def default_runner(round_fn: Callable[[], None], rounds: int, between: Callable[[], None]) -> None:
-    for _ in range(rounds):
-        between()
-        round_fn()
-
-
-def tensor_bytes(obj: Any) -> int:
-    """Bytes of all tensors in a (nested) batch."""
-    if isinstance(obj, torch.Tensor):
-        return obj.element_size() * obj.numel()
-    if isinstance(obj, Mapping):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
-
-
-def estimate_samples_per_s(
-    workload: Workload, config: LoaderConfig, workdir: str | os.PathLike[str], *, clock: Clock = perf_clock
-) -> float:
-    """A rough throughput estimate used only to size the epoch.
-
-    The cost model when there is one; otherwise a pilot of a few samples in
-    this process, scaled by the worker count and capped by the IPC costs of
-    DESIGN.md section 7 (about 0.45 ms per unbatched sample, ~1.5 GB/s of
-    shared-memory traffic).
-    """
-    cpus = affinity_cpus()
-    ideal = workload.ideal_samples_per_s(config.num_workers, cpus)
-    if ideal is not None:
-        return ideal
-    bs = config.batch_size or 1
-    pilot = workload.build(max(bs, 8), workdir)
-    n = min(bs, 8)
-    t0 = clock()
-    if isinstance(pilot, IterableDataset):
-        it = iter(pilot)
-        samples = [next(it) for _ in range(n)]
-    else:
-        samples = [pilot[i] for i in range(n)]  # type: ignore[index]
-    cost = max((clock() - t0) / n, 1e-7)
-    rate = min(config.num_workers or 1, cpus) / cost
-    if config.num_workers > 0:
-        rate = min(rate, _IPC_BYTES_PER_S_GUESS / max(tensor_bytes(samples[0]), 1))
-        if config.batch_size is None:
-            rate = min(rate, config.num_workers / _IPC_S_PER_UNBATCHED_SAMPLE)
-    return rate
-
-
-def warmup_batches(config: LoaderConfig, plan: Plan) -> int:
-    """Untimed batches after the first: enough to drain the batches that workers
-    prefetched during start-up (``prefetch_factor * num_workers``), so the first
-    timed round starts in the steady state."""
-    return plan.warmup_batches + (config.effective_prefetch_factor or 0) * config.num_workers
-
-
-@dataclass(slots=True)
-class _Epoch:
-    """Sizing of the measured epoch."""
-
-    batch_size: int
-    batches_per_round: int
-    total_batches: int
-
-    @property
-    def length(self) -> int:
-        return self.total_batches * self.batch_size
-
-
-def plan_epoch(workload: Workload, config: LoaderConfig, plan: Plan, rate: float) -> _Epoch:
-    """Batches per round so one round lasts about ``plan.round_s`` at ``rate`` samples/s."""
-    bs = config.batch_size or 1
-    per_round = math.ceil(plan.round_s * rate / bs)
-    per_round = max(plan.min_batches_per_round, min(plan.max_batches_per_round, per_round))
-    total = warmup_batches(config, plan) + 1 + plan.rounds * per_round
-    if workload.is_iterable and config.num_workers > 1:
-        # each worker must get whole batches, or it yields a short batch at its end
-        step = config.num_workers
-        total = math.ceil(total / step) * step
-    return _Epoch(batch_size=bs, batches_per_round=per_round, total_batches=total)
 
 
 def measure(
@@ -347,7 +190,7 @@ def _worker_pids(it: Iterator[Any]) -> set[int]:
 def _run(
     loader: DataLoader[Any],
     config: LoaderConfig,
-    epoch: _Epoch,
+    epoch: Epoch,
     plan: Plan,
     clock: Clock,
     runner: Runner,

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.harness import Consumer, Plan, measure
+from loaderbench.engine.consumers import Consumer
+from loaderbench.engine.harness import measure
+from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import Case, Tier, build_tier
 from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import CaseFailed, LoaderbenchError

@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.harness import Plan, measure
+from loaderbench.engine.harness import measure
+from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import Workload
 
 NEAR_ZERO = Workload(

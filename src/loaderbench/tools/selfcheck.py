@@ -43,7 +43,8 @@ from torch.utils.data import Dataset, IterableDataset
 
 from loaderbench import stats
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.harness import Plan, measure
+from loaderbench.engine.harness import measure
+from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.model import Gate, parse_thresholds, resolution, run_noise, save_measurements

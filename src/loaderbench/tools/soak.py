@@ -34,7 +34,8 @@ from pathlib import Path
 import psutil
 
 from loaderbench.engine.faults import SHM_DIR, shm_segments
-from loaderbench.engine.harness import Plan, measure
+from loaderbench.engine.harness import measure
+from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import TIERS, Case, build_tier
 from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import CaseFailed, LoaderbenchError

@@ -447,7 +447,7 @@ def probe(dataset: Any, spec: TuneSpec, collate: Callable[[Any], Any] | None) ->
     import torch
     from torch.utils.data import IterableDataset, default_collate
 
-    from loaderbench.engine.harness import tensor_bytes
+    from loaderbench.engine.batches import tensor_bytes
 
     iterable = isinstance(dataset, IterableDataset)
     length = None if iterable else len(dataset)
@@ -678,7 +678,9 @@ def tune(
     and :class:`CaseFailed` when even the DataLoader defaults cannot be measured.
     """
     from loaderbench import config as config_module
-    from loaderbench.engine.harness import CpuConsumer, Plan, measure
+    from loaderbench.engine.consumers import CpuConsumer
+    from loaderbench.engine.harness import measure
+    from loaderbench.engine.plan import Plan
     from loaderbench.engine.workloads import Workload, load_factory
 
     start = clock()

@@ -1,0 +1,96 @@
+"""Every number, unit and flag the reports print, formatted in one place.
+
+Bytes are SI (``221.6 MB``), as the JSON contract's ``*_bytes`` fields are;
+rates are per second (``3.41k/s``); times carry no space before the unit, so a
+wrapped line never splits a number from it.  A missing or NaN value prints ``-``.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def fmt_number(value: float | None) -> str:
+    """``872``, ``14.7k``, ``1.21M``."""
+    if value is None or math.isnan(value):
+        return "-"
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{prefix}"
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def fmt_rate(value: float | None) -> str:
+    """``872/s``, ``3.41k/s``, ``1.2M/s``."""
+    if value is None or math.isnan(value):
+        return "-"
+    for factor, prefix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{prefix}/s"
+    return f"{value:.3g}/s"
+
+
+def fmt_bytes(value: float | None) -> str:
+    """SI bytes: ``221.6 MB``."""
+    if value is None or math.isnan(value):
+        return "-"
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.1f} {prefix}B"
+    return f"{value:.0f} B"
+
+
+def fmt_time(value: float | None) -> str:
+    """``16ms``, ``1.3s``, ``0.40ms``."""
+    if value is None or math.isnan(value):
+        return "-"
+    if value >= 10:
+        return f"{value:.0f}s"
+    if value >= 1:
+        return f"{value:.1f}s"
+    if value >= 0.001:
+        return f"{value * 1e3:.0f}ms"
+    return f"{value * 1e3:.2f}ms"
+
+
+def fmt_percent(value: float | None) -> str:
+    """``12%``, ``3.4%``."""
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.0%}" if value >= 0.1 else f"{value:.1%}"
+
+
+def fmt_unit(value: float | None, unit: str) -> str:
+    """A value in a metric's unit (``samples/s``, ``s``, ``bytes``, ``B/s``, ``1``)."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    if unit == "bytes":
+        return fmt_bytes(value)
+    if unit == "B/s":
+        return fmt_bytes(value) + "/s"
+    if unit == "s":
+        return fmt_time(value)
+    if unit == "samples/s":
+        return fmt_rate(value)
+    if unit == "1":
+        return f"{value:.3f}"
+    return f"{value:.4g} {unit}"
+
+
+def fmt_change(fraction: float) -> str:
+    """A resolvable or tolerated change: ``12%``; past 1000% it is ``cannot resolve`` (noise this large
+    makes the figure meaningless)."""
+    if math.isnan(fraction) or math.isinf(fraction) or fraction > 10:
+        return "cannot resolve"
+    return f"{fraction:.0%}"
+
+
+def wrap(text: str, width: int, *, indent: int) -> list[str]:
+    """Word-wrap ``text`` to ``width`` columns with a hanging ``indent`` (at least 20 columns of text)."""
+    room = max(20, width - indent)
+    return [" " * indent + line for line in textwrap.wrap(text, room, break_long_words=False, break_on_hyphens=False)]
