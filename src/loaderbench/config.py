@@ -59,6 +59,9 @@ def _identity_list(batch: list[Any]) -> list[Any]:
     return batch
 
 
+#: ``collate="user"``: the workload's own collate function (``collate = "module:function"`` in its entry).
+USER_COLLATE = "user"
+
 #: Named collate functions.  Module-level functions, so they pickle under spawn.
 COLLATES: dict[str, Callable[[Any], Any] | None] = {
     "default": None,
@@ -220,14 +223,28 @@ class LoaderConfig:
                     "Use batching='auto'",
                 )
 
-    def dataloader_kwargs(self, dataset: Dataset[Any], *, seed: int = 0) -> dict[str, Any]:
-        """The exact keyword arguments for ``DataLoader(dataset, **kwargs)``."""
+    def dataloader_kwargs(
+        self, dataset: Dataset[Any], *, seed: int = 0, user_collate: Callable[[Any], Any] | None = None
+    ) -> dict[str, Any]:
+        """The exact keyword arguments for ``DataLoader(dataset, **kwargs)``; ``user_collate`` is the
+        collate function that ``collate="user"`` stands for."""
         self.check_dataset(dataset)
+        if self.collate == USER_COLLATE:
+            if user_collate is None:
+                raise _fail(
+                    "collate",
+                    USER_COLLATE,
+                    "names the workload's own collate function, and this workload has none",
+                    'Give the workload a collate = "module:function", or use a named collate',
+                )
+            collate_fn: Callable[[Any], Any] | None = user_collate
+        else:
+            collate_fn = COLLATES[self.collate]
         kwargs: dict[str, Any] = {
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
             "timeout": self.timeout,
-            "collate_fn": COLLATES[self.collate],
+            "collate_fn": collate_fn,
         }
         shuffle_generator = torch.Generator().manual_seed(seed) if self.shuffle else None
         if self.batching == "sampler":
@@ -370,8 +387,10 @@ def _validate(cfg: LoaderConfig) -> None:
             f"DataLoader has no in_order before torch 2.6 (torch {torch.__version__})",
             "Upgrade torch or drop in_order",
         )
-    if cfg.collate not in COLLATES:
-        raise _fail("collate", cfg.collate, "is not a known collate", f"Use one of {sorted(COLLATES)}")
+    if cfg.collate not in COLLATES and cfg.collate != USER_COLLATE:
+        raise _fail(
+            "collate", cfg.collate, "is not a known collate", f"Use one of {[*sorted(COLLATES), USER_COLLATE]}"
+        )
     strategies = torch.multiprocessing.get_all_sharing_strategies()  # type: ignore[no-untyped-call]
     if cfg.sharing_strategy not in strategies:
         raise _fail(

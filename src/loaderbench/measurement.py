@@ -27,6 +27,44 @@ def case_id(workload: str, device: str, config: LoaderConfig, consumer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
+class Flag:
+    """An instability check: its report letter, what it means, what to do, and (per case) the measured detail."""
+
+    letter: str
+    what: str
+    fix: str
+    detail: str = ""
+
+    def with_detail(self, detail: str) -> Flag:
+        return Flag(self.letter, self.what, self.fix, detail)
+
+    def sentence(self) -> str:
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.what}{detail}; {self.fix}"
+
+
+#: The instability checks, by the letter the reports show (the one place their wording lives).
+FLAGS: Mapping[str, Flag] = {
+    "U": Flag(
+        "U",
+        f"unstable: IQR/median of samples/s >= {UNSTABLE_RELATIVE_IQR:.0%}",
+        "close other programs, raise --loader-rounds, or treat this case's verdicts as noisy",
+    ),
+    "F": Flag(
+        "F",
+        f"too few steady-state batches (< {MIN_STEADY_BATCHES})",
+        "raise --loader-round-seconds so each round covers more batches",
+    ),
+    "O": Flag(
+        "O",
+        "more workers than CPUs in the affinity mask",
+        "workers time-share cores, so GIL-bound work cannot scale past the CPU count",
+    ),
+    "N": Flag("N", "a note from the harness or torch (listed below)", "read the note"),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Measurement:
     """What the harness measured for one case.
 
@@ -72,26 +110,24 @@ class Measurement:
         return stats.relative_iqr(self.rounds.get("samples_per_s", ()))
 
     @property
-    def warnings(self) -> tuple[str, ...]:
-        """Instability warnings, each with advice, plus the harness's own notes."""
-        out = list(self.notes)
+    def flags(self) -> tuple[Flag, ...]:
+        """The instability checks this case fails (see :data:`FLAGS`), each with its measured detail."""
+        out = []
         riqr = self.relative_iqr
         if not math.isnan(riqr) and riqr >= UNSTABLE_RELATIVE_IQR:
-            out.append(
-                f"unstable: IQR/median of samples/s is {riqr:.1%} (>= {UNSTABLE_RELATIVE_IQR:.0%}); "
-                "close other programs, raise --loader-rounds, or treat this case's verdicts as noisy"
-            )
+            out.append(FLAGS["U"].with_detail(f"{riqr:.1%}"))
         if self.steady_batches < MIN_STEADY_BATCHES:
-            out.append(
-                f"too few steady-state batches ({self.steady_batches} < {MIN_STEADY_BATCHES}); "
-                "raise --loader-round-seconds so each round covers more batches"
-            )
+            out.append(FLAGS["F"].with_detail(f"{self.steady_batches}"))
         if self.config.num_workers > self.cpus:
-            out.append(
-                f"num_workers={self.config.num_workers} exceeds the {self.cpus} CPUs in the affinity mask; "
-                "workers time-share cores, so GIL-bound work cannot scale past it"
-            )
+            out.append(FLAGS["O"].with_detail(f"num_workers={self.config.num_workers} on {self.cpus} CPUs"))
+        if self.notes:
+            out.append(FLAGS["N"])
         return tuple(out)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The harness's own notes, then each failed instability check with its detail and advice."""
+        return (*self.notes, *(f.sentence() for f in self.flags if f.letter != "N"))
 
     def extra_info(self) -> dict[str, Any]:
         """The metrics recorded in pytest-benchmark's ``extra_info`` (DESIGN.md section 2)."""

@@ -95,7 +95,7 @@ def measure(
             # torch warns (at construction and at iter()) about over-subscription and pinning
             # without an accelerator; the case records them instead of failing on them
             warnings.simplefilter("always")
-            kwargs = config.dataloader_kwargs(dataset, seed=plan.seed)
+            kwargs = config.dataloader_kwargs(dataset, seed=plan.seed, user_collate=workload.user_collate())
             # a pass-through that, if collation fails, names where the samples differ (in the worker)
             kwargs["collate_fn"] = ExplainingCollate(kwargs["collate_fn"], auto_batching=config.batch_size is not None)
             loader = DataLoader(dataset, **kwargs)

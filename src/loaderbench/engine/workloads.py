@@ -150,6 +150,13 @@ class Workload:
             return ds.IterableSpinDataset(length, loops=self._loops(), shape=shape)
         return self._build_user(length)
 
+    def user_collate(self) -> Callable[[Any], Any] | None:
+        """The workload's own collate function (``collate = "module:function"``), for ``collate="user"``."""
+        path = self.params.get("collate")
+        if not path:
+            return None
+        return import_callable(str(path), argument="collate", returns="a batch", form="module:function")
+
     def _loops(self) -> int:
         return max(1, round(float(self._p("cost_s")) * spin_loops_per_s()))
 

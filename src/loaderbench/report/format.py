@@ -8,11 +8,8 @@ wrapped line never splits a number from it.  A missing or NaN value prints ``-``
 from __future__ import annotations
 
 import math
+import os
 import textwrap
-
-
-def _missing(value: float | None) -> bool:
-    return value is None or math.isnan(value)
 
 
 def fmt_number(value: float | None) -> str:
@@ -94,3 +91,12 @@ def wrap(text: str, width: int, *, indent: int) -> list[str]:
     """Word-wrap ``text`` to ``width`` columns with a hanging ``indent`` (at least 20 columns of text)."""
     room = max(20, width - indent)
     return [" " * indent + line for line in textwrap.wrap(text, room, break_long_words=False, break_on_hyphens=False)]
+
+
+def terminal_width(detected: int | None = None) -> int:
+    """The report width: ``$COLUMNS`` when set (at least 80); else the detected terminal width, but at
+    least 120, since a CI log is not 80 columns wide."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return max(80, int(columns))
+    return max(int(detected or 120), 120)
