@@ -15,7 +15,6 @@ import pytest
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import LoaderbenchError
 from loaderbench.measurement import Measurement
-from loaderbench.metrics import Run
 from loaderbench.store import baseline as bl
 from loaderbench.store.baseline import MAX_SESSIONS, BaselineError, BaselineStore, CaseEntry, entries_from
 from loaderbench.store.fingerprint import Fingerprint
@@ -44,9 +43,11 @@ def entry(case_id: str, level: float = 1000.0, runs: int = 1, seed: int = 0) -> 
         device="cpu",
         config=CONFIG,
         runs=tuple(
-            Run(
-                rounds={"samples_per_s": tuple(level * (1 + rng.gauss(0, 0.01)) for _ in range(5))},
-                values={"ttfb_s": 0.05, "peak_memory_bytes": 3e8},
+            Measurement.from_raw(
+                {"samples_per_s": tuple(level * (1 + rng.gauss(0, 0.01)) for _ in range(5))},
+                {"ttfb_s": 0.05, "peak_memory_bytes": 3e8},
+                workload=case_id.split("-")[0],
+                config=LoaderConfig(**CONFIG),
                 recorded="2026-01-01T00:00:00+00:00",
                 session=f"s{seed}",
             )
@@ -143,14 +144,14 @@ def test_process_killed_mid_write_leaves_the_original_intact(tmp_path: Path) -> 
         from pathlib import Path
         from loaderbench.store import baseline as bl
         from loaderbench.store.fingerprint import Fingerprint
-        from loaderbench.metrics import Run
+        from loaderbench.measurement import Measurement
         fp = Fingerprint.from_dict(json.loads(sys.argv[2]))
         real_fsync = os.fsync
         def die(fd):
             real_fsync(fd)
             os._exit(9)  # killed after the temp file is written, before the rename
         bl.os.fsync = die
-        entry = bl.CaseEntry("b-cpu-w0-bs1", "b", "cpu", {}, (Run(rounds={"samples_per_s": (1.0,)}),))
+        entry = bl.CaseEntry("b-cpu-w0-bs1", "b", "cpu", {}, (Measurement.from_raw({"samples_per_s": (1.0,)}),))
         bl.BaselineStore(sys.argv[1]).save(fp, [entry])
         """
     )
@@ -201,11 +202,11 @@ def valid_text() -> str:
     [
         (lambda t: t[: len(t) // 2], "not valid JSON"),
         (lambda t: "", "empty"),
-        (lambda t: "[1, 2]", "not a loaderbench baseline"),
-        (lambda t: t.replace('"version": 1', '"version": 2'), "newer loaderbench (format version 2"),
-        (lambda t: t.replace('"version": 1', '"version": 0'), "reads only version 1"),
+        (lambda t: "[1, 2]", 'not a loaderbench document of format "loaderbench-baseline"'),
+        (lambda t: t.replace('"version": 2', '"version": 3'), "newer loaderbench (format version 3"),
+        (lambda t: t.replace('"version": 2', '"version": 0'), "reads only 1, 2"),
         (lambda t: t.replace('"cases"', '"kases"'), "field 'cases' is missing"),
-        (lambda t: t.replace('"ttfb_s": 0.05', '"ttfb_s": "fast"'), "values.ttfb_s is not a finite number"),
+        (lambda t: t.replace('"ttfb_s": 0.05', '"ttfb_s": "fast"'), "phases.ttfb_s is not a finite number"),
         (lambda t: t.replace('"cpu_model"', '"cpu"'), "fingerprint field 'cpu_model' is missing"),
     ],
 )
@@ -281,5 +282,46 @@ def test_entries_from_measurements_group_by_case() -> None:
     assert len(entries["io-cpu-w0-bs32"].runs) == 2
     assert len({r.session for e in entries.values() for r in e.runs}) == 1  # one save, one session
     assert entries["io-cpu-w2-bs32"].config["num_workers"] == 2
-    assert entries["io-cpu-w0-bs32"].runs[0].values["peak_memory_bytes"] == 300 * 2**20
+    assert entries["io-cpu-w0-bs32"].runs[0].peak_memory_bytes == 300 * 2**20
     assert entries["io-cpu-w0-bs32"].runs[0].recorded
+
+
+# --- format 1 ---------------------------------------------------------------------------------------------
+
+
+def test_a_format_1_baseline_is_read_and_rewritten_as_format_2(tmp_path: Path) -> None:
+    """The committed 2-core baseline was written in format 1: it reads, its runs become records with the
+    raw values it holds, and the next save writes format 2 with the same runs."""
+    committed = Path(__file__).parent.parent / "fixtures" / "baselines" / "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json"
+    data = json.loads(committed.read_text())
+    assert data["version"] == 1
+    doc = bl.read(committed)
+    assert doc.version == 1 and doc.cases
+    cid, entry = next(iter(doc.cases.items()))
+    first = data["cases"][cid]["runs"][0]
+    run = entry.runs[0]
+    assert isinstance(run, Measurement)
+    assert list(run.rounds["samples_per_s"]) == first["rounds"]["samples_per_s"]
+    assert run.session == first["session"] and run.recorded == first["recorded"]
+    if "ttfb_s" in first["values"]:
+        assert run.value("ttfb_s") == first["values"]["ttfb_s"]
+    assert entry.sessions == len({r["session"] for r in data["cases"][cid]["runs"]})
+    store = BaselineStore(tmp_path)
+    path = store.save(doc.fingerprint, [entry])
+    again = store.load(doc.fingerprint)
+    assert again is not None and again.version == bl.VERSION == 2
+    assert json.loads(path.read_text())["version"] == 2
+    assert [r.rounds for r in again.cases[cid].runs] == [r.rounds for r in entry.runs]
+    assert [r.session for r in again.cases[cid].runs] == [r.session for r in entry.runs]
+
+
+def test_a_saved_run_is_the_measurement_record_itself(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    m = measurement(rng)
+    store = BaselineStore(tmp_path)
+    store.record(FP, [m])
+    doc = store.load(FP)
+    assert doc is not None
+    (run,) = doc.cases[m.case_id].runs
+    assert run == m.stamped(session=run.session, recorded=run.recorded)
+    assert run.session  # one save is one recording session

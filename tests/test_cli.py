@@ -18,10 +18,15 @@ import pytest
 import torch
 
 from loaderbench import cli
+from loaderbench import config as config_module
 from loaderbench.config import LoaderConfig
-from loaderbench.errors import CaseFailed
+from loaderbench.errors import CaseFailed, UsageError
 from loaderbench.measurement import Measurement
 from loaderbench.tune import search as tune
+from loaderbench.tune.probe import probe
+from loaderbench.tune.progress import ProgressBar
+from loaderbench.tune.run import load_callable, stall_without, with_persistence
+from loaderbench.tune.run import tune as run_tune
 
 DATASET = '''
 import time
@@ -188,21 +193,38 @@ def test_bad_input_exits_2_with_a_clear_message(
 
 
 @pytest.mark.parametrize(
-    ("option", "expected"),
+    ("option", "expected", "fix"),
     [
-        ("--budget=0", "--budget=0 must be > 0"),
-        ("--budget=-5", "--budget=-5 must be > 0"),
-        ("--budget=soon", "--budget=soon is not a number"),
-        ("--batch-size=0", "--batch-size=0 must be >= 1"),
-        ("--rounds=1", "--rounds=1 must be >= 2"),
-        ("--device=tpu", "invalid choice: 'tpu'"),
+        ("--budget=0", "--budget='0' must be positive", "e.g. --budget 60"),
+        ("--budget=-5", "--budget='-5' must be positive", "e.g. --budget 60"),
+        ("--budget=soon", "--budget='soon' is not a number", "e.g. --budget 60"),
+        ("--batch-size=0", "--batch-size='0' must be >= 1", "Use your training batch size"),
+        ("--rounds=1", "--rounds='1' must be >= 2", "Use e.g. 5"),
+        ("--device=tpu", "--device='tpu' is not one of cpu, cuda", ""),
     ],
 )
-def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str], option: str, expected: str) -> None:
+def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str], option: str, expected: str, fix: str) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["tune", "m:f", option])
     assert info.value.code == 2
-    assert expected in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"Could not parse value: {expected}" in err and fix in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("budget_s", 0, "budget_s=0: must be a positive number of seconds. Use e.g. budget_s=60."),
+        ("batch_size", 0, "batch_size=0: must be at least 1"),
+        ("device", "tpu", "device='tpu': not a device. Use 'cpu' or 'cuda'."),
+        ("step_ms", -1.0, "step_ms=-1.0: must be >= 0 milliseconds"),
+        ("max_workers", 0, "max_workers=0: must be at least 1"),
+    ],
+)
+def test_tune_spec_errors_name_the_field_not_a_flag(field: str, value: object, expected: str) -> None:
+    with pytest.raises(UsageError) as info:
+        tune.TuneSpec(factory="m:f", **{field: value})  # type: ignore[arg-type]
+    assert expected in str(info.value) and "--" not in str(info.value)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
@@ -217,8 +239,20 @@ def test_user_collate_is_used(app: tuple[Path, str], monkeypatch: pytest.MonkeyP
     _, module = app
     spec = tune.TuneSpec(factory=f"{module}:ragged", collate=f"{module}:pad", batch_size=4)
     dataset = __import__(module).ragged()
-    probe = tune.probe(dataset, spec, tune.load_callable(spec.collate or "", option="--collate"))
-    assert probe.bytes_per_sample == 4 * 4  # padded to 4 floats per sample
+    pr = probe(dataset, spec, load_callable(spec.collate or "", option="--collate"))
+    assert pr.bytes_per_sample == 4 * 4  # padded to 4 floats per sample
+
+
+def test_tune_with_a_collate_leaves_the_collate_registry_alone(app: tuple[Path, str]) -> None:
+    _, module = app
+    before = dict(config_module.COLLATES)
+    spec = tune.TuneSpec(
+        factory=f"{module}:ragged", collate=f"{module}:pad", batch_size=4, budget_s=0.01, rounds=2, round_s=0.01
+    )
+    result = run_tune(spec)
+    assert before == config_module.COLLATES  # no "user" entry left behind
+    assert result.defaults.collate == "user"  # resolved from the workload by the harness
+    assert result.trial(result.defaults) is not None  # ragged samples: measured only through the user's pad
 
 
 # --- the search, on fakes --------------------------------------------------------------------------------------
@@ -282,7 +316,7 @@ def io_bound(cfg: LoaderConfig) -> float:
 
 def test_io_bound_climbs_to_the_plateau_and_prunes_above_it() -> None:
     s = search(io_bound)
-    best = tune.with_persistence(s, s.recommended().config)
+    best = with_persistence(s, s.recommended().config)
     assert best.num_workers == 8
     assert best.prefetch_factor is None and best.in_order  # knobs that did not help stay at their defaults
     assert best.persistent_workers  # it halved the next-epoch stall
@@ -328,8 +362,25 @@ def test_progress_reports_the_current_best() -> None:
     tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock, progress=seen.append).search()
     assert seen[0].best == "w0-bs8" and seen[-1].best_rate == pytest.approx(4000, rel=0.01)
     stream = io.StringIO()
-    cli.ProgressLine(stream)(seen[-1])
+    bar = ProgressBar(stream)
+    bar(seen[-1])
+    bar.close()
     assert "best w4-bs8 4k/s (4.00x defaults)" in stream.getvalue()
+
+
+def test_progress_off_a_terminal_writes_the_first_and_the_final_state_only() -> None:
+    fake = FakeRun(io_bound)
+    seen: list[tune.Progress] = []
+    spec = tune.TuneSpec(factory="m:f", budget_s=100, max_workers=4, batch_size=8)
+    tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock, progress=seen.append).search()
+    stream = io.StringIO()  # not a TTY, as a CI log
+    bar = ProgressBar(stream)
+    for p in seen:
+        bar(p)
+    bar.close()
+    out = stream.getvalue()
+    assert len(seen) > 2 and out.count(" tried | ") == 2
+    assert out.endswith("\n") and f"best {seen[-1].best}" in out.rsplit("\r", 1)[-1]
 
 
 def test_persistence_without_a_measured_plain_stall_compares_with_the_first_batch() -> None:
@@ -340,5 +391,5 @@ def test_persistence_without_a_measured_plain_stall_compares_with_the_first_batc
     s.run(LoaderConfig(batch_size=8), force=True)
     s.run(plain)  # no second epoch: its stall is unknown, its time to first batch (50 ms) is a lower bound
     s.run(plain.replace(persistent_workers=True), next_epoch=True)  # stall 5 ms
-    assert tune.with_persistence(s, plain).persistent_workers
-    assert tune.stall_without(s.trials[plain]) == (0.05, False)
+    assert with_persistence(s, plain).persistent_workers
+    assert stall_without(s.trials[plain]) == (0.05, False)

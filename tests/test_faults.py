@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from loaderbench import CaseFailed, CpuConsumer, LoaderConfig, Plan, Workload, measure
-from loaderbench.engine.faults import explain_failure
+from loaderbench import CaseFailed, CpuConsumer, LoaderConfig, Plan, UsageError, Workload, measure
+from loaderbench.engine.explain import explain_failure
 from loaderbench.testing.strategies import Record2
 
 SHM = Path("/dev/shm")
@@ -183,9 +183,16 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def run_fault(
-    baseline: Path, workload: Workload, config: LoaderConfig, *, plan: Plan = PLAN, consumer: Any = None
+    baseline: Path,
+    workload: Workload,
+    config: LoaderConfig,
+    *,
+    plan: Plan = PLAN,
+    consumer: Any = None,
+    kind: str = "",
 ) -> str:
-    """Measure the faulty case, then a good one; check the message's form, the leftovers and the baseline."""
+    """Measure the faulty case, then a good one; check the message's form, the data the exception carries
+    (case, phase, fault kind), the leftovers and the baseline."""
     before = Leftovers.snapshot()
     stored = baseline.read_bytes()
     with pytest.raises(CaseFailed) as info:
@@ -194,6 +201,9 @@ def run_fault(
         consumer.restore()
     text = str(info.value)
     assert text.startswith(f"case {workload.name}-cpu-{config.id} failed: "), text
+    assert info.value.case == f"{workload.name}-cpu-{config.id}"
+    assert info.value.phase and info.value.phase in text, (info.value.phase, text)
+    assert info.value.kind == kind if kind else info.value.kind, info.value.kind
     assert "\n" not in text and text.count(" Remedy: ") == 1 and text.endswith("."), text
     before.assert_none_since()
     good = measure(GOOD, LoaderConfig(batch_size=4, num_workers=2, multiprocessing_context="fork"), plan=PLAN)
@@ -210,7 +220,7 @@ W2 = LoaderConfig(batch_size=4, num_workers=2, multiprocessing_context="fork")
 
 
 def test_an_exception_in_a_worker(baseline: Path) -> None:
-    text = run_fault(baseline, faulty("raise"), W2)
+    text = run_fault(baseline, faulty("raise"), W2, kind="dataset")
     assert f"the dataset or collate raised KeyError: 'sample {AT} is missing' (in DataLoader worker process" in text
     assert "Remedy: fix the dataset; run it with num_workers=0" in text
 
@@ -218,7 +228,7 @@ def test_an_exception_in_a_worker(baseline: Path) -> None:
 @pytest.mark.parametrize("sharing", ["file_descriptor", "file_system"])
 def test_a_worker_killed_with_sigkill(baseline: Path, sharing: str) -> None:
     """Under file_system the dead worker's segments stay in /dev/shm unless the harness removes them."""
-    text = run_fault(baseline, faulty("sigkill"), W2.replace(sharing_strategy=sharing))
+    text = run_fault(baseline, faulty("sigkill"), W2.replace(sharing_strategy=sharing), kind="worker-killed")
     # torch says "is killed by signal: Killed" or, when it notices the dead worker first, "exited unexpectedly"
     # (then the harness adds "died of SIGKILL" from the worker's exit code)
     assert "a worker process was killed with SIGKILL" in text
@@ -227,14 +237,14 @@ def test_a_worker_killed_with_sigkill(baseline: Path, sharing: str) -> None:
 
 
 def test_a_worker_that_segfaults(baseline: Path) -> None:
-    text = run_fault(baseline, faulty("segfault"), W2)
+    text = run_fault(baseline, faulty("segfault"), W2, kind="segfault")
     assert "crashed in native code with a segmentation fault" in text
     assert "num_workers=0" in text and "faulthandler" in text
 
 
 @pytest.mark.parametrize("fault", ["sigbus", "enospc"])
 def test_shared_memory_exhaustion(baseline: Path, fault: str) -> None:
-    text = run_fault(baseline, faulty(fault), W2)
+    text = run_fault(baseline, faulty(fault), W2, kind="shm-exhausted")
     assert "shared memory (/dev/shm) ran out" in text and "/dev/shm:" in text and "bytes free" in text
     assert "--shm-size" in text and "num_workers=0" in text and "prefetch_factor" in text
 
@@ -245,7 +255,7 @@ def test_too_many_open_files(baseline: Path) -> None:
     workload = ManyTensorsWorkload(name="many-tensors", kind="sleep", batch_size=1, params={"latency_s": 1e-4})
     config = LoaderConfig(batch_size=None, num_workers=2, multiprocessing_context="fork", collate="list")
     try:
-        text = run_fault(baseline, workload, config, plan=plan, consumer=squeeze)
+        text = run_fault(baseline, workload, config, plan=plan, consumer=squeeze, kind="too-many-open-files")
         assert 1 <= squeeze.batches <= 3, "the limit is lowered once the workers run, and bites within 2 batches"
     finally:
         squeeze.restore()
@@ -268,21 +278,21 @@ def test_torchs_own_too_many_open_files_message_names_file_system() -> None:
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])
 def test_a_dataset_that_cannot_be_pickled_under_spawn(baseline: Path, context: str) -> None:
     config = LoaderConfig(batch_size=4, num_workers=2, multiprocessing_context=context)
-    text = run_fault(baseline, faulty("unpicklable"), config)
+    text = run_fault(baseline, faulty("unpicklable"), config, kind="pickling")
     assert "could not be pickled to start a spawn or forkserver worker" in text and "<lambda>" in text
     assert "while starting the workers" in text
     assert "module level" in text and "multiprocessing_context='fork'" in text
 
 
 def test_a_hung_worker_is_killed(baseline: Path) -> None:
-    text = run_fault(baseline, faulty("sleep"), W2, plan=HANG_PLAN)
+    text = run_fault(baseline, faulty("sleep"), W2, plan=HANG_PLAN, kind="hang")
     assert "no batch arrived and no phase began for 1 s (Plan.batch_timeout_s)" in text
     assert "the dataset hangs; worker process(es)" in text and "so the harness killed them" in text
     assert "timeout is 0 (wait forever)" in text and "raise Plan.batch_timeout_s" in text
 
 
 def test_the_cases_own_dataloader_timeout(baseline: Path) -> None:
-    text = run_fault(baseline, faulty("nap"), W2.replace(timeout=1.0))
+    text = run_fault(baseline, faulty("nap"), W2.replace(timeout=1.0), kind="timeout")
     assert "no batch arrived within the case's DataLoader timeout (RuntimeError: DataLoader timed out after 1" in text
     assert "raise timeout" in text
 
@@ -304,10 +314,10 @@ def test_file_system_sharing_leaves_no_segment_behind() -> None:
         ("userdata.good", "factory='userdata.good': not a 'module:factory' path. Write it as e.g. mypkg.data:"),
         ("nosuchmodule:make", "factory='nosuchmodule:make': cannot import 'nosuchmodule'"),
         (
-            "loaderbench.engine.faults:shm_usage",
-            "factory='loaderbench.engine.faults:shm_usage': returned str, not a sized torch",
+            "loaderbench.engine.explain:shm_usage",
+            "factory='loaderbench.engine.explain:shm_usage': returned str, not a sized torch",
         ),
-        ("loaderbench.engine.faults:reap", "factory='loaderbench.engine.faults:reap': the factory raised TypeError"),
+        ("loaderbench.engine.cleanup:reap", "factory='loaderbench.engine.cleanup:reap': the factory raised TypeError"),
     ],
 )
 def test_a_bad_user_factory_fails_its_case_naming_the_argument(factory: str, message: str) -> None:
@@ -318,7 +328,7 @@ def test_a_bad_user_factory_fails_its_case_naming_the_argument(factory: str, mes
 
 
 def test_a_bad_batch_timeout_is_refused() -> None:
-    with pytest.raises(CaseFailed, match=r"batch_timeout_s=0: must be positive"):
+    with pytest.raises(UsageError, match=r"Plan\(batch_timeout_s=0\): must be positive"):
         Plan(batch_timeout_s=0)
 
 

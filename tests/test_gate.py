@@ -15,20 +15,12 @@ import pytest
 
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import CaseFailed, UsageError
-from loaderbench.gate.model import (
-    Gate,
-    Settings,
-    Thresholds,
-    compare,
-    critical_values,
-    parse_thresholds,
-    resolution,
-    run_noise,
-    save_measurements,
-    session_values,
-)
+from loaderbench.gate.model import Settings, compare, critical_values, resolution, run_noise, session_values
+from loaderbench.gate.runner import Gate
+from loaderbench.gate.thresholds import Thresholds, parse_thresholds
 from loaderbench.measurement import Measurement
-from loaderbench.metrics import METRICS, Run
+from loaderbench.metrics import METRICS
+from loaderbench.report.verdicts import summary_lines
 from loaderbench.store.baseline import BaselineStore
 from loaderbench.store.fingerprint import Fingerprint
 
@@ -45,13 +37,15 @@ def runs(
     round_cv: float = 0.01,
     rounds: int = 5,
     noise: Callable[[random.Random], float] | None = None,
-) -> list[Run]:
+) -> list[Measurement]:
     """``k`` runs of ``rounds`` samples/s values around ``level``: a per-run offset plus per-round noise."""
     out = []
     for _ in range(k):
         offset = level * math.exp(rng.gauss(0, run_cv))
         draw = noise or (lambda r: r.gauss(0, round_cv))
-        out.append(Run(rounds={"samples_per_s": tuple(offset * math.exp(draw(rng)) for _ in range(rounds))}))
+        out.append(
+            Measurement.from_raw(rounds={"samples_per_s": tuple(offset * math.exp(draw(rng)) for _ in range(rounds))})
+        )
     return out
 
 
@@ -62,7 +56,7 @@ def outcomes(shift: float, trials: int = 60, *, m: int = 2, **kw: float) -> dict
         rng = random.Random(seed)
         base = runs(rng, 10, 1000.0, **kw)  # type: ignore[arg-type]
         cur = runs(rng, m, 1000.0 / (1 + shift), **kw)  # type: ignore[arg-type]
-        v = compare("c", SPS, base, cur, threshold=0.10).verdict
+        v = compare("c", SPS, base, cur, threshold=0.10)
         counts[v.outcome] = counts.get(v.outcome, 0) + 1
     return counts
 
@@ -74,8 +68,8 @@ def test_identical_samples_are_unchanged() -> None:
     rng = random.Random(1)
     base = runs(rng, 10, 1000.0)
     a = compare("c", SPS, base, base[:1], threshold=0.10)
-    assert a.verdict.outcome == "unchanged"
-    assert a.verdict.ratio == pytest.approx(1.0, rel=0.02)
+    assert a.outcome == "unchanged"
+    assert a.ratio == pytest.approx(1.0, rel=0.02)
     assert not a.needs_more
 
 
@@ -100,7 +94,7 @@ def test_twenty_percent_shift_is_always_caught() -> None:
 
 def test_improvement_is_reported_and_never_fails() -> None:
     rng = random.Random(3)
-    v = compare("c", SPS, runs(rng, 10, 1000.0), runs(rng, 2, 1250.0), threshold=0.10).verdict
+    v = compare("c", SPS, runs(rng, 10, 1000.0), runs(rng, 2, 1250.0), threshold=0.10)
     assert v.outcome == "improved"
     assert not v.failed
     assert re.search(r"1\.2\dx faster", v.message())
@@ -121,7 +115,7 @@ def test_one_outlier_round_does_not_regress() -> None:
     cur = runs(rng, 1, 1000.0)
     values = list(cur[0].rounds["samples_per_s"])
     values[2] = 100.0  # one round ten times slower
-    v = compare("c", SPS, base, [Run(rounds={"samples_per_s": tuple(values)})], threshold=0.10).verdict
+    v = compare("c", SPS, base, [Measurement.from_raw(rounds={"samples_per_s": tuple(values)})], threshold=0.10)
     assert v.outcome == "unchanged"
 
 
@@ -130,8 +124,8 @@ def test_tiny_samples_cannot_be_significant_and_ask_for_more() -> None:
     base = runs(rng, 10, 1000.0, rounds=1)
     cur = runs(rng, 1, 800.0, rounds=2)
     a = compare("c", SPS, base, cur, threshold=0.10)
-    assert a.verdict.outcome == "inconclusive"
-    assert a.verdict.p_value is not None and a.verdict.p_value >= 0.002
+    assert a.outcome == "inconclusive"
+    assert a.p_value is not None and a.p_value >= 0.002
     assert a.needs_more
 
 
@@ -140,22 +134,22 @@ def test_too_noisy_case_is_inconclusive_and_says_what_it_resolves() -> None:
     base = runs(rng, 10, 1000.0, run_cv=0.25)
     cur = runs(rng, 1, 1000.0 / 1.12, run_cv=0.25)
     a = compare("c", SPS, base, cur, threshold=0.10)
-    assert a.verdict.outcome == "inconclusive"
-    assert a.verdict.resolves > 0.10
-    assert "too noisy" in a.verdict.reason
+    assert a.outcome == "inconclusive"
+    assert a.resolves > 0.10
+    assert "too noisy" in a.reason
 
 
 def test_noisy_case_still_catches_a_huge_regression() -> None:
     rng = random.Random(7)
     base = runs(rng, 10, 1000.0, run_cv=0.10)
     cur = runs(rng, 2, 250.0, run_cv=0.10)
-    assert compare("c", SPS, base, cur, threshold=0.10).verdict.outcome == "regressed"
+    assert compare("c", SPS, base, cur, threshold=0.10).outcome == "regressed"
 
 
 def test_a_single_measurement_regression_asks_for_confirmation() -> None:
     rng = random.Random(8)
     a = compare("c", SPS, runs(rng, 10, 1000.0), runs(rng, 1, 700.0), threshold=0.10)
-    assert a.verdict.outcome == "regressed"
+    assert a.outcome == "regressed"
     assert a.needs_more
     b = compare("c", SPS, runs(rng, 10, 1000.0), runs(rng, 1, 700.0), threshold=0.10, settings=Settings(confirm=0))
     assert not b.needs_more
@@ -165,31 +159,31 @@ def test_strict_power_setting_is_the_asv_rule() -> None:
     rng = random.Random(9)
     base = runs(rng, 10, 1000.0, run_cv=0.001, round_cv=0.001)
     cur = runs(rng, 2, 1000.0 / 1.08, run_cv=0.001, round_cv=0.001)
-    assert compare("c", SPS, base, cur, threshold=0.10, settings=Settings(z_power=0.0)).verdict.outcome == "unchanged"
+    assert compare("c", SPS, base, cur, threshold=0.10, settings=Settings(z_power=0.0)).outcome == "unchanged"
 
 
 def test_lower_is_better_metric_direction() -> None:
-    base = [Run(values={"ttfb_s": 0.100 + 0.001 * (i % 3 - 1)}) for i in range(10)]
-    slower = [Run(values={"ttfb_s": v}) for v in (0.200, 0.202)]
-    v = compare("c", TTFB, base, slower, threshold=0.25).verdict
+    base = [Measurement.from_raw(values={"ttfb_s": 0.100 + 0.001 * (i % 3 - 1)}) for i in range(10)]
+    slower = [Measurement.from_raw(values={"ttfb_s": v}) for v in (0.200, 0.202)]
+    v = compare("c", TTFB, base, slower, threshold=0.25)
     assert v.outcome == "regressed"
     assert v.slowdown == pytest.approx(2.0, rel=0.02)
     assert v.p_value is None  # one-off metric: run-level evidence only
-    faster = [Run(values={"ttfb_s": v}) for v in (0.040, 0.041)]
-    assert compare("c", TTFB, base, faster, threshold=0.25).verdict.outcome == "improved"
+    faster = [Measurement.from_raw(values={"ttfb_s": v}) for v in (0.040, 0.041)]
+    assert compare("c", TTFB, base, faster, threshold=0.25).outcome == "improved"
 
 
 def test_change_below_the_absolute_floor_is_unchanged() -> None:
-    base = [Run(values={"ttfb_s": v}) for v in (0.0010, 0.0010, 0.0010)]
-    cur = [Run(values={"ttfb_s": 0.0030})]  # 3x, but only 2 ms
-    v = compare("c", TTFB, base, cur, threshold=0.25).verdict
+    base = [Measurement.from_raw(values={"ttfb_s": v}) for v in (0.0010, 0.0010, 0.0010)]
+    cur = [Measurement.from_raw(values={"ttfb_s": 0.0030})]  # 3x, but only 2 ms
+    v = compare("c", TTFB, base, cur, threshold=0.25)
     assert v.outcome == "unchanged"
     assert "floor" in v.reason
 
 
 def test_verdict_message_is_one_line_with_the_numbers() -> None:
     rng = random.Random(10)
-    v = compare("io-cpu-w0-bs32", SPS, runs(rng, 10, 1000.0), runs(rng, 2, 800.0), threshold=0.10).verdict
+    v = compare("io-cpu-w0-bs32", SPS, runs(rng, 10, 1000.0), runs(rng, 2, 800.0), threshold=0.10)
     text = v.message()
     assert "\n" not in text
     assert text.startswith("io-cpu-w0-bs32 samples_per_s: 1.2")
@@ -275,7 +269,7 @@ def recorded(tmp_path: Path) -> BaselineStore:
     store = BaselineStore(tmp_path)
     rng = random.Random(11)
     for _ in range(10):  # ten recording sessions
-        save_measurements(store, fingerprint(), [measurement(rng, 1000.0)], append=True)
+        store.record(fingerprint(), [measurement(rng, 1000.0)], append=True)
     return store
 
 
@@ -308,7 +302,7 @@ def test_gate_confirms_then_fails_a_regression(recorded: BaselineStore) -> None:
     assert 1 <= again.calls <= 3
     assert sps.current_runs == 1 + again.calls
     assert gate.failed
-    lines = gate.summary_lines()
+    lines = summary_lines(gate)
     assert lines[1].startswith("REGRESSIONS (1)")
     assert "io-cpu-w0-bs32" in lines[3] and "1.43x slower" in lines[3]
 
@@ -327,13 +321,13 @@ def test_gate_survives_a_failing_extra_measurement(recorded: BaselineStore) -> N
     gate = Gate(recorded, fingerprint())
     verdicts = gate.check(measurement(random.Random(16), 700.0), broken)
     assert any(v.outcome == "regressed" for v in verdicts)  # decided with what there is
-    assert any("extra measurement failed" in line for line in gate.summary_lines())
+    assert any("extra measurement failed" in line for line in summary_lines(gate))
 
 
 def test_gate_skips_new_cases_and_absent_metrics(recorded: BaselineStore) -> None:
     gate = Gate(recorded, fingerprint())
     assert gate.check(measurement(random.Random(17), 1000.0, workers=2), Remeasure(1000.0)) == []
-    assert "no baseline entry (1): io-cpu-w2-bs32" in "\n".join(gate.summary_lines())
+    assert "no baseline entry (1): io-cpu-w2-bs32" in "\n".join(summary_lines(gate))
     verdicts = gate.check(measurement(random.Random(18), 1000.0), Remeasure(1000.0))
     assert "feed_samples_per_s" not in {v.metric for v in verdicts}
 
@@ -368,8 +362,8 @@ def test_one_disturbed_measurement_is_not_confirmed() -> None:
     base = runs(rng, 10, 1000.0)
     disturbed, clean = runs(rng, 1, 600.0), runs(rng, 1, 1000.0)
     first = compare("c", SPS, base, disturbed, threshold=0.10)
-    assert first.verdict.outcome == "regressed" and first.needs_more
-    both = compare("c", SPS, base, disturbed + clean, threshold=0.10).verdict
+    assert first.outcome == "regressed" and first.needs_more
+    both = compare("c", SPS, base, disturbed + clean, threshold=0.10)
     assert both.outcome == "inconclusive"
     assert "not confirmed" in both.reason
 
@@ -391,7 +385,7 @@ def test_gate_does_not_remeasure_when_session_noise_is_the_limit(tmp_path: Path)
     store = BaselineStore(tmp_path)
     rng = random.Random(23)
     for level in (700.0, 1000.0, 1300.0):
-        save_measurements(store, fingerprint(), [measurement(rng, level)], append=True)
+        store.record(fingerprint(), [measurement(rng, level)], append=True)
     gate = Gate(store, fingerprint())
     again = Remeasure(900.0)
     verdicts = gate.check(measurement(rng, 900.0), again)
@@ -404,7 +398,7 @@ def test_gate_does_not_remeasure_when_session_noise_is_the_limit(tmp_path: Path)
 def test_a_baseline_from_too_few_sessions_cannot_fail_the_run(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
     rng = random.Random(24)
-    save_measurements(store, fingerprint(), [measurement(rng, 1000.0) for _ in range(3)])  # one session, 3 runs
+    store.record(fingerprint(), [measurement(rng, 1000.0) for _ in range(3)])  # one session, 3 runs
     gate = Gate(store, fingerprint())
     verdicts = gate.check(measurement(rng, 500.0), Remeasure(500.0))
     sps = next(v for v in verdicts if v.metric == "samples_per_s")
@@ -414,14 +408,14 @@ def test_a_baseline_from_too_few_sessions_cannot_fail_the_run(tmp_path: Path) ->
     assert not gate.failed
     assert "cannot fail the run yet" in gate.status()
     expected = "not gated, baseline from fewer than 3 sessions (1): io-cpu-w0-bs32"
-    assert any(line.startswith(expected) for line in gate.summary_lines())
+    assert any(line.startswith(expected) for line in summary_lines(gate))
     unchanged = Gate(store, fingerprint()).check(measurement(rng, 1000.0), Remeasure(1000.0))
     assert all(v.outcome == "unchanged" for v in unchanged)
 
 
 def test_sessions_not_runs_measure_the_noise() -> None:
     pairs = ((900.0, "a"), (1100.0, "a"), (1000.0, "b"))
-    tagged = [Run(rounds={"samples_per_s": (v,) * 5}, session=s) for v, s in pairs]
+    tagged = [Measurement.from_raw(rounds={"samples_per_s": (v,) * 5}, session=s) for v, s in pairs]
     values = session_values(SPS, tagged)
     assert len(values) == 2
     assert values[1] == pytest.approx(math.log(1000.0))
@@ -432,11 +426,13 @@ def test_timing_one_offs_share_the_cases_throughput_noise() -> None:
     base = []
     for level in (700.0, 1000.0, 1400.0):  # throughput moves a lot between sessions...
         run = runs(rng, 1, level)[0]
-        base.append(Run(rounds=run.rounds, values={"ttfb_s": 0.100, "epoch_stall_s": 0.050}))  # ...TTFB does not
+        base.append(
+            Measurement.from_raw(rounds=run.rounds, values={"ttfb_s": 0.100, "epoch_stall_s": 0.050})
+        )  # ...TTFB does not
     assert run_noise(TTFB, base) == pytest.approx(run_noise(SPS, base))
-    cur = [Run(rounds=runs(rng, 1, 1000.0)[0].rounds, values={"ttfb_s": 0.150}) for _ in range(2)]
-    assert compare("c", TTFB, base, cur, threshold=0.25).verdict.outcome == "inconclusive"
-    memory = [Run(rounds=r.rounds, values={"peak_memory_bytes": 3e8}) for r in base]
+    cur = [Measurement.from_raw(rounds=runs(rng, 1, 1000.0)[0].rounds, values={"ttfb_s": 0.150}) for _ in range(2)]
+    assert compare("c", TTFB, base, cur, threshold=0.25).outcome == "inconclusive"
+    memory = [Measurement.from_raw(rounds=r.rounds, values={"peak_memory_bytes": 3e8}) for r in base]
     assert run_noise(METRICS["peak_memory_bytes"], memory) == METRICS["peak_memory_bytes"].process_noise  # not shared
 
 
@@ -447,6 +443,6 @@ def test_a_three_session_baseline_needs_students_t_not_z() -> None:
     counts: dict[str, int] = {}
     for seed in range(60):
         rng = random.Random(seed)
-        v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 2, 1000.0 / 1.2), threshold=0.10).verdict
+        v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 2, 1000.0 / 1.2), threshold=0.10)
         counts[v.outcome] = counts.get(v.outcome, 0) + 1
     assert counts.get("regressed", 0) == 0  # a 20% change is beyond what 3 sessions can resolve

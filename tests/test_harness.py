@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from loaderbench import FakeClock, LoaderConfig, Plan, measure
-from loaderbench.engine.faults import case_processes
+from loaderbench.engine.cleanup import case_processes
 from loaderbench.engine.plan import plan_epoch, warmup_batches
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed

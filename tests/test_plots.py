@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench.report import plots
-from loaderbench.report import terminal as report
+from loaderbench.report import files, plots
 from loaderbench.store import results
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -52,10 +51,10 @@ def test_plots_the_data_lacks_are_skipped_with_a_reason(fixed: tuple[results.Mea
 
 @needs_matplotlib
 def test_report_files_include_the_plots(fixed: tuple[results.Measurement, ...], tmp_path: Path) -> None:
-    files = report.write_report_files(tmp_path, fixed)
-    assert len(files.plots) == len(plots.PLOTS)
-    md = files.markdown.read_text()
-    for p in files.plots:
+    written = files.write_report_files(tmp_path, fixed)
+    assert len(written.plots) == len(plots.PLOTS)
+    md = written.markdown.read_text()
+    for p in written.plots:
         assert f"]({p.name})" in md
         assert p.stat().st_size > 0
 
@@ -64,9 +63,9 @@ def test_without_matplotlib_the_report_says_how_to_get_plots(
     fixed: tuple[results.Measurement, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(plots, "available", lambda: False)
-    files = report.write_report_files(tmp_path, fixed)
-    assert files.plots == ()
-    assert "pip install loaderbench[plot]" in files.markdown.read_text()
+    written = files.write_report_files(tmp_path, fixed)
+    assert written.plots == ()
+    assert "pip install loaderbench[plot]" in written.markdown.read_text()
     assert not list(tmp_path.glob("*.png"))
 
 

@@ -6,10 +6,13 @@ To accept an intended change of the output, regenerate the golden files with
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,11 +20,13 @@ import pytest
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import UsageError
 from loaderbench.measurement import Measurement
-from loaderbench.report import advice, markdown
-from loaderbench.report import terminal as report
+from loaderbench.report import advice, cases, files, markdown, table, terminal
+from loaderbench.report import format as fmt
 from loaderbench.store import results
+from loaderbench.tools import selfcheck, soak, spread
 
 GOLDEN = Path(__file__).parent / "golden"
+REPORT_PACKAGE = Path(__file__).parent.parent / "src" / "loaderbench" / "report"
 UPDATE = os.environ.get("LOADERBENCH_UPDATE_GOLDEN") == "1"
 
 
@@ -47,13 +52,13 @@ VERDICTS = {
 
 
 def test_terminal_report_matches_golden(fixed: tuple[Measurement, ...]) -> None:
-    lines = report.terminal_report(fixed, width=120)
+    lines = terminal.terminal_report(fixed, width=120)
     assert all(len(line) <= 120 for line in lines), [line for line in lines if len(line) > 120]
     check_golden("terminal.txt", "\n".join(lines) + "\n")
 
 
 def test_terminal_report_with_verdicts_matches_golden(fixed: tuple[Measurement, ...]) -> None:
-    lines = report.terminal_report(fixed, width=120, verdicts=VERDICTS)
+    lines = terminal.terminal_report(fixed, width=120, verdicts=VERDICTS)
     assert all(len(line) <= 120 for line in lines)
     text = "\n".join(lines) + "\n"
     assert "REGRESSED: samples_per_s 1.23x slower" in text
@@ -63,14 +68,14 @@ def test_terminal_report_with_verdicts_matches_golden(fixed: tuple[Measurement, 
 
 @pytest.mark.parametrize("width", [80, 100, 200])
 def test_terminal_report_fits_the_width(fixed: tuple[Measurement, ...], width: int) -> None:
-    assert all(len(line) <= width for line in report.terminal_report(fixed, width=width, verdicts=VERDICTS))
+    assert all(len(line) <= width for line in terminal.terminal_report(fixed, width=width, verdicts=VERDICTS))
 
 
 def test_each_group_is_sorted_by_throughput_with_the_best_marked(fixed: tuple[Measurement, ...]) -> None:
-    for ms in report.groups(fixed).values():
+    for ms in cases.groups(fixed).values():
         rates = [m.samples_per_s for m in ms]
         assert rates == sorted(rates, reverse=True)
-    lines = report.terminal_report(fixed)
+    lines = terminal.terminal_report(fixed)
     io = lines.index(next(line for line in lines if line.startswith("io on cpu")))
     assert lines[io + 2].startswith("* w4-bs32 ")
     assert "3.85x the num_workers=0 case" in lines[io]
@@ -88,11 +93,11 @@ def test_markdown_report_matches_golden(fixed: tuple[Measurement, ...]) -> None:
 
 def test_markdown_without_measurements_says_so() -> None:
     assert "No benchmark case was measured." in markdown.markdown_report([])
-    assert report.terminal_report([]) == ["no benchmark case was measured"]
+    assert terminal.terminal_report([]) == ["no benchmark case was measured"]
 
 
 def test_markdown_escapes_pipes_in_cells() -> None:
-    assert markdown.table(["a"], [["x|y"]])[-1] == "| x\\|y |"
+    assert table.markdown_table([table.Column("a")], [["x|y"]])[-1] == "| x\\|y |"
 
 
 def test_results_round_trip(fixed: tuple[Measurement, ...], tmp_path: Path) -> None:
@@ -154,9 +159,9 @@ def test_pytest_benchmark_json_reads_back(fixed: tuple[Measurement, ...], tmp_pa
     ("content", "message"),
     [
         (None, "file not found"),
-        ("not json", "is not JSON"),
+        ("not json", "not valid JSON"),
         ('{"format": "loaderbench-results", "version": 99}', "format version 99"),
-        ('{"hello": 1}', "neither a loaderbench results.json"),
+        ('{"hello": 1}', "not a loaderbench document"),
         ('{"format": "loaderbench-results", "version": 1, "cases": [{"workload": "x"}]}', "malformed case"),
     ],
 )
@@ -178,7 +183,7 @@ class FakeVerdict:
 
 
 def test_verdict_texts_keep_the_worst_metric_per_case() -> None:
-    texts = report.verdict_texts(
+    texts = terminal.verdict_texts(
         [
             FakeVerdict("a", "ttfb_s", "unchanged", "same"),
             FakeVerdict("a", "samples_per_s", "regressed", "1.30x slower"),
@@ -198,9 +203,9 @@ def test_verdict_texts_keep_the_worst_metric_per_case() -> None:
 def test_write_report_files(fixed: tuple[Measurement, ...], tmp_path: Path) -> None:
     summary = tmp_path / "step_summary.md"
     summary.write_text("earlier step\n")
-    files = report.write_report_files(tmp_path / "out", fixed, verdicts=VERDICTS, plots=False, step_summary=summary)
-    assert files.results is not None and results.read_results(files.results).measurements == fixed
-    md = files.markdown.read_text()
+    written = files.write_report_files(tmp_path / "out", fixed, verdicts=VERDICTS, plots=False, step_summary=summary)
+    assert written.results is not None and results.read_results(written.results).measurements == fixed
+    md = written.markdown.read_text()
     assert md.startswith("# loaderbench report")
     assert "plots not drawn: turned off" in md
     text = summary.read_text()
@@ -256,3 +261,104 @@ def test_advice_16_workers_on_a_big_machine_is_not_measured(fixed: tuple[Measure
     big = [dataclasses.replace(m, cpus=32) for m in fixed]
     result = advice.oversubscription(big)
     assert result.verdict == advice.NOT_MEASURED and "32 CPUs" in result.evidence
+
+
+# --- formatting and tables -------------------------------------------------------------------------------------
+
+
+def test_flag_letters_come_from_the_measurement(fixed: tuple[Measurement, ...]) -> None:
+    by_id = {m.case_id: m for m in fixed}
+    assert fmt.flags(by_id["io-cpu-w4-bs32"]) == "ON"
+    assert fmt.flags(by_id["io-cpu-w2-bs32-pf4"]) == "U"
+    assert fmt.flags(by_id["io-cpu-w2-bs32"]) == ""
+    assert cases.flagged_cases(fixed) == {
+        "U": ["io-cpu-w2-bs32-pf4", "transfer-cpu-w2-bs32"],
+        "F": ["io-cpu-w2-bs32-pf1"],
+        "O": ["io-cpu-w4-bs32", "cpu-cpu-w4-bs32"],
+    }
+
+
+def test_wrap_keeps_a_number_with_its_bytes_unit() -> None:
+    assert fmt.wrap("abcdefghij klm 356.4 MB x", 20, indent=0) == ["abcdefghij klm", "356.4 MB x"]
+    assert fmt.wrap("abcdefghij klm 11.9 GB/s", 20, indent=2) == ["  abcdefghij klm", "  11.9 GB/s"]
+    assert fmt.wrap("", 20, indent=2) == []
+
+
+def test_text_table_widths() -> None:
+    cols = [table.Column("case", min_width=6), table.Column("n", "r"), table.Column("note", fill=True)]
+    assert table.text_table(cols, [["a", "12", "a long note here"]], width=20) == [
+        "case    n note",
+        "a      12 a long no~",
+    ]
+
+
+def test_soak_table_renders_a_snapshot_per_column() -> None:
+    snaps = [soak.Snapshot(10, 0, 1, 1000, 0, 0, 200_000_000), soak.Snapshot(12, 2, 1, 1000, 1, 4096, 250_000_000)]
+    lines = soak.table(["before", "after pass 1"], snaps)
+    assert lines[0] == f"{'':30}{'before':>18}{'after pass 1':>18}{'last pass grew':>15}"
+    assert lines[1] == f"{'open fds':30}{10:>18}{12:>18}{'+2.0':>15}"
+    assert lines[-1] == f"{'main-process RSS (MB)':30}{'200.0':>18}{'250.0':>18}{'+50.0':>15}"
+
+
+def test_spread_render_keeps_long_case_ids() -> None:
+    long_id = "advice-tensor-10000x10-cpu-w2-bs32-pf2-pin-persist-spawn"
+    lines = spread.render({"io-cpu-w0-bs32": [100.0, 110.0, 105.0], long_id: [1.0, 1.0]})
+    assert lines[0] == f"{'case':<{len(long_id)}} {'median samples/s':>16} {'max/min':>8} {'CV':>6} n"
+    assert lines[1].startswith(long_id + " ")  # sorted by case id
+    assert lines[2] == f"{'io-cpu-w0-bs32':<{len(long_id)}} {'105.0':>16} {'1.100':>8} {'4.8%':>6} 3"
+
+
+def test_selfcheck_render_aligns_the_columns() -> None:
+    row = {
+        "case": "io-cpu-w0-bs32",
+        "relative_iqr": 0.012,
+        "run_to_run": 0.034,
+        "resolves": 0.08,
+        "aa_false": 0,
+        "aa_runs": 10,
+        "power_0.1": {"detected": 9, "runs": 10, "achieved": 1.1},
+        "aa_extra_time": 0.25,
+        "note": "",
+        "aa_false_metrics": [],
+    }
+    lines = selfcheck.render({"cases": [row], "wall_s": 12.0}, [0.1])
+    assert lines == [
+        "case            rel IQR  run noise  resolves  A/A false  10%: flagged (achieved)  A/A extra time",
+        "io-cpu-w0-bs32  1.2%     3.4%       8%        0/10       9/10 (1.10x)             +25%",
+        "total wall time: 12 s",
+    ]
+
+
+# --- the package's layout ------------------------------------------------------------------------------------
+
+
+def test_report_modules_import_on_their_own() -> None:
+    """No import cycle: each module of the package imports first, in a fresh interpreter."""
+    names = sorted(p.stem for p in REPORT_PACKAGE.glob("*.py") if p.stem != "__init__")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    for loaded in [m for m in sys.modules if m.startswith('loaderbench.report')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module('loaderbench.report.' + name)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("path", sorted(REPORT_PACKAGE.glob("*.py")), ids=lambda p: p.name)
+def test_report_modules_are_short_and_import_at_the_top(path: Path) -> None:
+    source = path.read_text(encoding="utf-8")
+    assert len(source.splitlines()) < 400, f"{path.name} has grown past 400 lines: split it by job"
+    assert ast.get_docstring(ast.parse(source)), f"{path.name} needs a module docstring stating its job"
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    modules = [a.name for a in inner.names]
+                elif isinstance(inner, ast.ImportFrom):
+                    modules = [inner.module or ""]
+                else:
+                    continue
+                # matplotlib is the one optional dependency, imported where a plot is drawn
+                assert all(m.split(".")[0] == "matplotlib" for m in modules), f"{path.name}:{inner.lineno}"

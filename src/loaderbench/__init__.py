@@ -1,7 +1,17 @@
 """loaderbench: a pytest-based performance regression suite for PyTorch input pipelines.
 
-The public surface is small; everything else lives in private-by-convention
-modules named for their one job.
+The public surface is small and listed here; everything else lives in
+subpackages named for their one job:
+
+* ``loaderbench.engine``: workloads, the harness (:func:`measure`), consumers, tiers, faults;
+* ``loaderbench.cuda``: the CUDA consumer, its arithmetic and NVML sampling;
+* ``loaderbench.store``: baselines, ``results.json`` and the machine fingerprint;
+* ``loaderbench.gate``: the statistical model and the regression gate;
+* ``loaderbench.report``: terminal, Markdown and plot reports;
+* ``loaderbench.tune``: ``loaderbench tune``'s search;
+* ``loaderbench.pytest_plugin``: the pytest plugin;
+* ``loaderbench.tools``: the suite's self-checks (selfcheck, soak, spread, overhead);
+* ``loaderbench.testing.strategies``: hypothesis strategies for your own tests (needs ``loaderbench[test]``).
 """
 
 from loaderbench.clock import FakeClock, perf_clock
@@ -10,25 +20,43 @@ from loaderbench.engine.consumers import CpuConsumer
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import Workload, load_scenarios
-from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, NotMeasured, UsageError, WorkloadError
+from loaderbench.errors import (
+    BaselineError,
+    CaseFailed,
+    InvalidConfig,
+    LoaderbenchError,
+    NotMeasured,
+    UsageError,
+    WorkloadError,
+)
+from loaderbench.gate import Gate, Settings, Thresholds, Verdict, compare
 from loaderbench.measurement import Measurement
+from loaderbench.version import __version__
 
-__version__ = "0.1.0"
+#: Where the hypothesis strategies live (imported on demand: they need hypothesis).
+STRATEGIES_MODULE = "loaderbench.testing.strategies"
 
 __all__ = [
+    "STRATEGIES_MODULE",
+    "BaselineError",
     "CaseFailed",
     "CpuConsumer",
     "FakeClock",
+    "Gate",
     "InvalidConfig",
     "LoaderConfig",
     "LoaderbenchError",
     "Measurement",
     "NotMeasured",
     "Plan",
+    "Settings",
+    "Thresholds",
     "UsageError",
+    "Verdict",
     "Workload",
     "WorkloadError",
     "__version__",
+    "compare",
     "load_scenarios",
     "measure",
     "perf_clock",

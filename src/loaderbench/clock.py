@@ -17,8 +17,8 @@ perf_clock: Clock = time.perf_counter
 class FakeClock:
     """A deterministic clock for tests: time moves only when told to.
 
-    ``FakeClock(ticks=[...])`` returns each value in turn;
-    ``advance(dt)`` moves the current time forward.
+    Each call returns the current time, then moves it on by ``step`` seconds
+    (0 by default); ``advance(dt)`` moves it forward by ``dt``.
     """
 
     def __init__(self, start: float = 0.0, *, step: float = 0.0) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import BatchSampler, Dataset, IterableDataset, RandomSampler, SequentialSampler
 
+from loaderbench import ids
 from loaderbench.engine.collates import pad_collate
 from loaderbench.errors import InvalidConfig
 
@@ -68,6 +69,32 @@ COLLATES: dict[str, Callable[[Any], Any] | None] = {
     "list": _identity_list,
     "pad": pad_collate,
 }
+
+
+def _timeout(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+#: How each knob appears in a config id (``LoaderConfig.id`` writes them in this order).
+_ID_TOKENS: tuple[ids.Token, ...] = (
+    ids.Token("num_workers", prefix="w", parse=ids.digits, example="w2"),
+    ids.Token("batch_size", word="nobatch", value=None),
+    ids.Token("batch_size", prefix="bs", parse=ids.digits, example="bs64"),
+    ids.Token("batching", word="bsampler", value="sampler"),
+    ids.Token("prefetch_factor", prefix="pf", parse=ids.digits, example="pf4"),
+    *ids.choices("multiprocessing_context", {m: m for m in _START_METHODS}),
+    ids.Token("persistent_workers", word="persist", value=True),
+    ids.Token("pin_memory", word="pin", value=True),
+    ids.Token("in_order", word="unordered", value=False),
+    ids.Token("shuffle", word="shuffle", value=True),
+    ids.Token("drop_last", word="droplast", value=True),
+    ids.Token("timeout", prefix="to", parse=_timeout, example="to30"),
+    ids.Token("collate", prefix="collate_", parse=str, example="collate_list"),
+    *ids.choices("sharing_strategy", {"share_filesystem": "file_system", "share_filedescriptor": "file_descriptor"}),
+)
 
 
 def _fail(name: str, value: object, why: str, fix: str) -> InvalidConfig:
@@ -139,50 +166,7 @@ class LoaderConfig:
     @classmethod
     def from_id(cls, text: str) -> LoaderConfig:
         """Parse an id written by :attr:`id` (for ``--loader-config`` and baselines)."""
-        kwargs: dict[str, Any] = {}
-        for token in text.strip().split("-"):
-            if token.startswith("w") and token[1:].isdigit():
-                kwargs["num_workers"] = int(token[1:])
-            elif token == "nobatch":
-                kwargs["batch_size"] = None
-            elif token.startswith("bs") and token[2:].isdigit():
-                kwargs["batch_size"] = int(token[2:])
-            elif token == "bsampler":
-                kwargs["batching"] = "sampler"
-            elif token.startswith("pf") and token[2:].isdigit():
-                kwargs["prefetch_factor"] = int(token[2:])
-            elif token in _START_METHODS:
-                kwargs["multiprocessing_context"] = token
-            elif token in ("persist", "pin", "shuffle", "droplast", "unordered"):
-                field = {"persist": "persistent_workers", "pin": "pin_memory", "droplast": "drop_last"}.get(
-                    token, token
-                )
-                if field == "unordered":
-                    kwargs["in_order"] = False
-                else:
-                    kwargs[field] = True
-            elif token.startswith("to"):
-                try:
-                    kwargs["timeout"] = float(token[2:])
-                except ValueError:
-                    raise _fail(
-                        "config", text, f"token {token!r} is not a timeout like 'to30'", "Write e.g. to30"
-                    ) from None
-            elif token.startswith("collate_"):
-                kwargs["collate"] = token[len("collate_") :]
-            elif token.startswith("share_"):
-                kwargs["sharing_strategy"] = {"filesystem": "file_system", "filedescriptor": "file_descriptor"}.get(
-                    token[len("share_") :], token[len("share_") :]
-                )
-            else:
-                raise _fail(
-                    "config",
-                    text,
-                    f"unknown token {token!r}",
-                    "Use tokens like w2, bs64, nobatch, bsampler, pf4, fork|spawn|forkserver, persist, pin, "
-                    "unordered, shuffle, droplast, to30, collate_list, share_filesystem, joined by '-'",
-                )
-        return cls(**kwargs)
+        return cls(**ids.decode(text, _ID_TOKENS, name="config"))
 
     def replace(self, **changes: Any) -> LoaderConfig:
         """A copy with some fields changed (validated again)."""

@@ -46,8 +46,27 @@ class CaseFailed(LoaderbenchError):
     """One benchmark case failed while it was measured.
 
     The message is one paragraph naming the case, the fault and the remedy;
-    the session goes on with the next case.
+    the session goes on with the next case.  The exception also carries them
+    as data: ``case`` (the case id), ``phase`` (what the harness was doing,
+    e.g. ``"waiting for the first batch"``) and ``kind`` (the fault:
+    ``collate``, ``cuda``, ``too-many-open-files``, ``shm-exhausted``,
+    ``pickling``, ``worker-killed``, ``segfault``, ``worker-died``,
+    ``timeout``, ``hang``, ``dataset``, ``workload``), so a caller can act on
+    it without parsing the message.
     """
+
+    def __init__(self, message: str, *, case: str = "", phase: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.case = case
+        self.phase = phase
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable with its data (e.g. across processes)
+        return (_case_failed, (str(self), self.case, self.phase, self.kind))
+
+
+def _case_failed(message: str, case: str, phase: str, kind: str) -> CaseFailed:
+    return CaseFailed(message, case=case, phase=phase, kind=kind)
 
 
 class NotMeasured(LoaderbenchError):

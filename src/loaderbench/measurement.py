@@ -1,14 +1,26 @@
-"""``Measurement``: one case's raw results, with lazily computed summaries.
+"""``Measurement``: the one record of a measured case, in memory and in JSON.
 
 It keeps every round's raw value (for the gate's statistics) and the phase
-timings, and warns about itself when the case is unstable.
+timings, computes its summaries lazily, and warns about itself when the case is
+unstable.  The same record, through :meth:`Measurement.to_json` and
+:meth:`Measurement.from_json`, is a run in a baseline file and a case in
+``results.json``; ``extra_info`` is derived from it by
+:meth:`Measurement.extra_info` and read back by :func:`from_extra_info`, in the
+manner of pyperf's ``Run``.
+
+``session`` ties the measurements of one process together (the gate counts
+processes, not measurements: a process's offset persists across its
+measurements); ``recorded`` is when the measurement was taken (UTC, ISO 8601).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from loaderbench import stats
@@ -18,6 +30,18 @@ from loaderbench.config import LoaderConfig
 UNSTABLE_RELATIVE_IQR = 0.10
 #: Fewer steady-state batches than this and the throughput is not trustworthy.
 MIN_STEADY_BATCHES = 20
+
+
+#: This process's session id: every measurement this process takes carries it.
+PROCESS_SESSION = uuid.uuid4().hex[:12]
+
+#: One-off phases (seconds) a measurement may hold, in report order.
+PHASES = ("startup_s", "ttfb_s", "epoch_end_s", "epoch_shutdown_s", "epoch_stall_s", "shutdown_s")
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second (``recorded`` stamps)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def case_id(workload: str, device: str, config: LoaderConfig, consumer: str = "") -> str:
@@ -48,7 +72,7 @@ FLAGS: Mapping[str, Flag] = {
     "U": Flag(
         "U",
         f"unstable: IQR/median of samples/s >= {UNSTABLE_RELATIVE_IQR:.0%}",
-        "close other programs, raise --loader-rounds, or treat this case's verdicts as noisy",
+        "close other programs, raise --loader-rounds, or treat the case's verdicts as noisy",
     ),
     "F": Flag(
         "F",
@@ -92,10 +116,56 @@ class Measurement:
     notes: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     consumer: str = ""
+    session: str = ""
+    recorded: str = ""
 
     @property
     def case_id(self) -> str:
         return case_id(self.workload, self.device, self.config, self.consumer)
+
+    def value(self, name: str) -> float:
+        """A one-off value: a phase (seconds) or ``peak_memory_bytes``; NaN when not measured."""
+        if name == "peak_memory_bytes":
+            return math.nan if self.peak_memory_bytes is None else float(self.peak_memory_bytes)
+        found = self.phases.get(name)
+        return math.nan if found is None else float(found)
+
+    @classmethod
+    def from_raw(
+        cls,
+        rounds: Mapping[str, Sequence[float]] | None = None,
+        values: Mapping[str, float] | None = None,
+        *,
+        workload: str = "case",
+        device: str = "cpu",
+        config: LoaderConfig | None = None,
+        session: str = "",
+        recorded: str = "",
+    ) -> Measurement:
+        """A record from raw values alone: per-round series and one-off ``values`` (phases and
+        ``peak_memory_bytes``).  Used to read format-1 baselines, and by tests."""
+        values = dict(values or {})
+        memory = values.pop("peak_memory_bytes", None)
+        return cls(
+            workload=workload,
+            device=device,
+            config=config or LoaderConfig(),
+            rounds={k: tuple(float(v) for v in vs) for k, vs in (rounds or {}).items()},
+            phases={k: float(v) for k, v in values.items()},
+            steady_batches=0,
+            bytes_per_sample=0,
+            peak_memory_bytes=None if memory is None else int(memory),
+            memory_kind="",
+            ideal_samples_per_s=None,
+            torch_threads=1,
+            cpus=1,
+            session=session,
+            recorded=recorded,
+        )
+
+    def stamped(self, *, session: str, recorded: str) -> Measurement:
+        """A copy tagged with a recording session and time."""
+        return dataclasses.replace(self, session=session, recorded=recorded)
 
     def median(self, metric: str) -> float:
         """Median of a per-round metric (NaN if it was not measured)."""
@@ -130,7 +200,8 @@ class Measurement:
         return (*self.notes, *(f.sentence() for f in self.flags if f.letter != "N"))
 
     def extra_info(self) -> dict[str, Any]:
-        """The metrics recorded in pytest-benchmark's ``extra_info`` (DESIGN.md section 2)."""
+        """The metrics recorded in pytest-benchmark's ``extra_info``: the contract's keys, the summaries, the raw
+        rounds, and the consumer's own metrics (the CUDA ones) at the top level."""
         info: dict[str, Any] = {
             "workload": self.workload,
             "device": self.device,
@@ -142,11 +213,7 @@ class Measurement:
             "samples_per_s": self.samples_per_s,
             "batches_per_s": self.median("batches_per_s"),
             "bytes_per_s": self.median("bytes_per_s"),
-            "ttfb_s": self.phases.get("ttfb_s"),
-            "startup_s": self.phases.get("startup_s"),
-            "epoch_end_s": self.phases.get("epoch_end_s"),
-            "epoch_stall_s": self.phases.get("epoch_stall_s"),
-            "shutdown_s": self.phases.get("shutdown_s"),
+            **{name: self.phases.get(name) for name in PHASES},
             "peak_memory_bytes": self.peak_memory_bytes,
             "memory_kind": self.memory_kind,
             "ideal_samples_per_s": self.ideal_samples_per_s,
@@ -158,6 +225,119 @@ class Measurement:
             "cpus": self.cpus,
             "rounds": {k: list(v) for k, v in self.rounds.items()},
             "warnings": list(self.warnings),
+            "session": self.session,
+            "recorded": self.recorded,
         }
         info.update(self.extra)
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in info.items()}
+
+    # --- JSON -------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON values (NaN and infinities become ``null``)."""
+        record: dict[str, Any] = _clean(
+            {
+                "case_id": self.case_id,
+                "workload": self.workload,
+                "device": self.device,
+                "consumer": self.consumer,
+                "config": self.config.as_dict(),
+                "rounds": {k: list(v) for k, v in self.rounds.items()},
+                "phases": dict(self.phases),
+                "steady_batches": self.steady_batches,
+                "bytes_per_sample": self.bytes_per_sample,
+                "peak_memory_bytes": self.peak_memory_bytes,
+                "memory_kind": self.memory_kind,
+                "ideal_samples_per_s": self.ideal_samples_per_s,
+                "torch_threads": self.torch_threads,
+                "cpus": self.cpus,
+                "notes": list(self.notes),
+                "extra": dict(self.extra),
+                "session": self.session,
+                "recorded": self.recorded,
+            }
+        )
+        return record
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Measurement:
+        """Inverse of :meth:`to_json`; derived keys (``case_id``, a ``metrics`` summary) are ignored.
+        Raises ``KeyError``/``TypeError``/``ValueError`` (or ``InvalidConfig``) on a malformed record."""
+        ideal = d.get("ideal_samples_per_s")
+        memory = d.get("peak_memory_bytes")
+        config = d["config"]
+        if not isinstance(config, Mapping):
+            raise TypeError("'config' is not a JSON object")
+        return cls(
+            workload=str(d["workload"]),
+            device=str(d["device"]),
+            config=LoaderConfig(**config),
+            rounds={str(k): _floats(v) for k, v in _mapping(d.get("rounds", {}), "rounds").items()},
+            phases={str(k): float(v) for k, v in _mapping(d.get("phases", {}), "phases").items() if v is not None},
+            steady_batches=int(d.get("steady_batches", 0)),
+            bytes_per_sample=int(d.get("bytes_per_sample", 0)),
+            peak_memory_bytes=None if memory is None else int(memory),
+            memory_kind=str(d.get("memory_kind", "")),
+            ideal_samples_per_s=None if ideal is None else float(ideal),
+            torch_threads=int(d.get("torch_threads", 1)),
+            cpus=int(d.get("cpus", 1)),
+            notes=tuple(str(n) for n in d.get("notes", ())),
+            extra=dict(_mapping(d.get("extra", {}), "extra")),
+            consumer=str(d.get("consumer", "")),
+            session=str(d.get("session", "")),
+            recorded=str(d.get("recorded", "")),
+        )
+
+
+def from_extra_info(info: Mapping[str, Any]) -> Measurement:
+    """The record rebuilt from the ``extra_info`` that :meth:`Measurement.extra_info` wrote.
+
+    Which keys are the consumer's own extras is derived, not listed: whatever the rebuilt record's own
+    ``extra_info()`` does not produce."""
+    record = {
+        **info,
+        "config": info["loaderbench_config"],
+        "phases": {k: info[k] for k in PHASES if info.get(k) is not None},
+        "notes": (),
+        "extra": {},
+    }
+    base = Measurement.from_json(record)
+    derived = set(base.extra_info())
+    computed = set(base.warnings)
+    return dataclasses.replace(
+        base,
+        extra={k: v for k, v in info.items() if k not in derived},
+        notes=tuple(w for w in info.get("warnings", ()) if w not in computed),
+    )
+
+
+def sessions(runs: Iterable[Measurement]) -> dict[str, list[Measurement]]:
+    """Runs grouped by recording session, in first-seen order; an untagged run is a session of its own."""
+    out: dict[str, list[Measurement]] = {}
+    for i, run in enumerate(runs):
+        out.setdefault(run.session or f"#{i}", []).append(run)
+    return out
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, tuples -> lists, unknown objects -> str."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where!r} is not a JSON object")
+    return value
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    if not isinstance(values, (list, tuple)):
+        raise TypeError("a rounds series is not a JSON list")
+    return tuple(math.nan if v is None else float(v) for v in values)

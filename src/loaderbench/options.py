@@ -45,7 +45,10 @@ def number(
             why = f"Could not parse value: {option}={text!r} is not {noun}.{advice}"
             raise argparse.ArgumentTypeError(why) from None
         if not math.isfinite(value) or value < minimum or (exclusive and value == minimum):
-            bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+            if minimum == 0:
+                bound = "positive" if exclusive else "0 or more"
+            else:
+                bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
             raise argparse.ArgumentTypeError(f"Could not parse value: {option}={text!r} must be {bound}.{advice}")
         return value
 

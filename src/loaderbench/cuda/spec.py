@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from loaderbench import ids
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import InvalidConfig
 
@@ -37,6 +38,15 @@ def _ms_token(ms: float) -> str:
     (whose ``-`` would split the id), so ids round-trip and never collide in baselines."""
     text = format(Decimal(repr(float(ms))), "f")
     return text[:-2] if text.endswith(".0") else text
+
+
+#: How each field appears in a CUDA spec id (``CudaSpec.id`` writes them in this order).
+_ID_TOKENS: tuple[ids.Token, ...] = (
+    ids.Token("step_ms", prefix="step", suffix="ms", parse=float, example="step5ms"),
+    *ids.choices("non_blocking", {"nb": True, "sync": False}),
+    *ids.choices("pipeline", _PIPELINE_TOKEN),
+    ids.Token("queue_depth", prefix="q", parse=ids.digits, example="q1"),
+)
 
 
 def _fail(name: str, value: object, why: str, fix: str) -> InvalidConfig:
@@ -90,29 +100,7 @@ class CudaSpec:
     @classmethod
     def from_id(cls, text: str) -> CudaSpec:
         """Parse an id written by :attr:`id` (for baselines and command-line selection)."""
-        kwargs: dict[str, Any] = {}
-        for token in text.strip().split("-"):
-            if token.startswith("step") and token.endswith("ms"):
-                try:
-                    kwargs["step_ms"] = float(token[4:-2])
-                except ValueError:
-                    raise _fail(
-                        "cuda_spec", text, f"token {token!r} is not a step like 'step5ms'", "Write e.g. step5ms"
-                    ) from None
-            elif token in ("nb", "sync"):
-                kwargs["non_blocking"] = token == "nb"
-            elif token in _PIPELINE_TOKEN:
-                kwargs["pipeline"] = _PIPELINE_TOKEN[token]
-            elif token.startswith("q") and token[1:].isdigit():
-                kwargs["queue_depth"] = int(token[1:])
-            else:
-                raise _fail(
-                    "cuda_spec",
-                    text,
-                    f"unknown token {token!r}",
-                    "Use tokens like step5ms, nb|sync, plain|prefetch, q1",
-                )
-        return cls(**kwargs)
+        return cls(**ids.decode(text, _ID_TOKENS, name="cuda_spec"))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -57,7 +57,6 @@ class CpuConsumer:
         return None
 
 
-
 class StepConsumer(CpuConsumer):
     """A CPU consumer with a simulated training step: sleeps ``step_ms`` per batch (releasing the GIL,
     as a step waiting on an accelerator does), so the loader's work overlaps it."""

@@ -14,12 +14,13 @@ Phases, each timed on its own with the injectable clock:
 The epoch length is sized from the workload's cost model (or a short pilot in
 this process) so that each round lasts about ``Plan.round_s``.
 
-Faults (see :mod:`loaderbench.engine.faults`): any failure becomes one
+Faults (:mod:`~loaderbench.engine.explain`, :mod:`~loaderbench.engine.watchdog`,
+:mod:`~loaderbench.engine.cleanup`): any failure becomes one
 :class:`CaseFailed` paragraph naming the case, the fault and the remedy.  A
 watchdog bounds every step by ``Plan.batch_timeout_s`` even when the case's
 ``timeout`` is 0, without changing the DataLoader's timeout: a hung worker is
 killed, a hung main process is interrupted (on the main thread only, and only
-once the stuck call returns to Python: see the limits in ``faults``).  The
+once the stuck call returns to Python: see the limits in ``watchdog``).  The
 collate function is wrapped in a pass-through (:class:`ExplainingCollate`)
 that names the offending shapes if collation fails.  Workers are always shut
 down, stragglers killed, and /dev/shm segments left by the case's exited
@@ -45,14 +46,17 @@ from torch.utils.data import DataLoader
 from loaderbench.clock import Clock, perf_clock
 from loaderbench.config import LoaderConfig
 from loaderbench.engine.batches import tensor_bytes
+from loaderbench.engine.cleanup import reap, remove_leftover_segments, shm_segments
 from loaderbench.engine.collates import ExplainingCollate
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
-from loaderbench.engine.faults import Hung, Watchdog, explain_failure, reap, remove_leftover_segments, shm_segments
+from loaderbench.engine.explain import explain_failure
 from loaderbench.engine.memory import PeakMemorySampler
 from loaderbench.engine.plan import Epoch, Plan, estimate_samples_per_s, plan_epoch, warmup_batches
-from loaderbench.engine.workloads import Workload, affinity_cpus
+from loaderbench.engine.watchdog import Hung, Watchdog
+from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed, LoaderbenchError, WorkloadError
-from loaderbench.measurement import Measurement, case_id
+from loaderbench.machine import affinity_cpus
+from loaderbench.measurement import PROCESS_SESSION, Measurement, case_id, now
 
 
 def measure(
@@ -112,7 +116,9 @@ def measure(
         _release_frames(exc)
         raise dog.failure(config.timeout) from None
     except WorkloadError as exc:  # a user factory that cannot be imported, raises or returns no Dataset
-        raise CaseFailed(" ".join(f"case {cid} failed: {exc}".split())) from None
+        raise CaseFailed(
+            " ".join(f"case {cid} failed: {exc}".split()), case=cid, phase=dog.current_phase, kind="workload"
+        ) from None
     except LoaderbenchError:
         raise
     except Exception as exc:
@@ -154,6 +160,8 @@ def measure(
         notes=tuple(notes),
         extra=extra,
         consumer=consumer_id,
+        session=PROCESS_SESSION,
+        recorded=now(),
     )
 
 

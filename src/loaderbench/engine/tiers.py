@@ -22,27 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
+from loaderbench.cuda.spec import CudaSpec
+from loaderbench.engine.cases import Case
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import InvalidConfig, UsageError
-from loaderbench.measurement import case_id
 
 TIERS = ("smoke", "standard", "full")
 DEVICES = ("cpu", "cuda", "all")
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    """One benchmark case: what to load, how, and on which device."""
-
-    workload: Workload
-    config: LoaderConfig
-    device: str = "cpu"
-    consumer: Any = None  # a loaderbench.cuda.CudaSpec for CUDA cases
-    why: str = ""
-
-    @property
-    def id(self) -> str:
-        return case_id(self.workload.name, self.device, self.config, self.consumer.id if self.consumer else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,12 +223,6 @@ def full(workloads: Mapping[str, Workload]) -> list[Case]:
     return cases
 
 
-def _cuda_spec(**kwargs: Any) -> Any:
-    from loaderbench.cuda.spec import CudaSpec  # creates no CUDA context
-
-    return CudaSpec(**kwargs)
-
-
 #: The CUDA cases' worker base: spawn (never fork from a CUDA process), persistent, pinned.
 _CUDA_BASE: dict[str, Any] = {
     "num_workers": 4,
@@ -261,7 +241,7 @@ def cuda_smoke(workloads: Mapping[str, Workload]) -> list[Case]:
             settings = {**_CUDA_BASE, **changes}
             if settings["num_workers"] == 0:
                 settings = {k: v for k, v in settings.items() if k not in _WORKER_ONLY}
-            cases.append(Case(w, _cfg(w, **settings), device="cuda", consumer=_cuda_spec(**spec), why=why))
+            cases.append(Case(w, _cfg(w, **settings), device="cuda", consumer=CudaSpec(**spec), why=why))
 
     add("transfer", "pure feed, pinned + non_blocking: the H2D path against its limit", {"step_ms": 0.0})
     add("transfer", "pure feed, pinned, blocking copies", {"step_ms": 0.0, "non_blocking": False})
@@ -324,7 +304,7 @@ def cuda_standard(workloads: Mapping[str, Workload]) -> list[Case]:
             settings = {**_CUDA_BASE, **changes}
             if settings["num_workers"] == 0:
                 settings = {k: v for k, v in settings.items() if k not in _WORKER_ONLY}
-            case = Case(w, _cfg(w, **settings), device="cuda", consumer=_cuda_spec(**spec), why=why)
+            case = Case(w, _cfg(w, **settings), device="cuda", consumer=CudaSpec(**spec), why=why)
             if case.id not in seen:
                 seen.add(case.id)
                 cases.append(case)

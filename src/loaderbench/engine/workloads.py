@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from loaderbench.engine import datasets as ds
 from loaderbench.errors import WorkloadError
+from loaderbench.machine import affinity_cpus
 
 KINDS = ("sleep", "spin", "tensor-fill", "skewed", "file", "tensor", "iterable-sleep", "iterable-spin", "user")
 
@@ -47,14 +48,6 @@ def spin_loops_per_s() -> float:
         ds.spin(loops)
         best = min(best, time.perf_counter() - t0)
     return loops / best
-
-
-def affinity_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)

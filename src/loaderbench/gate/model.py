@@ -1,4 +1,7 @@
-"""The regression gate: per case and metric, is today worse than the baseline?
+"""The gate's statistical model: per case and metric, is today worse than the baseline?
+
+Pure functions over raw measurements; :mod:`loaderbench.gate.runner` holds the
+gate's state and its extra measurements.
 
 The statistical model (per metric, in log space, so effects are ratios)
 ------------------------------------------------------------------------
@@ -53,33 +56,28 @@ and metric, and 90% power to catch a regression of exactly the threshold):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from scipy import stats as sps
 
 from loaderbench import stats
-from loaderbench.errors import LoaderbenchError, UsageError
-from loaderbench.measurement import Measurement
-from loaderbench.metrics import METRICS, Metric, Run, Thresholds, parse_thresholds, present
-from loaderbench.store.baseline import BaselineDoc, BaselineStore, entries_from
-from loaderbench.store.fingerprint import Fingerprint
+from loaderbench.measurement import Measurement, sessions
+from loaderbench.metrics import METRICS, Metric
 
 Outcome = Literal["regressed", "improved", "unchanged", "inconclusive"]
 
 __all__ = [
-    "Gate",
+    "Outcome",
     "Settings",
-    "Thresholds",
     "Verdict",
     "compare",
-    "parse_thresholds",
+    "critical_values",
     "resolution",
     "run_noise",
-    "save_measurements",
     "session_values",
+    "standard_error",
 ]
 
 
@@ -96,6 +94,10 @@ class Settings:
     z_power: float = 1.28
     confirm: int = 1
     min_sessions: int = 3
+
+
+#: The default decision levels.
+DEFAULT_SETTINGS = Settings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,9 @@ class Verdict:
     current_runs: int
     extra_measurements: int = 0
     reason: str = ""
+    #: Whether another measurement could decide it (a suspected regression not yet confirmed, or a
+    #: large enough change whose rounds are not yet significant); the gate takes one while it may.
+    needs_more: bool = False
 
     @property
     def failed(self) -> bool:
@@ -184,17 +189,11 @@ class Verdict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class _Assessment:
-    verdict: Verdict
-    needs_more: bool
-
-
-def _log_values(metric: Metric, runs: Sequence[Run]) -> list[float]:
+def _log_values(metric: Metric, runs: Sequence[Measurement]) -> list[float]:
     return [math.log(metric.run_value(r)) for r in runs]
 
 
-def _within(metric: Metric, runs: Sequence[Run]) -> float:
+def _within(metric: Metric, runs: Sequence[Measurement]) -> float:
     """Standard error of one run's median implied by its rounds' spread (log space; 0 for one-offs)."""
     out = []
     for r in runs:
@@ -206,24 +205,21 @@ def _within(metric: Metric, runs: Sequence[Run]) -> float:
     return math.sqrt(sum(v * v for v in out) / len(out)) if out else 0.0
 
 
-def session_values(metric: Metric, baseline: Sequence[Run]) -> list[float]:
+def session_values(metric: Metric, baseline: Sequence[Measurement]) -> list[float]:
     """One log value per recording session (the mean of its runs); untagged runs count as sessions of their own."""
-    groups: dict[str, list[float]] = {}
-    for i, run in enumerate(baseline):
-        groups.setdefault(run.session or f"#{i}", []).append(math.log(metric.run_value(run)))
-    return [sum(g) / len(g) for g in groups.values()]
+    return [sum(math.log(metric.run_value(r)) for r in g) / len(g) for g in sessions(baseline).values()]
 
 
-def run_noise(metric: Metric, baseline: Sequence[Run]) -> float:
+def run_noise(metric: Metric, baseline: Sequence[Measurement]) -> float:
     """The case's session-to-session noise ``sigma`` (log space) from the baseline; see the module docstring."""
     own = _own_noise(metric, baseline)
     other = METRICS.get(metric.noise_from or "")
-    if other is not None and present(other, baseline):
+    if other is not None and other.present(baseline):
         return max(own, _own_noise(other, baseline))
     return own
 
 
-def _own_noise(metric: Metric, baseline: Sequence[Run]) -> float:
+def _own_noise(metric: Metric, baseline: Sequence[Measurement]) -> float:
     values = session_values(metric, baseline)
     between = 0.0
     if len(values) >= 2:
@@ -234,7 +230,7 @@ def _own_noise(metric: Metric, baseline: Sequence[Run]) -> float:
     return max(between, _within(metric, baseline), metric.process_noise)
 
 
-def standard_error(metric: Metric, baseline: Sequence[Run]) -> float:
+def standard_error(metric: Metric, baseline: Sequence[Measurement]) -> float:
     """``se`` of today's session against this baseline (log space)."""
     return run_noise(metric, baseline) * math.sqrt(1 / len(session_values(metric, baseline)) + 1)
 
@@ -254,7 +250,7 @@ def critical_values(settings: Settings, sessions: int) -> tuple[float, float]:
     return zs, zp
 
 
-def resolution(metric: Metric, baseline: Sequence[Run], settings: Settings = Settings()) -> float:
+def resolution(metric: Metric, baseline: Sequence[Measurement], settings: Settings = Settings()) -> float:
     """The smallest change (as a fraction) that this baseline's noise lets the gate flag (inf: too few sessions)."""
     k = len(session_values(metric, baseline))
     if k < settings.min_sessions:
@@ -266,13 +262,13 @@ def resolution(metric: Metric, baseline: Sequence[Run], settings: Settings = Set
 def compare(
     case_id: str,
     metric: Metric,
-    baseline: Sequence[Run],
-    current: Sequence[Run],
+    baseline: Sequence[Measurement],
+    current: Sequence[Measurement],
     *,
     threshold: float,
     settings: Settings = Settings(),
     extra_measurements: int = 0,
-) -> _Assessment:
+) -> Verdict:
     """Decide one metric of one case (a pure function; see the module docstring)."""
     sessions = session_values(metric, baseline)
     k, m = len(sessions), len(current)
@@ -347,223 +343,6 @@ def compare(
         current_runs=m,
         extra_measurements=extra_measurements,
         reason=reason,
+        needs_more=needs_more,
     )
-    return _Assessment(verdict, needs_more)
-
-
-class Gate:
-    """Compares each measured case with this machine's baseline.  Built once per pytest session.
-
-    Construction reads the baseline (a :class:`~loaderbench.store.baseline.BaselineError`
-    propagates for a corrupt or unreadable file).  Without a baseline for this
-    fingerprint the gate is inactive and :meth:`status` says why and what to do;
-    ``allow_mismatch=True`` compares against the closest other machine's baseline.
-    """
-
-    def __init__(
-        self,
-        store: BaselineStore,
-        fingerprint: Fingerprint,
-        *,
-        thresholds: Thresholds | None = None,
-        allow_mismatch: bool = False,
-        max_extra_measurements: int = 3,
-        settings: Settings = Settings(),
-    ) -> None:
-        if max_extra_measurements < 0:
-            raise UsageError(f"max_extra_measurements={max_extra_measurements}: must be 0 or more. Use e.g. 3.")
-        self.thresholds = thresholds or Thresholds()
-        self.max_extra = max_extra_measurements
-        self.settings = settings
-        self.fingerprint = fingerprint
-        self._verdicts: list[Verdict] = []
-        self._new_cases: list[str] = []
-        self._notes: list[str] = []
-        save_hint = "record one with: pytest --benchmark --loader-baseline-save"
-        doc = store.load(fingerprint)
-        self.doc: BaselineDoc | None = doc
-        if doc is not None:
-            self._status = f"comparing against {doc.path} ({len(doc.cases)} cases{self._sessions_note(doc)})"
-            return
-        other, differences, problems = store.closest(fingerprint)
-        skipped = f" (skipped unreadable files: {' | '.join(problems)})" if problems else ""
-        if other is None:
-            self._status = (
-                f"no baseline for this machine ({fingerprint.key}) in {store.directory}{skipped}; "
-                f"not comparing. To {save_hint}"
-            )
-        elif allow_mismatch:
-            self.doc = other
-            self._status = (
-                f"comparing anyway against {other.path}, recorded on a different machine: {'; '.join(differences)}"
-            )
-        else:
-            self._status = (
-                f"no baseline for this machine ({fingerprint.key}); the closest, {other.path}, was recorded on a "
-                f"different machine: {'; '.join(differences)}. Not comparing. To {save_hint}; "
-                f"to compare anyway: --loader-compare-anyway{skipped}"
-            )
-
-    def _sessions_note(self, doc: BaselineDoc) -> str:
-        few = [
-            cid
-            for cid, e in doc.cases.items()
-            if len({r.session or f"#{i}" for i, r in enumerate(e.runs)}) < self.settings.min_sessions
-        ]
-        if not few:
-            return ""
-        return (
-            f"; {len(few)} recorded in fewer than {self.settings.min_sessions} sessions cannot fail the run yet: "
-            "add sessions with --loader-baseline-save --loader-baseline-append"
-        )
-
-    @property
-    def active(self) -> bool:
-        """Whether :meth:`check` compares anything."""
-        return self.doc is not None
-
-    def status(self) -> str:
-        return self._status
-
-    @property
-    def verdicts(self) -> tuple[Verdict, ...]:
-        return tuple(self._verdicts)
-
-    @property
-    def failed(self) -> bool:
-        return any(v.failed for v in self._verdicts)
-
-    def check(
-        self, m: Measurement, remeasure: Callable[[], Measurement], *, case_id: str | None = None
-    ) -> list[Verdict]:
-        """Verdicts for every gated metric the case and its baseline both have.
-
-        ``case_id`` overrides ``m.case_id`` as the baseline key (e.g. with a CUDA
-        consumer-spec suffix).  Calls ``remeasure()`` (at most ``max_extra_measurements`` times) while
-        a possible regression is still undecided; its results are pooled.
-        """
-        if self.doc is None:
-            return []
-        cid = case_id or m.case_id
-        entry = self.doc.cases.get(cid)
-        if entry is None:
-            self._new_cases.append(cid)
-            return []
-        if dict(entry.config) != m.config.as_dict():
-            self._notes.append(f"{cid}: the baseline entry has a different LoaderConfig; not compared (re-record it)")
-            return []
-        current = [Run.from_measurement(m)]
-        extra = 0
-        while True:
-            assessed = self._assess(cid, entry.runs, current, extra)
-            if extra >= self.max_extra or not any(a.needs_more for a in assessed):
-                break
-            try:
-                current.append(Run.from_measurement(remeasure()))
-            except LoaderbenchError as exc:
-                self._notes.append(f"{cid}: an extra measurement failed, deciding with what there is: {exc}")
-                break
-            extra += 1
-        verdicts = [a.verdict for a in assessed]
-        self._verdicts.extend(verdicts)
-        return verdicts
-
-    def _assess(self, case_id: str, baseline: Sequence[Run], current: Sequence[Run], extra: int) -> list[_Assessment]:
-        out = []
-        for metric in METRICS.values():
-            if not (present(metric, baseline) and present(metric, current)):
-                continue
-            assessment = compare(
-                case_id,
-                metric,
-                baseline,
-                current,
-                threshold=self.thresholds.get(case_id, metric),
-                settings=self.settings,
-                extra_measurements=extra,
-            )
-            out.append(assessment)
-        return out
-
-    def summary_lines(self) -> list[str]:
-        """The end-of-session report: regressions table first, then the rest in brief."""
-        lines = [f"loaderbench gate: {self._status}"]
-        if self.doc is None:
-            return lines
-        regressed = [v for v in self._verdicts if v.outcome == "regressed"]
-        if regressed:
-            lines.append(f"REGRESSIONS ({len(regressed)}):")
-            lines.extend(_table(regressed))
-        counts = {o: sum(v.outcome == o for v in self._verdicts) for o in ("improved", "unchanged", "inconclusive")}
-        cases = len({v.case_id for v in self._verdicts})
-        lines.append(
-            f"{len(regressed)} regressed, {counts['improved']} improved, {counts['unchanged']} unchanged, "
-            f"{counts['inconclusive']} inconclusive (metric verdicts over {cases} cases)"
-        )
-        improved = [v for v in self._verdicts if v.outcome == "improved"]
-        if improved:
-            lines.append("improved (not a failure; re-record the baseline to keep the gain):")
-            lines.extend(_table(improved))
-        inconclusive = [v for v in self._verdicts if v.outcome == "inconclusive"]
-        few = sorted({v.case_id for v in inconclusive if v.baseline_sessions < self.settings.min_sessions})
-        rest = [v for v in inconclusive if v.baseline_sessions >= self.settings.min_sessions]
-        if rest:
-            lines.append("inconclusive (not a failure; the smallest change each can resolve, and why):")
-            lines.extend(_inconclusive_lines(rest))
-        if few:
-            lines.append(
-                f"not gated, baseline from fewer than {self.settings.min_sessions} sessions ({len(few)}): "
-                f"{', '.join(few)}; add sessions with --loader-baseline-save --loader-baseline-append"
-            )
-        if self._new_cases:
-            lines.append(
-                f"not compared, no baseline entry ({len(self._new_cases)}): {', '.join(self._new_cases)}; "
-                "add them with --loader-baseline-save"
-            )
-        lines.extend(f"note: {n}" for n in self._notes)
-        return lines
-
-
-def _inconclusive_lines(verdicts: Sequence[Verdict]) -> list[str]:
-    """One line per case: each undecided metric with its change and the change it could resolve.
-
-    Full messages (the evidence) are in ``extra_info['gate']`` and in --loader-report's files."""
-    by_case: dict[str, list[Verdict]] = {}
-    for v in verdicts:
-        by_case.setdefault(v.case_id, []).append(v)
-    out = []
-    for cid, vs in by_case.items():
-        parts = []
-        for v in vs:
-            limit = f"resolves >={v.resolves:.0%}" if math.isfinite(v.resolves) else "noise unknown"
-            parts.append(f"{v.metric} {v.change} ({limit})")
-        out.append(f"  {cid}: " + "; ".join(parts))
-    return out
-
-
-def _table(verdicts: Sequence[Verdict]) -> list[str]:
-    rows = [("case", "metric", "baseline", "current", "change", "threshold", "evidence")]
-    for v in verdicts:
-        m = METRICS[v.metric]
-        base, cur = m.format_value(v.baseline), m.format_value(v.current)
-        rows.append((v.case_id, v.metric, base, cur, v.change, f"{v.threshold:.0%}", v.evidence))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
-
-
-def save_measurements(
-    store: BaselineStore,
-    fingerprint: Fingerprint,
-    measurements: Sequence[Measurement],
-    *,
-    prune: bool = False,
-    append: bool = False,
-    case_ids: Sequence[str] | None = None,
-) -> Path:
-    """Record ``measurements`` (several per case become its runs; one session) as this machine's baseline.
-
-    ``case_ids``, parallel to ``measurements``, overrides their ``case_id`` as keys.
-    ``append=True`` adds this session to each case's stored sessions instead of replacing them.
-    """
-    entries = entries_from(measurements, case_ids=case_ids)
-    return store.save(fingerprint, entries, prune=prune, append=append)
+    return verdict

@@ -12,47 +12,27 @@ a traceback.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import math
 import os
 from typing import Any
 
 import pytest
 
-from loaderbench.engine.tiers import DEVICES, TIERS, Case
+from loaderbench.cuda.spec import cuda_available
+from loaderbench.engine.cases import Case
+from loaderbench.engine.plan import Plan
+from loaderbench.engine.tiers import DEVICES, TIERS
+from loaderbench.options import choice, number
 from loaderbench.pytest_plugin.session import LoaderbenchSession, threshold_option
-from loaderbench.report.terminal import terminal_report, write_report_files
+from loaderbench.report.files import write_report_files
+from loaderbench.report.format import terminal_width
+from loaderbench.report.terminal import terminal_report
 
 CASE_FIXTURE = "loaderbench_case"
 
 
-def _choice(name: str, choices: tuple[str, ...]) -> Any:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise argparse.ArgumentTypeError(
-                f"Could not parse value: {name}={text!r} is not one of {', '.join(choices)}."
-            )
-        return text
-
-    return parse
-
-
-def _number(name: str, kind: type, *, allow_zero: bool = False) -> Any:
-    """An argparse type: a finite number of ``kind``, > 0 (or >= 0 with ``allow_zero``)."""
-    noun = "an integer" if kind is int else "a number"
-    bound = "must be 0 or more" if allow_zero else "must be positive"
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} is not {noun}.") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            raise argparse.ArgumentTypeError(f"Could not parse value: {name}={text!r} {bound}.")
-        return value
-
-    return parse
+#: The harness's defaults, which the options' defaults are.
+_PLAN = Plan()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,13 +45,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--loader-tier",
-        type=_choice("--loader-tier", TIERS),
+        type=choice("--loader-tier", TIERS),
         default="smoke",
         help="How much of the settings space to cover: smoke|standard|full. Default: smoke.",
     )
     group.addoption(
         "--loader-device",
-        type=_choice("--loader-device", DEVICES),
+        type=choice("--loader-device", DEVICES),
         default="all",
         help="cpu|cuda|all. CUDA cases skip with a reason when no GPU is present. Default: all.",
     )
@@ -96,20 +76,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--loader-rounds",
-        type=_number("--loader-rounds", int),
-        default=5,
-        help="Timed steady-state rounds per case. Default: 5.",
+        type=number("--loader-rounds", int, fix="Use e.g. 5"),
+        default=_PLAN.rounds,
+        help=f"Timed steady-state rounds per case. Default: {_PLAN.rounds}.",
     )
     group.addoption(
         "--loader-round-seconds",
-        type=_number("--loader-round-seconds", float),
-        default=0.25,
-        help="Target duration of one round in seconds (sizes the epoch). Default: 0.25.",
+        type=number("--loader-round-seconds", float, fix="Use e.g. 0.25"),
+        default=_PLAN.round_s,
+        help=f"Target duration of one round in seconds (sizes the epoch). Default: {_PLAN.round_s:g}.",
     )
     group.addoption(
         "--loader-batch-timeout",
-        type=_number("--loader-batch-timeout", float),
-        default=120.0,
+        type=number("--loader-batch-timeout", float, fix="Use e.g. 120"),
+        default=_PLAN.batch_timeout_s,
         help="Seconds without a batch after which a case counts as hung: its workers are killed and the case "
         "fails with the stuck phase named. Default: 120.",
     )
@@ -162,7 +142,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--loader-max-extra",
-        type=_number("--loader-max-extra", int, allow_zero=True),
+        type=number("--loader-max-extra", int, exclusive=False, fix="Use e.g. 3, or 0 for none"),
         default=3,
         help="Extra measurements the gate may take per case before answering 'inconclusive'. Default: 3.",
     )
@@ -219,8 +199,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @functools.cache
 def _cuda_skip() -> pytest.MarkDecorator | None:
     """One skip mark for every CUDA case when there is no GPU (asked once; creates no CUDA context)."""
-    from loaderbench.cuda.spec import cuda_available
-
     ok, reason = cuda_available()
     return None if ok else pytest.mark.skip(reason=reason)
 
@@ -265,14 +243,6 @@ def loaderbench_session(request: pytest.FixtureRequest) -> LoaderbenchSession:
     return session_of(request.config)
 
 
-def _report_width(tr: Any) -> int:
-    """$COLUMNS when set; otherwise the terminal's width, but at least 120 (a CI log is not 80 wide)."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    return max(int(getattr(tr._tw, "fullwidth", 120) or 120), 120)
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = session_of(session.config)
@@ -297,13 +267,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             tr.write_line(line, red=True, bold=line.startswith("REGRESSIONS"))
         tr.write_line("")
     verdicts = s.verdict_texts()
-    for line in terminal_report(s.measurements, width=_report_width(tr), verdicts=verdicts):
+    for line in terminal_report(
+        s.measurements, width=terminal_width(getattr(tr._tw, "fullwidth", None)), verdicts=verdicts
+    ):
         tr.write_line(line)
     if s.failures:
         tr.write_line("")
         tr.write_line(f"{len(s.failures)} case(s) failed:")
-        for text in s.failures:
-            tr.write_line(f"  {text}")
+        for failure in s.failures:
+            tr.write_line(f"  {failure}")
     if not regressions:
         tr.write_line("")
         for line in gate_lines:

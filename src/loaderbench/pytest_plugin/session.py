@@ -4,21 +4,25 @@ baseline and records baselines.  ``plugin.py`` holds the options and hooks; this
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.consumers import Consumer
-from loaderbench.engine.harness import measure
+from loaderbench.cuda.spec import fork_hazard, parent_cuda_initialized
+from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.consumers import default_runner
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import Case, Tier, build_tier
+from loaderbench.engine.tiers import Tier, build_tier
 from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import CaseFailed, LoaderbenchError
-from loaderbench.gate.model import Gate, Verdict, parse_thresholds, save_measurements
+from loaderbench.gate.model import Verdict
+from loaderbench.gate.runner import Gate
+from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
+from loaderbench.report.terminal import verdict_texts
+from loaderbench.report.verdicts import summary_lines
 from loaderbench.store import fingerprint
 from loaderbench.store.baseline import BaselineStore
 
@@ -52,7 +56,7 @@ class LoaderbenchSession:
         self.append: bool = opt.loader_baseline_append
         self.prune: bool = opt.loader_baseline_prune
         self.measurements: list[Measurement] = []
-        self.failures: list[str] = []
+        self.failures: list[CaseFailed] = []
         self.tier: Tier | None = None
         self.gate: Gate | None = None
         self.saved: Path | None = None
@@ -94,18 +98,16 @@ class LoaderbenchSession:
         def runner(round_fn: Any, rounds: int, between: Any) -> None:
             benchmark.pedantic(round_fn, setup=between, rounds=rounds, iterations=1, warmup_rounds=0)
 
-        failure: str | None = None
+        failure: CaseFailed | None = None
         try:
-            m = self._measure(case, runner)
+            m = run_case(case, self.plan, runner=runner)
         except CaseFailed as exc:
-            failure = str(exc)
+            failure = exc
         if failure is not None:  # outside the except block: pytest prints the message once, not chained
             self.failures.append(failure)
-            pytest.fail(failure, pytrace=False)
+            pytest.fail(str(failure), pytrace=False)
         benchmark.extra_info.update(m.extra_info())
         if case.device == "cpu" and case.config.start_method == "fork":
-            from loaderbench.cuda.spec import fork_hazard, parent_cuda_initialized
-
             # evidence that fork-started workers came from a process without a CUDA context
             benchmark.extra_info["parent_cuda_initialized"] = parent_cuda_initialized()
             hazard = fork_hazard(case.config)
@@ -113,24 +115,10 @@ class LoaderbenchSession:
                 benchmark.extra_info["warnings"] = [*benchmark.extra_info.get("warnings", []), hazard]
         if self.gate is not None and self.gate.active:
             # extra measurements use the plain runner, so they stay out of pytest-benchmark's stats
-            verdicts = self.gate.check(m, lambda: self._measure(case, None))
+            verdicts = self.gate.check(m, lambda: run_case(case, self.plan, runner=default_runner))
             benchmark.extra_info["gate"] = [v.as_dict() for v in verdicts]
         self.measurements.append(m)
         return m
-
-    def _measure(self, case: Case, runner: Callable[..., None] | None) -> Measurement:
-        consumer: Consumer | None = None
-        if case.device == "cuda":
-            from loaderbench.cuda import CudaConsumer, check_start_method
-
-            check_start_method(case.config)
-            consumer = CudaConsumer(case.consumer, batch_size=case.config.batch_size or 1)
-        try:
-            kwargs: dict[str, Any] = {"runner": runner} if runner is not None else {}
-            return measure(case.workload, case.config, device=case.device, plan=self.plan, consumer=consumer, **kwargs)
-        finally:
-            if consumer is not None:
-                consumer.close()  # type: ignore[attr-defined]  # releases GPU memory, also on failure
 
     # --- end of session ---------------------------------------------------------------------
     def finish(self, interrupted: bool) -> None:
@@ -144,9 +132,7 @@ class LoaderbenchSession:
             self.save_note = "no case was measured: the baseline was not touched"
             return
         try:
-            self.saved = save_measurements(
-                self.store, self.fingerprint, self.measurements, prune=self.prune, append=self.append
-            )
+            self.saved = self.store.record(self.fingerprint, self.measurements, prune=self.prune, append=self.append)
         except LoaderbenchError as exc:
             self.save_note = f"the baseline was NOT saved: {exc}"
             return
@@ -168,8 +154,6 @@ class LoaderbenchSession:
     def verdict_texts(self) -> dict[str, str] | None:
         if self.gate is None or not self.gate.active:
             return None
-        from loaderbench.report.terminal import verdict_texts
-
         return verdict_texts(self.gate.verdicts)
 
     def gate_lines(self) -> list[str]:
@@ -177,7 +161,7 @@ class LoaderbenchSession:
             return [f"loaderbench baseline: {self.save_note}"] if self.save_note else []
         if self.gate is None:
             return []
-        return self.gate.summary_lines()
+        return summary_lines(self.gate)
 
     def context(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 from loaderbench import stats
 from loaderbench.measurement import Measurement
+from loaderbench.report.format import fmt_bytes, fmt_rate, fmt_ratio, fmt_time, wrap
+from loaderbench.report.table import Column, text_table
+from loaderbench.stats import mann_whitney_greater
 
 #: A median ratio at least this large (and significant) counts as faster.
 FASTER = 1.10
@@ -64,30 +67,6 @@ def rate(m: Measurement) -> float:
     return m.samples_per_s
 
 
-def fmt_rate(value: float) -> str:
-    """``872/s``, ``3.41k/s``."""
-    if math.isnan(value):
-        return "-"
-    if value >= 1e6:
-        return f"{value / 1e6:.3g}M/s"
-    if value >= 1e3:
-        return f"{value / 1e3:.3g}k/s"
-    return f"{value:.3g}/s"
-
-
-def fmt_time(value: float | None) -> str:
-    """``16ms``, ``1.3s``, ``0.40ms`` (no space, so a wrapped line never splits a number from its unit)."""
-    if value is None or math.isnan(value):
-        return "-"
-    if value >= 10:
-        return f"{value:.0f}s"
-    if value >= 1:
-        return f"{value:.1f}s"
-    if value >= 0.001:
-        return f"{value * 1e3:.0f}ms"
-    return f"{value * 1e3:.2f}ms"
-
-
 def faster(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether samples ``a`` are faster than ``b``: ratio of medians >= FASTER and, with >= 3 rounds each,
     one-sided Mann-Whitney U p <= ALPHA."""
@@ -97,15 +76,6 @@ def faster(a: Sequence[float], b: Sequence[float]) -> bool:
     if len(a) >= 3 and len(b) >= 3:
         return mann_whitney_greater(a, b) <= ALPHA
     return True
-
-
-def mann_whitney_greater(a: Sequence[float], b: Sequence[float]) -> float:
-    """One-sided p-value that ``a`` tends to be greater than ``b`` (1.0 when a test is impossible)."""
-    if not a or not b:
-        return 1.0
-    from scipy.stats import mannwhitneyu
-
-    return float(mannwhitneyu(list(a), list(b), alternative="greater").pvalue)
 
 
 def _samples(m: Measurement, metric: str = "samples_per_s") -> tuple[float, ...]:
@@ -192,7 +162,7 @@ def more_workers_faster(ms: Sequence[Measurement]) -> ClaimResult:
     # the peak: the first worker count that no larger count beats
     peak = next(n for n in counts if not any(faster(_samples(points[m]), _samples(points[n])) for m in counts if m > n))
     base = rate(points[counts[0]])
-    numbers = ", ".join(f"w{n} {fmt_rate(rate(m))} ({rate(m) / base:.2f}x)" for n, m in points.items())
+    numbers = ", ".join(f"w{n} {fmt_rate(rate(m))} ({fmt_ratio(rate(m) / base)})" for n, m in points.items())
     verdict_text = ""
     if peak == counts[0]:
         verdict = DOES_NOT_HOLD
@@ -234,10 +204,10 @@ def oversubscription(ms: Sequence[Measurement]) -> ClaimResult:
         kinds.append((kind, holds))
         mem = ""
         if m_hi.peak_memory_bytes and m_lo.peak_memory_bytes:
-            mem = f", memory {m_lo.peak_memory_bytes / 1e6:.0f}MB -> {m_hi.peak_memory_bytes / 1e6:.0f}MB"
+            mem = f", memory {fmt_bytes(m_lo.peak_memory_bytes)} -> {fmt_bytes(m_hi.peak_memory_bytes)}"
         parts.append(
             f"{name} ({kind}): w{lo} {fmt_rate(rate(m_lo))} vs w{hi} {fmt_rate(rate(m_hi))} "
-            f"({rate(m_hi) / rate(m_lo):.2f}x){mem}"
+            f"({fmt_ratio(rate(m_hi) / rate(m_lo))}){mem}"
         )
         cases += [m_lo.case_id, m_hi.case_id]
     if not results:
@@ -272,7 +242,7 @@ def workers_small_tensor(ms: Sequence[Measurement]) -> ClaimResult:
         )
     base = points[0]
     helped = [faster(_samples(m), _samples(base)) for n, m in points.items() if n > 0]
-    numbers = ", ".join(f"w{n} {fmt_rate(rate(m))} ({rate(m) / rate(base):.2f}x)" for n, m in points.items())
+    numbers = ", ".join(f"w{n} {fmt_rate(rate(m))} ({fmt_ratio(rate(m) / rate(base))})" for n, m in points.items())
     return ClaimResult(
         "small_tensor",
         claim,
@@ -309,8 +279,8 @@ def pin_memory_h2d(ms: Sequence[Measurement]) -> ClaimResult:
         if feed_a and feed_b:
             feed = f", feed {fmt_rate(stats.median(feed_b))} -> {fmt_rate(stats.median(feed_a))}"
         parts.append(
-            f"{_label(plain)}: copy {stats.median(b) / 1e9:.2f}GB/s -> {stats.median(a) / 1e9:.2f}GB/s "
-            f"({stats.median(a) / stats.median(b):.2f}x){feed}"
+            f"{_label(plain)}: copy {fmt_bytes(stats.median(b))}/s -> {fmt_bytes(stats.median(a))}/s "
+            f"({fmt_ratio(stats.median(a) / stats.median(b))}){feed}"
         )
         cases += [plain.case_id, pinned.case_id]
     verdict = _verdict(results)
@@ -395,24 +365,10 @@ def table(results: Sequence[ClaimResult], *, width: int = 120, only_measured: bo
     if not rows:
         return []
     lines = ["advice claims, checked on this machine:"]
-    claim_w = max(len(r.claim) for r in rows)
-    for r in rows:
-        lines.append(f"  {r.claim:<{claim_w}}  {r.verdict}")
+    heads = text_table(
+        [Column("claim"), Column("verdict")], [[r.claim, r.verdict] for r in rows], indent=2, gap=2, header=False
+    )
+    for head, r in zip(heads, rows, strict=True):
+        lines.append(head)
         lines.extend(wrap(r.evidence, width, indent=6))
     return lines
-
-
-def wrap(text: str, width: int, *, indent: int) -> list[str]:
-    """Greedy word wrap to ``width`` columns with a hanging ``indent``."""
-    out: list[str] = []
-    line = ""
-    room = max(20, width - indent)
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > room:
-            out.append(" " * indent + line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    if line:
-        out.append(" " * indent + line)
-    return out

@@ -1,15 +1,21 @@
-"""Every number, unit and flag the reports print, formatted in one place.
+"""Every number, unit and flag the reports print, formatted in one place, and the text wrapping.
 
 Bytes are SI (``221.6 MB``), as the JSON contract's ``*_bytes`` fields are;
-rates are per second (``3.41k/s``); times carry no space before the unit, so a
-wrapped line never splits a number from it.  A missing or NaN value prints ``-``.
+rates are per second (``3.41k/s``); times carry no space before the unit;
+:func:`wrap` never splits a number from its unit.  A missing or NaN value
+prints ``-``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import textwrap
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotation only: this module imports nothing of loaderbench when it runs
+    from loaderbench.measurement import Measurement
 
 
 def fmt_number(value: float | None) -> str:
@@ -62,6 +68,13 @@ def fmt_percent(value: float | None) -> str:
     return f"{value:.0%}" if value >= 0.1 else f"{value:.1%}"
 
 
+def fmt_ratio(value: float | None) -> str:
+    """A speed-up or ratio: ``3.85x``."""
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.2f}x"
+
+
 def fmt_unit(value: float | None, unit: str) -> str:
     """A value in a metric's unit (``samples/s``, ``s``, ``bytes``, ``B/s``, ``1``)."""
     if value is None or math.isnan(value):
@@ -87,10 +100,32 @@ def fmt_change(fraction: float) -> str:
     return f"{fraction:.0%}"
 
 
+def flags(m: Measurement) -> str:
+    """A case's flag letters (``UFON``, see :data:`loaderbench.measurement.FLAGS`); empty when it passes all."""
+    return "".join(f.letter for f in m.flags)
+
+
+def short_note(note: str, limit: int = 160) -> str:
+    """A long note (torch's warnings run to several sentences) cut after the sentence that passes 60 characters."""
+    if len(note) <= limit:
+        return note
+    end = note.find(". ", 60)
+    return note[: end + 1] if 0 < end < limit else note[: limit - 3] + "..."
+
+
+#: A number followed by a bytes unit (``356.4 MB``, ``11.9 GB/s``): wrapped as one word.
+_NUMBER_UNIT = re.compile(r"(?<=\d) (?=[kMGT]?B(?:/s)?\b)")
+#: Stands in for the space inside a number-unit pair while wrapping (not whitespace to textwrap).
+_GLUE = "\x00"
+
+
 def wrap(text: str, width: int, *, indent: int) -> list[str]:
-    """Word-wrap ``text`` to ``width`` columns with a hanging ``indent`` (at least 20 columns of text)."""
+    """Word-wrap ``text`` to ``width`` columns with a hanging ``indent`` (at least 20 columns of text);
+    a number and its bytes unit stay on one line."""
     room = max(20, width - indent)
-    return [" " * indent + line for line in textwrap.wrap(text, room, break_long_words=False, break_on_hyphens=False)]
+    glued = _NUMBER_UNIT.sub(_GLUE, text)
+    lines = textwrap.wrap(glued, room, break_long_words=False, break_on_hyphens=False)
+    return [" " * indent + line.replace(_GLUE, " ") for line in lines]
 
 
 def terminal_width(detected: int | None = None) -> int:

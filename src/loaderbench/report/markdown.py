@@ -8,61 +8,65 @@ a collapsed ``<details>`` block, and the flags and notes.  GitHub renders
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from loaderbench.measurement import Measurement
+from loaderbench.measurement import FLAGS, Measurement
 from loaderbench.report import advice
-from loaderbench.report import terminal as tr
-
-
-def cell(text: object) -> str:
-    """A table cell: pipes escaped, newlines flattened."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[object]], *, align: str = "") -> list[str]:
-    """A GitHub-flavoured Markdown table; ``align`` has one letter per column, ``l`` or ``r`` (default l)."""
-    marks = ["---:" if (align[i : i + 1] == "r") else "---" for i in range(len(header))]
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join(marks) + "|"]
-    lines.extend("| " + " | ".join(cell(c) for c in row) + " |" for row in rows)
-    return lines
+from loaderbench.report.cases import (
+    SEVERITY,
+    best,
+    efficiency,
+    extra_float,
+    flagged_cases,
+    groups,
+    h2d_of_limit,
+    is_cuda_group,
+    label,
+    noted_cases,
+    speedup,
+)
+from loaderbench.report.format import flags, fmt_bytes, fmt_number, fmt_percent, fmt_ratio, fmt_time, short_note
+from loaderbench.report.table import Column, markdown_table
 
 
 def _code(text: str) -> str:
     return f"`{text}`"
 
 
+def _columns(titles: str, align: str) -> list[Column]:
+    """Columns from ``|``-separated titles and one ``l``/``r`` letter each."""
+    return [Column(t, "r" if a == "r" else "l") for t, a in zip(titles.split("|"), align, strict=True)]
+
+
 def headline(measurements: Sequence[Measurement], verdicts: Mapping[str, str] | None) -> list[str]:
     rows = []
-    for ms in tr.groups(measurements).values():
-        best = ms[0]
-        if math.isnan(best.samples_per_s):
-            rows.append([best.workload, best.device, "not measured", "-", "-", "-", "-"])
+    for ms in groups(measurements).values():
+        top = best(ms)
+        if top is None:
+            rows.append([ms[0].workload, ms[0].device, "not measured", "-", "-", "-", "-"])
             continue
-        s = tr.speedup(best, ms)
         row = [
-            best.workload,
-            best.device,
-            _code(tr.label(best)),
-            tr.fmt_number(best.samples_per_s),
-            f"{s:.2f}x" if s is not None else "-",
-            tr.fmt_time(best.phases.get("ttfb_s")),
-            tr.fmt_bytes(best.peak_memory_bytes),
+            top.workload,
+            top.device,
+            _code(label(top)),
+            fmt_number(top.samples_per_s),
+            fmt_ratio(speedup(top, ms)),
+            fmt_time(top.phases.get("ttfb_s")),
+            fmt_bytes(top.peak_memory_bytes),
         ]
         if verdicts is not None:
             row.append(_worst_in_group(ms, verdicts))
         rows.append(row)
-    header = ["workload", "device", "fastest config", "samples/s", "vs num_workers=0", "TTFB", "peak memory"]
+    titles, align = "workload|device|fastest config|samples/s|vs num_workers=0|TTFB|peak memory", "lllrrrr"
     if verdicts is not None:
-        header.append("gate (worst case in group)")
-    return table(header, rows, align="lllrrrrl")
+        titles, align = titles + "|gate (worst case in group)", align + "l"
+    return markdown_table(_columns(titles, align), rows)
 
 
 def _worst_in_group(ms: Sequence[Measurement], verdicts: Mapping[str, str]) -> str:
     texts = [verdicts[m.case_id] for m in ms if m.case_id in verdicts]
-    for outcome in ("regressed", "inconclusive", "improved", "unchanged"):
+    for outcome in SEVERITY:
         hits = [t for t in texts if t.startswith(outcome)]
         if hits:
             return f"{len(hits)} {outcome}" if outcome != "regressed" else f"**{len(hits)} regressed**"
@@ -74,19 +78,21 @@ def verdict_section(measurements: Sequence[Measurement], verdicts: Mapping[str, 
     for m in measurements:
         outcome = verdicts.get(m.case_id, "not compared").split(":")[0]
         counts[outcome] = counts.get(outcome, 0) + 1
-    order = ("regressed", "inconclusive", "improved", "unchanged", "not compared")
+    order = (*SEVERITY, "not compared")
     ranked = sorted(counts.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
     lines = ["## Gate", "", ", ".join(f"{n} {o}" for o, n in ranked) + ".", ""]
-    flagged = [m for m in measurements if verdicts.get(m.case_id, "").startswith(("regressed", "inconclusive"))]
-    if flagged:
-        lines += table(["case", "verdict"], [[_code(m.case_id), verdicts[m.case_id]] for m in flagged])
+    bad = [m for m in measurements if verdicts.get(m.case_id, "").startswith(("regressed", "inconclusive"))]
+    if bad:
+        rows = [[_code(m.case_id), verdicts[m.case_id]] for m in bad]
+        lines += markdown_table([Column("case"), Column("verdict")], rows)
         lines.append("")
     return lines
 
 
 def advice_section(results: Sequence[advice.ClaimResult]) -> list[str]:
     rows = [[r.claim, f"**{r.verdict}**" if r.measured else r.verdict, r.evidence] for r in results]
-    return ["## Advice claims on this machine", "", *table(["claim", "verdict", "measured"], rows), ""]
+    table = markdown_table([Column("claim"), Column("verdict"), Column("measured")], rows)
+    return ["## Advice claims on this machine", "", *table, ""]
 
 
 def plots_section(plots: Sequence[Path], notes: Sequence[str], *, embed: bool) -> list[str]:
@@ -102,53 +108,48 @@ def plots_section(plots: Sequence[Path], notes: Sequence[str], *, embed: bool) -
 
 
 def group_section(ms: Sequence[Measurement], verdicts: Mapping[str, str] | None) -> list[str]:
-    cuda = tr.is_cuda_group(ms)
-    header = ["", "config", "samples/s", "±iqr", "vs w0"]
-    header += ["AU", "H2D / limit"] if cuda else ["efficiency"]
-    header += ["TTFB", "next-epoch stall", "peak memory", "flags"]
+    cuda = is_cuda_group(ms)
+    titles = "|config|samples/s|±iqr|vs w0|" + ("AU|H2D / limit" if cuda else "efficiency")
+    titles += "|TTFB|next-epoch stall|peak memory|flags"
+    align = "llrrr" + ("rr" if cuda else "r") + "rrrl"
     if verdicts is not None:
-        header.append("verdict")
+        titles += "|verdict"
+        align += "l"
+    top = best(ms)
     rows = []
-    for i, m in enumerate(ms):
-        s = tr.speedup(m, ms)
-        row: list[object] = [
-            "**best**" if i == 0 and not math.isnan(m.samples_per_s) else "",
-            _code(tr.label(m)),
-            tr.fmt_number(m.samples_per_s),
-            tr.fmt_percent(m.relative_iqr),
-            f"{s:.2f}x" if s is not None else "-",
+    for m in ms:
+        row = [
+            "**best**" if m is top else "",
+            _code(label(m)),
+            fmt_number(m.samples_per_s),
+            fmt_percent(m.relative_iqr),
+            fmt_ratio(speedup(m, ms)),
         ]
         if cuda:
-            row += [tr.fmt_percent(tr.extra_float(m, "accelerator_utilization")), tr.fmt_percent(tr.h2d_of_limit(m))]
+            row += [fmt_percent(extra_float(m, "accelerator_utilization")), fmt_percent(h2d_of_limit(m))]
         else:
-            row.append(tr.fmt_percent(tr.efficiency(m)))
+            row.append(fmt_percent(efficiency(m)))
         row += [
-            tr.fmt_time(m.phases.get("ttfb_s")),
-            tr.fmt_time(m.phases.get("epoch_stall_s")),
-            tr.fmt_bytes(m.peak_memory_bytes),
-            tr.flags(m),
+            fmt_time(m.phases.get("ttfb_s")),
+            fmt_time(m.phases.get("epoch_stall_s")),
+            fmt_bytes(m.peak_memory_bytes),
+            flags(m),
         ]
         if verdicts is not None:
             row.append(verdicts.get(m.case_id, "not compared"))
         rows.append(row)
     summary = f"{ms[0].workload} on {ms[0].device} ({len(ms)} cases)"
-    align = "llrrr" + ("rr" if cuda else "r") + "rrrl" + "l"
-    return ["<details>", f"<summary>{summary}</summary>", "", *table(header, rows, align=align), "", "</details>", ""]
+    table = markdown_table(_columns(titles, align), rows)
+    return ["<details>", f"<summary>{summary}</summary>", "", *table, "", "</details>", ""]
 
 
 def flags_section(measurements: Sequence[Measurement]) -> list[str]:
     lines = []
-    for letter, (what, fix) in tr.FLAGS.items():
-        n = sum(letter in tr.flags(m) for m in measurements)
-        if n and letter != "N":
-            lines.append(f"- **{letter}** ({n} cases): {what}; {fix}.")
-    notes: dict[str, list[str]] = {}
-    for m in measurements:
-        for note in m.notes:
-            notes.setdefault(note, []).append(m.case_id)
-    for note, cases in notes.items():
+    for letter, cases in flagged_cases(measurements).items():
+        lines.append(f"- **{letter}** ({len(cases)} cases): {FLAGS[letter].what}; {FLAGS[letter].fix}.")
+    for note, cases in noted_cases(measurements).items():
         shown = ", ".join(_code(c) for c in cases[:6]) + (f" and {len(cases) - 6} more" if len(cases) > 6 else "")
-        lines.append(f"- **N** {tr.short_note(note, 300)} ({shown})")
+        lines.append(f"- **N** {short_note(note, 300)} ({shown})")
     return ["## Flags and notes", "", *lines, ""] if lines else []
 
 
@@ -185,7 +186,7 @@ def markdown_report(
         lines += advice_section(claims)
     lines += plots_section(plots, plot_notes, embed=embed_plots)
     lines += ["## All cases", ""]
-    for ms in tr.groups(measurements).values():
+    for ms in groups(measurements).values():
         lines += group_section(ms, verdicts)
     lines += flags_section(measurements)
     return "\n".join(lines).rstrip() + "\n"

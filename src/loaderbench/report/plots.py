@@ -27,7 +27,7 @@ from typing import Any
 
 from loaderbench import stats
 from loaderbench.measurement import Measurement
-from loaderbench.report.terminal import extra_float, label
+from loaderbench.report.cases import extra_float, label
 
 INSTALL_HINT = "plots not drawn: matplotlib is not installed; get them with `pip install loaderbench[plot]`"
 _COLORS = {"in-process": "#444444", "fork": "#1f77b4", "spawn": "#d62728", "forkserver": "#2ca02c"}
@@ -42,6 +42,7 @@ class Plots:
 
 
 def available() -> bool:
+    # matplotlib is an optional dependency (the plot extra), so it is imported only here and where a plot is drawn
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -68,7 +69,7 @@ def _by_workload(ms: Iterable[Measurement]) -> dict[str, list[Measurement]]:
 
 
 def _figure(panels: int, *, width: float = 5.0, height: float = 3.6) -> tuple[Any, list[Any]]:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # optional dependency (the plot extra): imported only to draw
 
     cols = min(3, panels)
     rows = math.ceil(panels / cols)
@@ -81,7 +82,7 @@ def _figure(panels: int, *, width: float = 5.0, height: float = 3.6) -> tuple[An
 
 def _integer_x(ax: Any) -> None:
     """num_workers axes: integer ticks only."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # optional dependency (the plot extra): imported only to draw
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
@@ -159,14 +160,14 @@ def prefetch_heatmap(ms: Sequence[Measurement], path: Path) -> Path | str:
             "prefetch_factor x num_workers heatmap not drawn: no workload was measured at two or more "
             "prefetch factors and two or more worker counts"
         )
+    import matplotlib  # optional dependency (the plot extra): imported only to draw
+
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
     fig, axes = _figure(len(grids), width=5.5, height=4.2)
     for ax, (name, cells) in zip(axes, grids.items(), strict=True):
         pfs = sorted({k[0] for k in cells})
         nws = sorted({k[1] for k in cells})
         grid = [[cells.get((pf, nw), math.nan) for nw in nws] for pf in pfs]
-        import matplotlib
-
-        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
         image = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap)
         finite = [v for row in grid for v in row if not math.isnan(v)]
         middle = statistics.median(finite)

@@ -2,9 +2,10 @@
 
 A table is a sequence of :class:`Column` and rows of strings (format numbers
 with :mod:`loaderbench.report.format` first).  Text columns fit their widest
-cell unless given a ``width``; cells longer than ``max_width`` are cut with
-``~``; a ``fill`` column takes what the line ``width`` leaves.  Trailing blanks
-are stripped and every line is cut to ``width``.
+cell (and are at least ``min_width`` wide) unless given a ``width``; cells
+longer than ``max_width`` are cut with ``~``; a ``fill`` column takes what the
+line ``width`` leaves.  Trailing blanks are stripped and every line is cut to
+``width``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Column:
     width: int | None = None
     max_width: int | None = None
     fill: bool = False
+    min_width: int = 0
 
 
 def fit(text: str, width: int) -> str:
@@ -41,7 +43,7 @@ def text_table(
     table = [[c.title for c in columns], *rows] if header else [*rows]
     widths = []
     for i, col in enumerate(columns):
-        w = col.width if col.width is not None else max((len(r[i]) for r in table), default=0)
+        w = col.width if col.width is not None else max([col.min_width, *(len(r[i]) for r in table)])
         if col.max_width is not None:
             w = min(w, col.max_width)
         widths.append(w)

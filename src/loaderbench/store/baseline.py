@@ -1,16 +1,15 @@
 """The baseline store: one versioned JSON document per machine fingerprint.
 
-``<dir>/<fingerprint key>.json`` holds, for every case, its LoaderConfig, and
-the raw values of every recorded measurement ("run"): all per-round series and
-the one-off phases and peak memory.  Several runs of a case let the gate
-re-derive the case's run-to-run noise; the ``metrics`` summary in each entry is
-for humans and is recomputed, never trusted, on load.
+``<dir>/<fingerprint key>.json`` holds, for every case, its LoaderConfig and
+every recorded measurement of it ("run"): the same record as everywhere
+(:meth:`Measurement.to_json`), tagged with its recording session.  Several
+sessions of a case let the gate re-derive the case's session-to-session noise;
+the ``metrics`` summary in each entry is for humans and is recomputed, never
+trusted, on load.
 
-Writes are atomic and safe under concurrency: a saver takes an exclusive
-``fcntl.flock`` on ``<dir>/.<key>.lock``, re-reads the document, merges its
-cases in, writes a temporary file in the same directory, fsyncs it and
-``os.replace``-s it over the old one.  A crash at any point leaves either the
-old document or the new one, never a half-written or empty file.
+Writes follow :mod:`loaderbench.store.jsondoc`: a saver takes the document's
+lock, re-reads the document, merges its cases in and replaces the file
+atomically, so a crash at any point leaves the old document or the new one.
 
 Format history (``"version"``):
 
@@ -20,45 +19,43 @@ Format history (``"version"``):
   ``recorded``, ``runs`` (each ``{"recorded", "session", "rounds": {name: [values]},
   "values": {name: value}}``; ``session`` is shared by the runs of one
   recording process), ``metrics`` (derived summary), ``notes``.
+* 2: a run is the measurement record itself (``Measurement.to_json()``: rounds,
+  phases, peak memory, bytes per sample, threads, CPUs, notes, consumer extras,
+  ``session``, ``recorded``).  Version-1 files are read (their runs become
+  records with the raw values they hold) and written as version 2 on the next save.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import math
 import os
 import re
-import tempfile
-import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from loaderbench import stats
-from loaderbench.errors import BaselineError as BaselineError
-from loaderbench.measurement import Measurement
-from loaderbench.metrics import METRICS, Run
+from loaderbench.config import LoaderConfig
+from loaderbench.errors import BaselineError, InvalidConfig
+from loaderbench.measurement import Measurement, now, sessions
+from loaderbench.metrics import METRICS
+from loaderbench.store import jsondoc
 from loaderbench.store.fingerprint import Fingerprint, diff
 
 FORMAT = "loaderbench-baseline"
 #: The version this code writes and reads.  Bump it, and add a line to the history above, on any change.
-VERSION = 1
+VERSION = 2
+#: Versions this code reads (older ones are migrated on read).
+READABLE = (1, 2)
 DEFAULT_DIR = Path("fixtures") / "baselines"
 #: Recording sessions kept per case when sessions are appended (a rolling baseline).
 MAX_SESSIONS = 10
-_LOCK_TIMEOUT_S = 120.0
 _NUMBER_LIST = re.compile(r"\[\s+([-+0-9.eE,\s]+?)\s+\]")
 _RERECORD = "Delete it and record a new one with: pytest --benchmark --loader-baseline-save"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +66,14 @@ class CaseEntry:
     workload: str
     device: str
     config: Mapping[str, Any]
-    runs: tuple[Run, ...]
+    runs: tuple[Measurement, ...]
     recorded: str = ""
     notes: tuple[str, ...] = ()
+
+    @property
+    def sessions(self) -> int:
+        """How many recording sessions the runs come from."""
+        return len(sessions(self.runs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +86,15 @@ class BaselineDoc:
     created: str = ""
     updated: str = ""
     written_by: str = ""
+    #: The format version the file had when read (a version-1 file is rewritten as 2 on the next save).
+    version: int = VERSION
 
 
 def entries_from(
     measurements: Sequence[Measurement], *, session: str | None = None, case_ids: Sequence[str] | None = None
 ) -> list[CaseEntry]:
     """Group measurements by case id (several measurements of one case become its runs),
-    all tagged with one recording ``session`` id (a fresh one by default).  ``case_ids``,
+    all tagged with one recording ``session`` id (a fresh one by default: one save is one session).  ``case_ids``,
     parallel to ``measurements``, overrides their ``case_id``."""
     session = session or uuid.uuid4().hex[:12]
     if case_ids is not None and len(case_ids) != len(measurements):
@@ -100,7 +104,7 @@ def entries_from(
     for cid, m in zip(ids, measurements, strict=True):
         groups.setdefault(cid, []).append(m)
     out = []
-    stamp = _now()
+    stamp = now()
     for cid, ms in groups.items():
         config = ms[0].config.as_dict()
         for other in ms[1:]:
@@ -109,7 +113,7 @@ def entries_from(
                     f"case={cid!r}: measurements with different LoaderConfigs share one case id. Fix the case ids."
                 )
         notes = tuple(dict.fromkeys(w for m in ms for w in m.warnings))
-        runs = tuple(replace(Run.from_measurement(m), recorded=stamp, session=session) for m in ms)
+        runs = tuple(m.stamped(session=session, recorded=m.recorded or stamp) for m in ms)
         out.append(CaseEntry(cid, ms[0].workload, ms[0].device, config, runs, stamp, notes))
     return out
 
@@ -117,8 +121,9 @@ def entries_from(
 class BaselineStore:
     """The baseline documents in one directory (default ``fixtures/baselines``)."""
 
-    def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR) -> None:
+    def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR, *, lock_timeout_s: float = 120.0) -> None:
         self.directory = Path(directory)
+        self.lock_timeout_s = lock_timeout_s
 
     def path_for(self, fingerprint: Fingerprint) -> Path:
         return self.directory / f"{fingerprint.key}.json"
@@ -188,8 +193,10 @@ class BaselineStore:
                 "Pass a writable directory with --loader-baseline-dir."
             ) from None
         path = self.path_for(fingerprint)
-        with _locked(self.directory / f".{fingerprint.key}.lock"):
-            _remove_stale_temps(path)
+        with jsondoc.locked(path, timeout_s=self.lock_timeout_s, error=BaselineError):
+            for stale in jsondoc.stale_temporaries(path):  # a saver killed mid-write (safe under the lock)
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             old = self.load(fingerprint) if path.exists() else None
             cases: dict[str, CaseEntry] = {} if (old is None or prune) else dict(old.cases)
             for entry in entries:
@@ -197,92 +204,38 @@ class BaselineStore:
                 if append and previous is not None and dict(previous.config) == dict(entry.config):
                     entry = replace(entry, runs=_last_sessions(previous.runs + entry.runs, MAX_SESSIONS))
                 cases[entry.case_id] = entry
-            now = _now()
+            stamp = now()
             doc = BaselineDoc(
                 path=path,
                 fingerprint=fingerprint,
                 cases=dict(sorted(cases.items())),
-                created=old.created if old is not None and old.created else now,
-                updated=now,
-                written_by=written_by or _written_by(),
+                created=old.created if old is not None and old.created else stamp,
+                updated=stamp,
+                written_by=written_by or jsondoc.WRITTEN_BY,
             )
-            atomic_write(path, dumps(doc))
+            jsondoc.atomic_write(path, dumps(doc))
         return path
 
+    def record(
+        self,
+        fingerprint: Fingerprint,
+        measurements: Sequence[Measurement],
+        *,
+        prune: bool = False,
+        append: bool = False,
+        case_ids: Sequence[str] | None = None,
+    ) -> Path:
+        """Record ``measurements`` (several per case become its runs; one session) as this machine's baseline.
 
-def _last_sessions(runs: tuple[Run, ...], keep: int) -> tuple[Run, ...]:
-    order = list(dict.fromkeys(r.session or f"#{i}" for i, r in enumerate(runs)))
-    kept = set(order[-keep:])
-    return tuple(r for i, r in enumerate(runs) if (r.session or f"#{i}") in kept)
-
-
-def _written_by() -> str:
-    from loaderbench import __version__
-
-    return f"loaderbench {__version__}"
-
-
-# --- file primitives --------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path, timeout_s: float = _LOCK_TIMEOUT_S) -> Iterator[None]:
-    """An exclusive ``flock`` on ``lock_path`` (the lock file is left in place on purpose:
-    deleting it would let two savers lock two different files)."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise BaselineError(
-            f"{lock_path}: cannot open the lock file ({exc.strerror}). Check the directory is writable."
-        ) from None
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise BaselineError(
-                        f"{lock_path}: another process has held the baseline lock for {timeout_s:g} s. "
-                        "Wait for the other save to finish, or remove the lock file if no save is running."
-                    ) from None
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+        ``case_ids``, parallel to ``measurements``, overrides their ``case_id`` as keys.
+        ``append=True`` adds this session to each case's stored sessions instead of replacing them.
+        """
+        return self.save(fingerprint, entries_from(measurements, case_ids=case_ids), prune=prune, append=append)
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Temporary files of a saver that crashed (safe under the lock: no other saver is writing)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old content or the new, never a mix."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable; not possible on every filesystem
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+def _last_sessions(runs: tuple[Measurement, ...], keep: int) -> tuple[Measurement, ...]:
+    groups = list(sessions(runs).values())
+    return tuple(r for g in groups[-keep:] for r in g)
 
 
 # --- JSON ---------------------------------------------------------------------------------
@@ -297,8 +250,7 @@ def _summary(entry: CaseEntry) -> dict[str, Any]:
         if not values:
             continue
         logs = [math.log(v) for v in values]
-        sessions = len({r.session or f"#{i}" for i, r in enumerate(entry.runs)})
-        item: dict[str, Any] = {"median": stats.median(values), "runs": len(values), "sessions": sessions}
+        item: dict[str, Any] = {"median": stats.median(values), "runs": len(values), "sessions": entry.sessions}
         if len(logs) > 1:
             item["run_to_run_noise"] = round(_sd(logs), 6)
         rounds = [metric.run_rounds(r) for r in entry.runs]
@@ -313,10 +265,6 @@ def _sd(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _finite(values: Mapping[str, float]) -> dict[str, float]:
-    return {k: v for k, v in values.items() if math.isfinite(v)}
-
-
 def dumps(doc: BaselineDoc) -> str:
     """The document as JSON text: stable key order, number lists on one line (readable diffs)."""
     cases = {}
@@ -326,15 +274,7 @@ def dumps(doc: BaselineDoc) -> str:
             "device": e.device,
             "config": dict(e.config),
             "recorded": e.recorded,
-            "runs": [
-                {
-                    "recorded": r.recorded,
-                    "session": r.session,
-                    "rounds": {k: [v for v in vs if math.isfinite(v)] for k, vs in r.rounds.items()},
-                    "values": _finite(r.values),
-                }
-                for r in e.runs
-            ],
+            "runs": [r.to_json() for r in e.runs],
             "metrics": _summary(e),
             "notes": list(e.notes),
         }
@@ -347,72 +287,51 @@ def dumps(doc: BaselineDoc) -> str:
         "fingerprint": doc.fingerprint.as_dict(),
         "cases": cases,
     }
-    text = json.dumps(data, indent=2, allow_nan=False)
+    text = json.dumps(jsondoc.clean(data), indent=2, allow_nan=False)
     return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
 
 
 def read(path: Path) -> BaselineDoc:
-    """Read and validate one baseline file.  Every problem is a :class:`BaselineError` naming the file."""
+    """Read and validate one baseline file (any readable version).  Every problem is a
+    :class:`BaselineError` naming the file and the field."""
+    version, data = jsondoc.load(
+        path, fmt=FORMAT, readable=READABLE, error=BaselineError, prefix=str(path), fix=_RERECORD
+    )
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read it ({exc.strerror}). Check the file's permissions.") from None
-    if not raw.strip():
-        raise BaselineError(f"{path}: the file is empty (a truncated write). {_RERECORD}")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BaselineError(f"{path}: not UTF-8 text; the file is corrupt. {_RERECORD}") from None
-    except json.JSONDecodeError as exc:
-        raise BaselineError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-            f"the file is truncated or corrupt. {_RERECORD}"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BaselineError(
-            f'{path}: not a loaderbench baseline (no "format": "{FORMAT}"). Remove it from the baseline directory.'
-        )
-    version = data.get("version")
-    if version != VERSION:
-        if isinstance(version, int) and version > VERSION:
-            why = f"it was written by a newer loaderbench (format version {version}; this one reads {VERSION})"
-            fix = "Upgrade loaderbench, or record a new baseline with this version"
-        else:
-            why = f"its format version is {version!r}, and this loaderbench reads only version {VERSION}"
-            fix = _RERECORD
-        raise BaselineError(f"{path}: {why}. {fix}.")
-    try:
-        return _parse(path, data)
-    except (KeyError, TypeError, ValueError) as exc:
+        return _parse(path, data, version)
+    except (KeyError, TypeError, ValueError, InvalidConfig) as exc:
         detail = f"field {exc} is missing" if isinstance(exc, KeyError) else str(exc)
-        raise BaselineError(f"{path}: malformed baseline ({detail}). {_RERECORD}") from None
+        raise BaselineError(f"{path}: malformed baseline ({detail}). {_RERECORD}.") from None
 
 
-def _parse(path: Path, data: Mapping[str, Any]) -> BaselineDoc:
+def _parse(path: Path, data: Mapping[str, Any], version: int) -> BaselineDoc:
     fingerprint = Fingerprint.from_dict(_mapping(data["fingerprint"], "fingerprint"))
     cases = {}
     for cid, raw in _mapping(data["cases"], "cases").items():
         entry = _mapping(raw, f"case {cid!r}")
+        config = _mapping(entry["config"], f"case {cid!r} config")
         runs = []
         for i, run in enumerate(_list(entry["runs"], f"case {cid!r} runs")):
             where = f"case {cid!r} run {i}"
             run = _mapping(run, where)
-            rounds = {
-                str(k): tuple(_number(v, f"{where} rounds.{k}") for v in _list(vs, f"{where} rounds.{k}"))
-                for k, vs in _mapping(run["rounds"], f"{where} rounds").items()
-            }
-            values = {
-                str(k): _number(v, f"{where} values.{k}") for k, v in _mapping(run["values"], f"{where} values").items()
-            }
-            recorded, session = str(run.get("recorded", "")), str(run.get("session", ""))
-            runs.append(Run(rounds=rounds, values=values, recorded=recorded, session=session))
+            if version == 1:
+                runs.append(_v1_run(run, where, str(entry["workload"]), str(entry["device"]), config))
+                continue
+            _check_numbers(run, where)
+            try:
+                record = Measurement.from_json(run)
+            except KeyError as exc:
+                raise ValueError(f"{where}: field {exc} is missing") from None
+            except (TypeError, ValueError, InvalidConfig) as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            runs.append(record)
         if not runs:
             raise ValueError(f"case {cid!r} has no runs")
         cases[str(cid)] = CaseEntry(
             case_id=str(cid),
             workload=str(entry["workload"]),
             device=str(entry["device"]),
-            config=_mapping(entry["config"], f"case {cid!r} config"),
+            config=config,
             runs=tuple(runs),
             recorded=str(entry.get("recorded", "")),
             notes=tuple(str(n) for n in _list(entry.get("notes", []), f"case {cid!r} notes")),
@@ -424,6 +343,36 @@ def _parse(path: Path, data: Mapping[str, Any]) -> BaselineDoc:
         created=str(data.get("created", "")),
         updated=str(data.get("updated", "")),
         written_by=str(data.get("written_by", "")),
+        version=version,
+    )
+
+
+def _check_numbers(run: Mapping[str, Any], where: str) -> None:
+    """Every raw value of a version-2 run is a finite number; the error names the field."""
+    for k, vs in _mapping(run.get("rounds", {}), f"{where} rounds").items():
+        for v in _list(vs, f"{where} rounds.{k}"):
+            _number(v, f"{where} rounds.{k}")
+    for k, v in _mapping(run.get("phases", {}), f"{where} phases").items():
+        _number(v, f"{where} phases.{k}")
+    if run.get("peak_memory_bytes") is not None:
+        _number(run["peak_memory_bytes"], f"{where} peak_memory_bytes")
+
+
+def _v1_run(run: Mapping[str, Any], where: str, workload: str, device: str, config: Mapping[str, Any]) -> Measurement:
+    """A format-1 run (raw rounds and one-off values) as a record."""
+    rounds = {
+        str(k): tuple(_number(v, f"{where} rounds.{k}") for v in _list(vs, f"{where} rounds.{k}"))
+        for k, vs in _mapping(run["rounds"], f"{where} rounds").items()
+    }
+    values = {str(k): _number(v, f"{where} values.{k}") for k, v in _mapping(run["values"], f"{where} values").items()}
+    return Measurement.from_raw(
+        rounds,
+        values,
+        workload=workload,
+        device=device,
+        config=LoaderConfig(**config),
+        session=str(run.get("session", "")),
+        recorded=str(run.get("recorded", "")),
     )
 
 

@@ -1,4 +1,4 @@
-"""The machine fingerprint: what makes two baselines comparable (DESIGN.md section 6).
+"""The machine fingerprint: what makes two baselines comparable.
 
 A baseline is valid only on a comparable machine.  The fingerprint holds the
 CPU model, the CPUs in the affinity mask and the cgroup CPU quota, total RAM,
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from loaderbench.machine import affinity_cpus
 
 #: RAM is rounded to this many bytes, so kernel reservations that differ by a few MiB do not split baselines.
 _RAM_ROUNDING = 256 * 2**20
@@ -101,15 +103,6 @@ class Fingerprint:
         gpu = _slug(self.gpus[0]) if self.gpus else "cpu"
         return f"{_slug(self.machine)}-{cpus:g}cpu-{round(self.ram_bytes / 2**30)}gib-{gpu}-{digest}"
 
-    def describe(self) -> str:
-        """One line for reports."""
-        quota = "no quota" if self.cpu_quota is None else f"quota {self.cpu_quota:g} CPUs"
-        gpus = ", ".join(self.gpus) if self.gpus else "no GPU"
-        return (
-            f"{self.cpu_model} ({self.affinity_cpus} CPUs, {quota}), {self.ram_bytes / 2**30:.1f} GiB, {self.os}, "
-            f"Python {self.python}, torch {self.torch}, CUDA {self.cuda or 'none'}, {gpus}"
-        )
-
 
 def _slug(text: str) -> str:
     words = re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-").split("-")
@@ -147,10 +140,7 @@ def current(*, root: str | os.PathLike[str] = "/") -> Fingerprint:
 
     base = Path(root)
     gpus, driver = _gpus(base)
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        affinity = os.cpu_count() or 1
+    affinity = affinity_cpus()
     ram = int(psutil.virtual_memory().total)
     return Fingerprint(
         machine=platform.machine() or "unknown",

@@ -3,7 +3,7 @@
 Use them in your own tests::
 
     from hypothesis import given
-    from loaderbench.testing import strategies as lst
+    from loaderbench.testing import strategies as lst  # needs hypothesis: pip install "loaderbench[test]"
 
     @given(spec=lst.dataset_specs(), config=lst.loader_configs())
     def test_my_pipeline(spec, config): ...
@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-from hypothesis import strategies as st
+
+try:  # hypothesis is the optional `test` extra: without it, say which extra to install
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - the test suite runs with hypothesis
+    raise ImportError(
+        "loaderbench.testing.strategies needs hypothesis, which loaderbench does not install by default. "
+        'Install it with: pip install "loaderbench[test]" (or pip install hypothesis).'
+    ) from exc
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from loaderbench.config import COLLATES, TORCH_HAS_IN_ORDER, LoaderConfig

@@ -47,9 +47,12 @@ from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import LoaderbenchError, UsageError
-from loaderbench.gate.model import Gate, parse_thresholds, resolution, run_noise, save_measurements
+from loaderbench.gate.model import resolution, run_noise
+from loaderbench.gate.runner import Gate
+from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
+from loaderbench.report.table import Column, text_table
 from loaderbench.store.baseline import BaselineStore
 from loaderbench.store.fingerprint import Fingerprint, current
 
@@ -146,7 +149,7 @@ def _session(job: dict[str, Any]) -> dict[str, Any]:
     load = os.getloadavg()[0]
     if job["mode"] == "record":
         ms = [measure(w, c, plan=plan) for _ in range(job["repeats"]) for w, c in cases]
-        save_measurements(store, fingerprint, ms, append=True)
+        store.record(fingerprint, ms, append=True)
         return {"recorded": len(ms), "load": [load, os.getloadavg()[0]]}
     thresholds = parse_thresholds(job["threshold"], option="--threshold")
     doc = store.load(fingerprint)
@@ -344,7 +347,7 @@ def render(figures: dict[str, Any], slowdowns: Sequence[float]) -> list[str]:
     head = ["case", "rel IQR", "run noise", "resolves", "A/A false"]
     head += [f"{s:.0%}: flagged (achieved)" for s in slowdowns]
     head += ["A/A extra time"]
-    rows = [head]
+    rows = []
     notes = []
     for row in figures["cases"]:
         cells = [
@@ -363,8 +366,7 @@ def render(figures: dict[str, Any], slowdowns: Sequence[float]) -> list[str]:
             notes.append(f"{row['case']}: {row['note']}")
         if row["aa_false_metrics"]:
             notes.append(f"{row['case']}: A/A false alarms on {', '.join(row['aa_false_metrics'])}")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = text_table([Column(title) for title in head], rows, gap=2)
     lines += [f"note: {n}" for n in notes]
     load = figures.get("load_average")
     if load:

@@ -33,14 +33,14 @@ from pathlib import Path
 
 import psutil
 
-from loaderbench.engine.faults import SHM_DIR, shm_segments
+from loaderbench.engine.cases import Case
+from loaderbench.engine.cleanup import INFRASTRUCTURE, SHM_DIR, shm_segments
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import TIERS, Case, build_tier
+from loaderbench.engine.tiers import TIERS, build_tier
 from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import CaseFailed, LoaderbenchError
-
-_INFRASTRUCTURE = ("multiprocessing.forkserver import main", "multiprocessing.resource_tracker import main")
+from loaderbench.report.table import Column, text_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ def snapshot() -> Snapshot:
             cmd = " ".join(proc.cmdline())
         except psutil.Error:
             continue
-        if proc.ppid() == me.pid and any(m in cmd for m in _INFRASTRUCTURE):
+        if proc.ppid() == me.pid and any(m in cmd for m in INFRASTRUCTURE):
             infrastructure += 1
         else:
             workers += 1
@@ -113,14 +113,18 @@ _ROWS = (
 
 
 def table(labels: Sequence[str], snaps: Sequence[Snapshot]) -> list[str]:
-    head = f"{'':30}" + "".join(f"{label:>18}" for label in labels) + f"{'last pass grew':>16}"
-    lines = [head]
+    """One row per resource, one column per snapshot, and the growth over the last pass."""
+    cols = [
+        Column("", width=30),
+        *(Column(label, "r", min_width=17) for label in labels),
+        Column("last pass grew", "r"),
+    ]
+    rows = []
     for title, field, scale in _ROWS:
         values = [getattr(s, field) / scale for s in snaps]
-        fmt = "{:>18.1f}" if scale != 1 else "{:>18.0f}"
-        growth = values[-1] - values[-2]
-        lines.append(f"{title:30}" + "".join(fmt.format(v) for v in values) + f"{growth:>+16.1f}")
-    return lines
+        digits = 1 if scale != 1 else 0
+        rows.append([title, *(f"{v:.{digits}f}" for v in values), f"{values[-1] - values[-2]:+.1f}"])
+    return text_table(cols, rows, gap=1)
 
 
 def leaked(snaps: Sequence[Snapshot]) -> list[str]:

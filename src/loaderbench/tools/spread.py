@@ -4,7 +4,7 @@
 chosen tier) in N fresh processes, one after another, reads each run's
 ``--benchmark-json`` and prints, per case, the max/min ratio and the
 coefficient of variation of the per-process medians of samples/s.  This is the
-noise a gate comparing two runs has to live with (DESIGN.md section 5).
+noise a gate comparing two runs has to live with.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from loaderbench import stats
+from loaderbench.report.table import Column, text_table
 
 
 def run_processes(n: int, pytest_args: list[str], workdir: Path) -> dict[str, list[float]]:
@@ -49,13 +50,16 @@ def run_processes(n: int, pytest_args: list[str], workdir: Path) -> dict[str, li
 
 
 def render(per_case: dict[str, list[float]]) -> list[str]:
-    lines = [f"{'case':<48} {'median samples/s':>16} {'max/min':>8} {'CV':>6}  n"]
+    """Per case: the median of the per-process medians, their max/min ratio and CV, and how many processes."""
+    rows = []
     for cid, values in sorted(per_case.items()):
         ratio = max(values) / min(values) if min(values) > 0 else math.inf
-        lines.append(
-            f"{cid:<48} {statistics.median(values):>16.1f} {ratio:>8.3f} {stats.cv(values):>6.1%}  {len(values)}"
+        rows.append(
+            [cid, f"{statistics.median(values):.1f}", f"{ratio:.3f}", f"{stats.cv(values):.1%}", f"{len(values)}"]
         )
-    return lines
+    cols = [Column("case", min_width=48), Column("median samples/s", "r"), Column("max/min", "r", min_width=8)]
+    cols += [Column("CV", "r", min_width=6), Column("n")]
+    return text_table(cols, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

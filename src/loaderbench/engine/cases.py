@@ -1,0 +1,44 @@
+"""A benchmark case (workload x LoaderConfig x device, with the CUDA consumer's spec), and
+:func:`run_case`, which turns one into a :class:`~loaderbench.measurement.Measurement`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loaderbench.config import LoaderConfig
+from loaderbench.cuda.consumer import CudaConsumer
+from loaderbench.cuda.spec import CudaSpec, check_start_method
+from loaderbench.engine.consumers import Consumer, Runner, default_runner
+from loaderbench.engine.harness import measure
+from loaderbench.engine.plan import Plan
+from loaderbench.engine.workloads import Workload
+from loaderbench.measurement import Measurement, case_id
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One benchmark case: what to load, how, and on which device."""
+
+    workload: Workload
+    config: LoaderConfig
+    device: str = "cpu"
+    consumer: CudaSpec | None = None  # how a CUDA case feeds the GPU
+    why: str = ""
+
+    @property
+    def id(self) -> str:
+        return case_id(self.workload.name, self.device, self.config, self.consumer.id if self.consumer else "")
+
+
+def run_case(case: Case, plan: Plan, *, runner: Runner = default_runner) -> Measurement:
+    """Measure ``case``: on CUDA through a :class:`CudaConsumer` (never a fork start method), released
+    afterwards also when the case fails.  Raises :class:`~loaderbench.errors.CaseFailed` on a fault."""
+    consumer: Consumer | None = None
+    if case.device == "cuda":
+        check_start_method(case.config)
+        consumer = CudaConsumer(case.consumer or CudaSpec(), batch_size=case.config.batch_size or 1)
+    try:
+        return measure(case.workload, case.config, device=case.device, plan=plan, consumer=consumer, runner=runner)
+    finally:
+        if consumer is not None:
+            consumer.close()  # releases GPU memory
