@@ -372,9 +372,7 @@ def _validate(cfg: LoaderConfig) -> None:
             "Upgrade torch or drop in_order",
         )
     if cfg.collate not in COLLATES and cfg.collate != USER_COLLATE:
-        raise _fail(
-            "collate", cfg.collate, "is not a known collate", f"Use one of {[*sorted(COLLATES), USER_COLLATE]}"
-        )
+        raise _fail("collate", cfg.collate, "is not a known collate", f"Use one of {[*sorted(COLLATES), USER_COLLATE]}")
     strategies = torch.multiprocessing.get_all_sharing_strategies()  # type: ignore[no-untyped-call]
     if cfg.sharing_strategy not in strategies:
         raise _fail(

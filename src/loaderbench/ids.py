@@ -57,9 +57,7 @@ def decode(text: str, tokens: Sequence[Token], *, name: str) -> dict[str, Any]:
                 break
         else:
             examples = ", ".join(dict.fromkeys(f.example or f.word for f in tokens if f.example or f.word))
-            raise InvalidConfig(
-                f"{name}={text!r}: unknown token {token!r}. Use tokens like {examples}, joined by '-'."
-            )
+            raise InvalidConfig(f"{name}={text!r}: unknown token {token!r}. Use tokens like {examples}, joined by '-'.")
     return out
 
 
