@@ -367,7 +367,7 @@ def test_samples_that_cannot_be_stacked_name_their_shapes(baseline: Path, worker
 
 def test_a_sample_type_default_collate_cannot_batch(baseline: Path) -> None:
     text = run_fault(baseline, faulty("dataclass"), W2)
-    assert "samples cannot be collated: they hold a <class 'loaderbench.testing.strategies.Record2'>" in text
+    assert "samples cannot be collated: they hold a <class 'loaderbench.testing.datasets.Record2'>" in text
     assert "dataclasses.astuple" in text and "collate='list'" in text
 
 

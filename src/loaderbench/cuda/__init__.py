@@ -19,21 +19,18 @@ Fork safety: CUDA cases must start their workers with spawn or forkserver
 (:func:`fork_hazard`).  Importing this module initialises no CUDA context.
 
 - :mod:`loaderbench.cuda.spec`: ``CudaSpec``, availability, fork safety (no GPU needed);
-- :mod:`loaderbench.cuda.consumer`: the consumer, sleep calibration, the H2D limit (GPU);
+- :mod:`loaderbench.cuda.consumer`: the consumer (GPU);
+- :mod:`loaderbench.cuda.ops`: the GPU operations behind one seam, sleep calibration, the H2D limit (GPU);
 - :mod:`loaderbench.cuda.rates`: the arithmetic of every metric (pure, unit-tested);
 - :mod:`loaderbench.cuda.nvml`: the NVML background sampler and its fallbacks.
 """
 
 from __future__ import annotations
 
-from loaderbench.cuda.consumer import (
-    CudaConsumer,
-    calibrate_sleep_cycles_per_ms,
-    iter_tensors,
-    measure_h2d_limit_bytes_per_s,
-)
+from loaderbench.cuda.consumer import CudaConsumer
 from loaderbench.cuda.nvml import FIELDS as NVML_FIELDS
 from loaderbench.cuda.nvml import NvmlSample, NvmlSampler
+from loaderbench.cuda.ops import CudaOps, calibrate_sleep_cycles_per_ms, iter_tensors, measure_h2d_limit_bytes_per_s
 from loaderbench.cuda.rates import StepTiming, accelerator_utilization, round_metrics
 from loaderbench.cuda.spec import (
     PIPELINES,
@@ -51,6 +48,7 @@ __all__ = [
     "PIPELINES",
     "SAFE_START_METHODS",
     "CudaConsumer",
+    "CudaOps",
     "CudaSpec",
     "NvmlSample",
     "NvmlSampler",
