@@ -25,6 +25,7 @@ from typing import Any
 
 from loaderbench import stats
 from loaderbench.config import LoaderConfig
+from loaderbench.store import jsondoc
 
 #: Relative IQR of samples/s from which a case is called unstable.
 UNSTABLE_RELATIVE_IQR = 0.10
@@ -229,12 +230,13 @@ class Measurement:
             "recorded": self.recorded,
         }
         info.update(self.extra)
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in info.items()}
+        cleaned: dict[str, Any] = jsondoc.clean(info)  # the JSON rule: NaN and infinities become null
+        return cleaned
 
     # --- JSON -------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The record as JSON values (NaN and infinities become ``null``)."""
-        record: dict[str, Any] = _clean(
+        record: dict[str, Any] = jsondoc.clean(
             {
                 "case_id": self.case_id,
                 "workload": self.workload,
@@ -316,19 +318,6 @@ def sessions(runs: Iterable[Measurement]) -> dict[str, list[Measurement]]:
     for i, run in enumerate(runs):
         out.setdefault(run.session or f"#{i}", []).append(run)
     return out
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, tuples -> lists, unknown objects -> str."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
