@@ -25,12 +25,7 @@ FP = Fingerprint(
     affinity_cpus=2,
     cpu_quota=None,
     ram_bytes=8 * 2**30,
-    os="Linux 6.1",
-    python="CPython 3.11.7",
-    torch="2.13.0",
-    cuda=None,
     gpus=(),
-    gpu_driver=None,
 )
 CONFIG = {"batch_size": 32, "num_workers": 0}
 
@@ -234,7 +229,7 @@ def test_save_refuses_to_overwrite_a_corrupt_file(tmp_path: Path) -> None:
 
 
 def test_a_file_whose_fingerprint_does_not_match_its_name(tmp_path: Path) -> None:
-    text = valid_text().replace('"torch": "2.13.0"', '"torch": "2.12.0"')
+    text = valid_text().replace('"cpu_model": "Test CPU"', '"cpu_model": "Other CPU"')
     write(tmp_path, text)
     with pytest.raises(BaselineError, match="does not match its file name"):
         BaselineStore(tmp_path).load(FP)
@@ -244,10 +239,10 @@ def test_closest_skips_other_machines_broken_files(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
     store.save(FP, [entry("a")])
     (tmp_path / "other-machine.json").write_text("garbage")
-    other = Fingerprint(**{**FP.as_dict(), "gpus": (), "torch": "2.14.0"})
+    other = Fingerprint(**{**FP.as_dict(), "gpus": (), "affinity_cpus": 4})
     doc, differences, problems = store.closest(other)
     assert doc is not None and doc.fingerprint == FP
-    assert differences == ["torch: 2.13.0 (baseline) vs 2.14.0 (this machine)"]
+    assert differences == ["CPUs in the affinity mask: 2 (baseline) vs 4 (this machine)"]
     assert len(problems) == 1 and "other-machine.json" in problems[0]
 
 
@@ -307,12 +302,53 @@ def test_a_format_1_baseline_is_read_and_rewritten_as_format_2(tmp_path: Path) -
         assert run.value("ttfb_s") == first["values"]["ttfb_s"]
     assert entry.sessions == len({r["session"] for r in data["cases"][cid]["runs"]})
     store = BaselineStore(tmp_path)
-    path = store.save(doc.fingerprint, [entry])
+    path = store.save(doc.fingerprint, [entry], sessions_info=doc.sessions)
     again = store.load(doc.fingerprint)
     assert again is not None and again.version == bl.VERSION == 2
     assert json.loads(path.read_text())["version"] == 2
     assert [r.rounds for r in again.cases[cid].runs] == [r.rounds for r in entry.runs]
     assert [r.session for r in again.cases[cid].runs] == [r.session for r in entry.runs]
+    env = again.environment  # the format-1 software became the sessions' environment
+    assert (
+        env.kernel == "6.18.44-fc-v669"
+        and env.torch == "2.13.0+cpu"
+        and env.os == "Linux (Debian GNU/Linux 12 (bookworm))"
+    )
+
+
+def test_a_format_1_file_is_found_by_its_hardware_and_replaced_on_save(tmp_path: Path) -> None:
+    """Its name hashed the software too, so it is found by reading it; the next save writes the new name."""
+    committed = Path(__file__).parent.parent / "fixtures" / "baselines" / "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json"
+    old = tmp_path / committed.name
+    old.write_bytes(committed.read_bytes())
+    doc = bl.read(old)
+    store = BaselineStore(tmp_path)
+    assert store.path_for(doc.fingerprint) != old
+    found = store.load(doc.fingerprint)
+    assert found is not None and found.path == old and found.version == 1
+    path = store.record(doc.fingerprint, [measurement(random.Random(5))], append=True)
+    assert path == store.path_for(doc.fingerprint) and not old.exists()
+    again = store.load(doc.fingerprint)
+    assert again is not None and again.version == 2
+    assert set(again.cases) == set(doc.cases) | {"io-cpu-w0-bs32"}
+    assert len(again.sessions) == len({r.session for e in again.cases.values() for r in e.runs})
+
+
+def test_each_session_keeps_its_environment_and_calibration(tmp_path: Path) -> None:
+    from loaderbench.store.environment import Environment, changes
+
+    store = BaselineStore(tmp_path)
+    first = Environment(torch="2.13.0+cpu", kernel="6.1-a", host_id="h1")
+    second = Environment(torch="2.14.1+cpu", kernel="6.1-a", host_id="h1")
+    store.record(FP, [measurement(random.Random(1))], environment=first, calibration={"spin_loops_per_s": 1.4e7})
+    store.record(
+        FP, [measurement(random.Random(2))], append=True, environment=second, calibration={"spin_loops_per_s": 1.6e7}
+    )
+    doc = store.load(FP)
+    assert doc is not None and len(doc.sessions) == 2
+    assert doc.environment == second and doc.hosts == {"h1"}
+    assert doc.calibration("spin_loops_per_s") == pytest.approx(1.5e7)
+    assert changes(first, second) == ["torch 2.13.0+cpu -> 2.14.1+cpu"]
 
 
 def test_a_saved_run_is_the_measurement_record_itself(tmp_path: Path) -> None:

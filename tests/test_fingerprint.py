@@ -18,12 +18,7 @@ BASE = Fingerprint(
     affinity_cpus=2,
     cpu_quota=None,
     ram_bytes=24 * 2**30,
-    os="Linux 6.1.0 (Debian GNU/Linux 12 (bookworm))",
-    python="CPython 3.11.7",
-    torch="2.13.0+cpu",
-    cuda=None,
     gpus=(),
-    gpu_driver=None,
 )
 
 
@@ -34,26 +29,15 @@ def test_current_is_stable_within_a_session() -> None:
     assert a.affinity_cpus >= 1 and a.ram_bytes > 0
 
 
-def test_no_volatile_fields() -> None:
+def test_hardware_only_no_software_and_no_volatile_fields() -> None:
+    """The software (kernel, Python, torch, CUDA, driver) is the environment: compared, never keyed."""
     names = {f.name for f in dataclasses.fields(Fingerprint)}
-    assert names == {
-        "machine",
-        "cpu_model",
-        "affinity_cpus",
-        "cpu_quota",
-        "ram_bytes",
-        "os",
-        "python",
-        "torch",
-        "cuda",
-        "gpus",
-        "gpu_driver",
-    }
+    assert names == {"machine", "cpu_model", "affinity_cpus", "cpu_quota", "ram_bytes", "gpus"}
 
 
 def test_key_is_short_readable_and_file_safe() -> None:
     assert re.fullmatch(r"x86_64-2cpu-24gib-cpu-[0-9a-f]{12}", BASE.key)
-    gpu = dataclasses.replace(BASE, gpus=("NVIDIA H100 80GB HBM3",), cuda="13.0", gpu_driver="580.65")
+    gpu = dataclasses.replace(BASE, gpus=("NVIDIA H100 80GB HBM3",))
     assert re.fullmatch(r"x86_64-2cpu-24gib-h100-80gb-[0-9a-f]{12}", gpu.key)
 
 
@@ -64,7 +48,7 @@ def test_every_field_changes_the_key(field: str) -> None:
         str: "other",
         int: 4,
         tuple: ("NVIDIA A100",),
-        type(None): "12.4" if field == "cuda" else ("550.1" if field == "gpu_driver" else 1.5),
+        type(None): 1.5,
     }[type(value)]
     assert dataclasses.replace(BASE, **{field: other}).key != BASE.key
 
@@ -76,8 +60,8 @@ def test_dict_and_json_round_trip() -> None:
 
 def test_from_dict_names_a_missing_or_mistyped_field() -> None:
     data = BASE.as_dict()
-    del data["torch"]
-    with pytest.raises(ValueError, match="'torch' is missing"):
+    del data["cpu_model"]
+    with pytest.raises(ValueError, match="'cpu_model' is missing"):
         Fingerprint.from_dict(data)
     with pytest.raises(ValueError, match="'affinity_cpus' is not an integer"):
         Fingerprint.from_dict({**BASE.as_dict(), "affinity_cpus": "2"})
@@ -85,12 +69,18 @@ def test_from_dict_names_a_missing_or_mistyped_field() -> None:
 
 def test_diff_says_what_differs_in_words() -> None:
     assert diff(BASE, BASE) == []
-    other = dataclasses.replace(BASE, torch="2.14.0", ram_bytes=48 * 2**30, gpus=("NVIDIA L4",))
+    other = dataclasses.replace(BASE, affinity_cpus=4, ram_bytes=48 * 2**30, gpus=("NVIDIA L4",))
     assert diff(BASE, other) == [
+        "CPUs in the affinity mask: 2 (baseline) vs 4 (this machine)",
         "total RAM: 24.00 GiB (baseline) vs 48.00 GiB (this machine)",
-        "torch: 2.13.0+cpu (baseline) vs 2.14.0 (this machine)",
         "GPUs: no GPU (baseline) vs NVIDIA L4 (this machine)",
     ]
+
+
+def test_a_format_1_fingerprint_reads_as_its_hardware() -> None:
+    """Format-1 fingerprints also held the software; those fields are ignored here (they are the environment)."""
+    old = {**BASE.as_dict(), "os": "Linux 6.1", "python": "CPython 3.11.7", "torch": "2.13.0", "cuda": None}
+    assert Fingerprint.from_dict({**old, "gpu_driver": None}) == BASE
 
 
 # --- probes against a fake /proc and /sys ------------------------------------------------------
@@ -147,4 +137,4 @@ def test_probes_read_cpu_model_and_nvidia_proc_files(tmp_path: Path) -> None:
     fp = fpm.current(root=root)
     assert fp.cpu_model == "AMD EPYC 7B13 64-Core Processor"
     assert fp.gpus == ("NVIDIA H100 80GB HBM3",)
-    assert fp.gpu_driver == "580.65.06"
+    assert fpm.gpus_and_driver(root) == (("NVIDIA H100 80GB HBM3",), "580.65.06")

@@ -15,13 +15,15 @@ import pytest
 
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import CaseFailed, UsageError
-from loaderbench.gate.model import Settings, compare, critical_values, resolution, run_noise, session_values
+from loaderbench.gate.model import Settings, compare, critical_values, noise, resolution, run_noise, session_values
+from loaderbench.gate.priors import NoisePriors, Prior, load_priors
 from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import Thresholds, parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
 from loaderbench.report.verdicts import summary_lines
 from loaderbench.store.baseline import BaselineStore
+from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint
 
 SPS = METRICS["samples_per_s"]
@@ -235,12 +237,7 @@ def fingerprint(**changes: object) -> Fingerprint:
         "affinity_cpus": 2,
         "cpu_quota": None,
         "ram_bytes": 8 * 2**30,
-        "os": "Linux 6.1",
-        "python": "CPython 3.11.7",
-        "torch": "2.13.0",
-        "cuda": None,
         "gpus": (),
-        "gpu_driver": None,
     }
     fields.update(changes)
     return Fingerprint(**fields)  # type: ignore[arg-type]
@@ -341,10 +338,10 @@ def test_gate_without_baseline_says_how_to_record(tmp_path: Path) -> None:
 
 
 def test_gate_on_another_machine_says_what_differs_and_does_not_compare(recorded: BaselineStore) -> None:
-    other = fingerprint(torch="2.14.0")
+    other = fingerprint(affinity_cpus=4)
     gate = Gate(recorded, other)
     assert not gate.active
-    assert "torch: 2.13.0 (baseline) vs 2.14.0 (this machine)" in gate.status()
+    assert "CPUs in the affinity mask: 2 (baseline) vs 4 (this machine)" in gate.status()
     assert "--loader-compare-anyway" in gate.status()
     anyway = Gate(recorded, other, allow_mismatch=True)
     assert anyway.active
@@ -374,7 +371,7 @@ def test_noise_never_below_the_metrics_process_noise() -> None:
     assert run_noise(SPS, one) == SPS.process_noise
     assert resolution(SPS, one) == math.inf  # one session: noise unknown
     tight = runs(rng, 10, 1000.0, run_cv=0.0001, round_cv=0.0001)
-    zs, zp = critical_values(Settings(), 10)  # Student's t with 9 degrees of freedom
+    zs, zp = critical_values(Settings(), 9)  # Student's t with 9 degrees of freedom (10 sessions)
     assert zs == pytest.approx(4.296, abs=1e-3) and zp == pytest.approx(1.381, abs=1e-3)
     assert resolution(SPS, tight) == pytest.approx(math.expm1((zs + zp) * SPS.process_noise * math.sqrt(11 / 10)))
     noisy = runs(rng, 10, 1000.0, run_cv=0.2)
@@ -438,7 +435,7 @@ def test_timing_one_offs_share_the_cases_throughput_noise() -> None:
 
 def test_a_three_session_baseline_needs_students_t_not_z() -> None:
     """With the noise estimated from 3 sessions, a 0.1% false-alarm level needs 22.3 standard errors."""
-    zs, zp = critical_values(Settings(), 3)
+    zs, zp = critical_values(Settings(), 2)
     assert zs == pytest.approx(22.32, abs=0.01) and zp == pytest.approx(1.886, abs=0.01)
     counts: dict[str, int] = {}
     for seed in range(60):
@@ -446,3 +443,75 @@ def test_a_three_session_baseline_needs_students_t_not_z() -> None:
         v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 2, 1000.0 / 1.2), threshold=0.10)
         counts[v.outcome] = counts.get(v.outcome, 0) + 1
     assert counts.get("regressed", 0) == 0  # a 20% change is beyond what 3 sessions can resolve
+
+
+# --- priors: one recorded session already gates ---------------------------------------------------------
+
+
+PRIOR = Prior(sigma=0.02, dof=30, between_hosts=0.03)
+
+
+def test_one_session_with_a_prior_catches_20_percent_and_raises_no_false_alarm() -> None:
+    """Session offsets drawn with the prior's own noise (2%): A/A never regresses, a 20% slowdown always does."""
+    aa: dict[str, int] = {}
+    slow: dict[str, int] = {}
+    for seed in range(60):
+        rng = random.Random(seed)
+        base = runs(rng, 1, 1000.0, run_cv=0.02)
+        same = runs(rng, 2, 1000.0 * math.exp(rng.gauss(0, 0.02)), run_cv=0.0)
+        slower = runs(rng, 2, 1000.0 / 1.2 * math.exp(rng.gauss(0, 0.02)), run_cv=0.0)
+        a = compare("c", SPS, base, same, threshold=0.10, prior=PRIOR).outcome
+        b = compare("c", SPS, base, slower, threshold=0.10, prior=PRIOR).outcome
+        aa[a] = aa.get(a, 0) + 1
+        slow[b] = slow.get(b, 0) + 1
+    assert aa.get("regressed", 0) == 0
+    assert slow.get("regressed", 0) >= 57, slow
+    without = compare("c", SPS, runs(random.Random(1), 1, 1000.0), runs(random.Random(2), 2, 800.0), threshold=0.10)
+    assert without.outcome == "inconclusive" and "needs 3" in without.reason  # no prior: one session cannot fail
+
+
+def test_the_prior_is_pooled_with_the_baselines_own_sessions() -> None:
+    rng = random.Random(30)
+    quiet = runs(rng, 10, 1000.0, run_cv=0.002)
+    noisy = runs(rng, 10, 1000.0, run_cv=0.08)
+    assert noise(SPS, quiet, prior=PRIOR).sigma < PRIOR.sigma < noise(SPS, noisy, prior=PRIOR).sigma
+    assert noise(SPS, quiet, prior=PRIOR).dof == 9 + PRIOR.dof
+    here = noise(SPS, quiet, prior=PRIOR)
+    elsewhere = noise(SPS, quiet, prior=PRIOR, other_host=True)
+    assert elsewhere.sigma == pytest.approx(math.hypot(here.sigma, PRIOR.between_hosts)) and elsewhere.other_host
+
+
+def test_priors_file_defaults_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "noise.toml"
+    path.write_text(
+        "[default]\nsamples_per_s = { sigma = 0.1, dof = 10 }\nbetween_hosts = 0.04\n"
+        "[workload.io]\nsamples_per_s = { sigma = 0.02, dof = 25 }\n"
+    )
+    priors = load_priors(path)
+    assert priors.get("io", "samples_per_s") == Prior(0.02, 25, 0.04)
+    assert priors.get("other", "samples_per_s") == Prior(0.1, 10, 0.04)
+    assert priors.get("io", "ttfb_s") == Prior(0.02, 25, 0.04)  # TTFB's noise follows throughput's
+    assert load_priors(tmp_path / "missing.toml").get("io", "samples_per_s").sigma == 0.10  # wide fallback
+    path.write_text("[workload.io]\nsample_per_s = { sigma = 0.02, dof = 25 }\n")
+    with pytest.raises(UsageError, match="'sample_per_s', which is not a gated metric"):
+        load_priors(path)
+    path.write_text("[workload.io]\nsamples_per_s = { sigma = -1, dof = 25 }\n")
+    with pytest.raises(UsageError, match=re.escape("io.samples_per_s.sigma is not a non-negative number")):
+        load_priors(path)
+
+
+def test_a_torch_upgrade_is_compared_and_named(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    rng = random.Random(31)
+    old = Environment(torch="2.13.0+cpu", kernel="6.18.44-fc-v669", host_id="aaa")
+    store.record(fingerprint(), [measurement(rng, 1000.0)], environment=old)
+    new = Environment(torch="2.14.1+cpu", kernel="6.18.44-fc-v857", host_id="aaa")
+    gate = Gate(store, fingerprint(), environment=new, priors=NoisePriors(default={"samples_per_s": PRIOR}))
+    assert gate.active and not gate.other_host
+    assert "torch 2.13.0+cpu -> 2.14.1+cpu; kernel 6.18.44-fc-v669 -> 6.18.44-fc-v857" in gate.status()
+    verdicts = gate.check(measurement(rng, 700.0), Remeasure(700.0))
+    assert {v.metric: v.outcome for v in verdicts}["samples_per_s"] == "regressed"
+    lines = summary_lines(gate)
+    assert "  environment changes since the baseline: torch 2.13.0+cpu -> 2.14.1+cpu; kernel" in "\n".join(lines)
+    elsewhere = Gate(store, fingerprint(), environment=Environment(host_id="bbb"), priors=NoisePriors())
+    assert elsewhere.other_host and "not one the baseline was recorded on" in elsewhere.status()

@@ -55,22 +55,23 @@ def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester) ->
 def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.Pytester) -> None:
     first = run(project, "--loader-baseline-save")
     assert first.ret == pytest.ExitCode.OK
-    first.stdout.fnmatch_lines(["*recorded 1 case(s) in *baselines*"])
-    for _ in range(2):
-        assert run(project, "--loader-baseline-save", "--loader-baseline-append").ret == pytest.ExitCode.OK
+    first.stdout.fnmatch_lines(["*recorded 1 case(s) in *baselines*1 recording session(s)*"])
     (doc_path,) = (project.path / "baselines").glob("*.json")
     doc = json.loads(doc_path.read_text())
     assert doc["format"] == "loaderbench-baseline"
 
     same = run(project)
     assert same.ret == pytest.ExitCode.OK, same.stdout.str()
-    same.stdout.fnmatch_lines(["*comparing against*", "*0 regressed*"])
+    same.stdout.fnmatch_lines(["*comparing against*environment changes since the baseline: none*", "*0 regressed*"])
 
-    # every sample now takes 5x as long: a 3-session baseline only resolves large changes (Student t, 2 dof)
-    project.makefile(".toml", workloads=scenario(0.005))
+    # every sample now takes 3x as long: one recorded session already gates it, from the workload's noise prior
+    # (this project has no fixtures/noise.toml, so the wide built-in one)
+    project.makefile(".toml", workloads=scenario(0.003))
     slower = run(project, "--benchmark-json=out.json")
     assert slower.ret == pytest.ExitCode.TESTS_FAILED
-    slower.stdout.fnmatch_lines(["*REGRESSIONS (*", "*tiny-io-cpu-w0-bs8*samples_per_s*slower*"])
+    slower.stdout.fnmatch_lines(
+        ["*REGRESSIONS (*", "*tiny-io-cpu-w0-bs8*samples_per_s*slower*", "*environment changes since the baseline*"]
+    )
     info = json.loads((project.path / "out.json").read_text())["benchmarks"][0]["extra_info"]
     outcomes = {v["metric"]: v["outcome"] for v in info["gate"]}
     assert outcomes["samples_per_s"] == "regressed"

@@ -14,14 +14,20 @@ session has ``m`` runs (the first measurement plus any extra ones).
 * ``x`` = log of the slowdown between the geometric mean of today's run values
   and that of the baseline's session means, oriented so that ``x > 0`` is worse (throughput
   lower; TTFB, stall or memory higher).
-* ``sigma`` = the case's session-to-session noise, from the baseline alone:
-  the standard deviation of its sessions' mean log values (median-unbiased for
-  its ``k - 1`` degrees of freedom, ``k`` = recording sessions), never below
-  what the rounds' own spread implies for one run, and never below the
-  metric's ``process_noise`` nor, for TTFB and the epoch stall, below the
-  case's throughput noise (``noise_from`` in :mod:`loaderbench.metrics`).  A baseline with
-  fewer than ``min_sessions`` (3) sessions cannot fail a run: its verdicts are
-  ``unchanged`` or ``inconclusive``, with the advice to record more sessions.
+* ``sigma`` = the case's session-to-session noise: the variance of the
+  baseline's session means (``k - 1`` degrees of freedom, ``k`` = recording
+  sessions) pooled with the workload's *prior* (:mod:`loaderbench.gate.priors`:
+  the between-process noise measured for the workload, worth the degrees of
+  freedom it was measured with), ``sigma^2 = ((k-1) s^2 + d p^2) / (k-1+d)``;
+  never below what the rounds' own spread implies for one run, nor the
+  metric's ``process_noise``, nor, for TTFB and the epoch stall, the case's
+  throughput noise (``noise_from`` in :mod:`loaderbench.metrics`).  So one
+  recorded session already gates large regressions, and more sessions move the
+  noise towards what the case itself shows.  When today's host is not one the
+  baseline was recorded on, the prior's between-host noise is added in
+  quadrature.  Without a prior (``prior=None``) the baseline alone decides, and
+  fewer than ``min_sessions`` (3) sessions cannot fail a run.  The multipliers
+  below are Student's t quantiles for the pooled degrees of freedom.
 * ``se = sigma * sqrt(1/k + 1)``.  Today's runs all come from one process, so
   they count as one draw of the session-to-session noise however many there
   are: on this kind of machine a session's offset (CPU calibration, allocator
@@ -63,6 +69,7 @@ from typing import Any, Literal
 from scipy import stats as sps
 
 from loaderbench import stats
+from loaderbench.gate.priors import Prior
 from loaderbench.measurement import Measurement, sessions
 from loaderbench.metrics import METRICS, Metric
 
@@ -210,53 +217,99 @@ def session_values(metric: Metric, baseline: Sequence[Measurement]) -> list[floa
     return [sum(math.log(metric.run_value(r)) for r in g) / len(g) for g in sessions(baseline).values()]
 
 
-def run_noise(metric: Metric, baseline: Sequence[Measurement]) -> float:
-    """The case's session-to-session noise ``sigma`` (log space) from the baseline; see the module docstring."""
-    own = _own_noise(metric, baseline)
+@dataclass(frozen=True, slots=True)
+class Noise:
+    """A case's noise against its baseline, for one metric.
+
+    ``sigma`` is the session-to-session standard deviation of log values, pooled from the
+    baseline's own sessions and the workload's prior; ``dof`` its degrees of freedom (the
+    prior counts as its own); ``se`` the standard error of today's session against the
+    baseline's mean; ``other_host`` whether the prior's between-host noise was added.
+    """
+
+    sigma: float
+    dof: float
+    se: float
+    sessions: int
+    other_host: bool = False
+
+
+def noise(
+    metric: Metric, baseline: Sequence[Measurement], *, prior: Prior | None = None, other_host: bool = False
+) -> Noise:
+    """The case's noise (see the module docstring); ``prior`` is the workload's between-process noise."""
+    sigma, dof = _pooled(metric, baseline, prior)
     other = METRICS.get(metric.noise_from or "")
     if other is not None and other.present(baseline):
-        return max(own, _own_noise(other, baseline))
-    return own
+        sigma = max(sigma, _pooled(other, baseline, prior)[0])
+    if other_host and prior is not None and prior.between_hosts > 0:
+        sigma = math.sqrt(sigma**2 + prior.between_hosts**2)
+    k = len(session_values(metric, baseline))
+    return Noise(sigma, dof, sigma * math.sqrt(1 / k + 1), k, other_host and prior is not None)
 
 
-def _own_noise(metric: Metric, baseline: Sequence[Measurement]) -> float:
+def _pooled(metric: Metric, baseline: Sequence[Measurement], prior: Prior | None) -> tuple[float, float]:
     values = session_values(metric, baseline)
-    between = 0.0
-    if len(values) >= 2:
-        mean = sum(values) / len(values)
-        dof = len(values) - 1
+    k = len(values)
+    observed, df = 0.0, max(0, k - 1)
+    if k >= 2:
+        mean = sum(values) / k
+        observed = sum((v - mean) ** 2 for v in values) / df
+    if prior is not None:
+        p = max(prior.sigma, metric.process_noise)
+        sigma = math.sqrt((df * observed + prior.dof * p * p) / (df + prior.dof))
+        dof = df + prior.dof
+    elif k >= 2:
         # median-unbiased: with few degrees of freedom the plain estimate is too small more often than not
-        between = math.sqrt(sum((v - mean) ** 2 for v in values) / float(sps.chi2.ppf(0.5, dof)))
-    return max(between, _within(metric, baseline), metric.process_noise)
+        sigma, dof = math.sqrt(observed * df / float(sps.chi2.ppf(0.5, df))), float(df)
+    else:
+        sigma, dof = 0.0, 0.0
+    return max(sigma, _within(metric, baseline), metric.process_noise), dof
 
 
-def standard_error(metric: Metric, baseline: Sequence[Measurement]) -> float:
+def run_noise(metric: Metric, baseline: Sequence[Measurement], *, prior: Prior | None = None) -> float:
+    """The case's session-to-session noise ``sigma`` (log space)."""
+    return noise(metric, baseline, prior=prior).sigma
+
+
+def standard_error(metric: Metric, baseline: Sequence[Measurement], *, prior: Prior | None = None) -> float:
     """``se`` of today's session against this baseline (log space)."""
-    return run_noise(metric, baseline) * math.sqrt(1 / len(session_values(metric, baseline)) + 1)
+    return noise(metric, baseline, prior=prior).se
 
 
-def critical_values(settings: Settings, sessions: int) -> tuple[float, float]:
-    """The significance and power multipliers for a noise estimated from ``sessions`` baseline sessions.
+def critical_values(settings: Settings, dof: float) -> tuple[float, float]:
+    """The significance and power multipliers for a noise known with ``dof`` degrees of freedom.
 
-    ``z_significance`` and ``z_power`` are normal quantiles; with the noise estimated from k sessions the
-    same error rates need Student's t with k - 1 degrees of freedom (with 3 sessions, 0.1% needs 22.3
-    standard errors, not 3.09), so a short baseline flags only large changes instead of raising false alarms.
+    ``z_significance`` and ``z_power`` are normal quantiles; with the noise estimated from few degrees of
+    freedom the same error rates need Student's t (with 2, 0.1% needs 22.3 standard errors, not 3.09), so a
+    short baseline without a prior flags only large changes instead of raising false alarms.
     """
-    if sessions < 2:  # no estimate at all: the noise is the metric's floor, and such a case cannot fail
+    if dof < 1 or math.isinf(dof):
         return settings.z_significance, settings.z_power
-    dof = sessions - 1
     zs = float(sps.t.ppf(sps.norm.cdf(settings.z_significance), dof))
     zp = float(sps.t.ppf(sps.norm.cdf(settings.z_power), dof))
     return zs, zp
 
 
-def resolution(metric: Metric, baseline: Sequence[Measurement], settings: Settings = Settings()) -> float:
-    """The smallest change (as a fraction) that this baseline's noise lets the gate flag (inf: too few sessions)."""
-    k = len(session_values(metric, baseline))
-    if k < settings.min_sessions:
+def gates(settings: Settings, n: Noise) -> bool:
+    """Whether the noise is known well enough to fail a run: ``min_sessions - 1`` degrees of freedom."""
+    return n.dof >= settings.min_sessions - 1
+
+
+def resolution(
+    metric: Metric,
+    baseline: Sequence[Measurement],
+    settings: Settings = DEFAULT_SETTINGS,
+    *,
+    prior: Prior | None = None,
+    other_host: bool = False,
+) -> float:
+    """The smallest change (as a fraction) that this baseline's noise lets the gate flag (inf: unknown noise)."""
+    n = noise(metric, baseline, prior=prior, other_host=other_host)
+    if not gates(settings, n):
         return math.inf
-    zs, zp = critical_values(settings, k)
-    return math.expm1((zs + zp) * standard_error(metric, baseline))
+    zs, zp = critical_values(settings, n.dof)
+    return math.expm1((zs + zp) * n.se)
 
 
 def compare(
@@ -266,8 +319,10 @@ def compare(
     current: Sequence[Measurement],
     *,
     threshold: float,
-    settings: Settings = Settings(),
+    settings: Settings = DEFAULT_SETTINGS,
     extra_measurements: int = 0,
+    prior: Prior | None = None,
+    other_host: bool = False,
 ) -> Verdict:
     """Decide one metric of one case (a pure function; see the module docstring)."""
     sessions = session_values(metric, baseline)
@@ -276,11 +331,12 @@ def compare(
     base, cur = math.exp(sum(sessions) / k), math.exp(sum(lc) / m)
     slowdown = metric.slowdown(base, cur)
     x = math.log(slowdown)
-    se = standard_error(metric, baseline)
+    n = noise(metric, baseline, prior=prior, other_host=other_host)
+    se = n.se
     big_t = math.log1p(threshold)
-    zs, zp = critical_values(settings, k)
+    zs, zp = critical_values(settings, n.dof)
     z = x / se
-    known = k >= settings.min_sessions
+    known = gates(settings, n)
     line = max(zs * se, big_t - zp * se) if known else math.inf
     resolves = math.expm1((zs + zp) * se) if known else math.inf
 
@@ -318,12 +374,15 @@ def compare(
                 "noise: add sessions with --loader-baseline-save --loader-baseline-append"
             )
         elif resolves > threshold:
+            can = "cannot resolve any change" if resolves > 10 else f"resolves only changes of {resolves:.0%} or more"
+            host = " (another host: between-host noise added)" if n.other_host else ""
             reason = (
-                f"too noisy: session-to-session noise ±{se:.1%} over {k} baseline sessions resolves only changes of "
-                f"{resolves:.0%} or more, not {threshold:.0%}; record more baseline sessions to narrow it"
+                f"too noisy: noise ±{se:.1%} from {k} baseline session(s){' and the prior' if prior else ''}{host} "
+                f"{can}, not {threshold:.0%}; next: record more baseline sessions "
+                "(--loader-baseline-save --loader-baseline-append) or compare base and head in one job (--loader-ab)"
             )
         else:
-            reason = f"not significant (z={z:.1f} < {zs:g})"
+            reason = f"not significant (z={z:.1f} < {zs:.2f}); next: rerun, or record more baseline sessions"
     if outcome == "regressed" and m < 1 + settings.confirm:
         needs_more = True  # a regression is reported only once it survives a confirming measurement
     verdict = Verdict(

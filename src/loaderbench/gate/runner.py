@@ -11,10 +11,12 @@ from collections.abc import Callable, Sequence
 
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.model import DEFAULT_SETTINGS, Settings, Verdict, compare
+from loaderbench.gate.priors import NoisePriors
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
 from loaderbench.store.baseline import BaselineDoc, BaselineStore
+from loaderbench.store.environment import Environment, changes
 from loaderbench.store.fingerprint import Fingerprint
 
 
@@ -25,6 +27,12 @@ class Gate:
     propagates for a corrupt or unreadable file).  Without a baseline for this
     fingerprint the gate is inactive and :meth:`status` says why and what to do;
     ``allow_mismatch=True`` compares against the closest other machine's baseline.
+
+    ``environment`` is today's software: the status names what changed since the
+    baseline's latest session (``torch 2.13.0 -> 2.14.1``), and a host the baseline
+    was not recorded on gets the prior's between-host noise.  ``priors`` are the
+    workloads' noise priors (``None``: the baseline's own sessions alone decide, and
+    a case needs ``min_sessions`` of them to fail a run).
     """
 
     def __init__(
@@ -36,6 +44,8 @@ class Gate:
         allow_mismatch: bool = False,
         max_extra_measurements: int = 3,
         settings: Settings = DEFAULT_SETTINGS,
+        environment: Environment | None = None,
+        priors: NoisePriors | None = None,
     ) -> None:
         if max_extra_measurements < 0:
             raise UsageError(f"max_extra_measurements={max_extra_measurements}: must be 0 or more. Use e.g. 3.")
@@ -43,6 +53,10 @@ class Gate:
         self.max_extra = max_extra_measurements
         self.settings = settings
         self.fingerprint = fingerprint
+        self.environment = environment or Environment()
+        self.priors = priors
+        self.changes: list[str] = []
+        self.other_host = True
         self._verdicts: list[Verdict] = []
         self.new_cases: list[str] = []
         self.notes: list[str] = []
@@ -50,7 +64,10 @@ class Gate:
         doc = store.load(fingerprint)
         self.doc: BaselineDoc | None = doc
         if doc is not None:
-            self._status = f"comparing against {doc.path} ({len(doc.cases)} cases{self._sessions_note(doc)})"
+            self._compare_with(doc)
+            self._status = (
+                f"comparing against {doc.path} ({len(doc.cases)} cases{self._sessions_note(doc)}); {self.context()}"
+            )
             return
         other, differences, problems = store.closest(fingerprint)
         skipped = f" (skipped unreadable files: {' | '.join(problems)})" if problems else ""
@@ -61,8 +78,10 @@ class Gate:
             )
         elif allow_mismatch:
             self.doc = other
+            self._compare_with(other)
             self._status = (
-                f"comparing anyway against {other.path}, recorded on a different machine: {'; '.join(differences)}"
+                f"comparing anyway against {other.path}, recorded on a different machine: {'; '.join(differences)}; "
+                f"{self.context()}"
             )
         else:
             self._status = (
@@ -71,7 +90,24 @@ class Gate:
                 f"to compare anyway: --loader-compare-anyway{skipped}"
             )
 
+    def _compare_with(self, doc: BaselineDoc) -> None:
+        self.changes = changes(doc.environment, self.environment)
+        host = self.environment.host_id
+        self.other_host = host is None or host not in doc.hosts
+
+    def context(self) -> str:
+        """What changed since the baseline, and whether this host recorded it: the header of a comparison."""
+        changed = "; ".join(self.changes) if self.changes else "none"
+        host = (
+            "this host is not one the baseline was recorded on (between-host noise allowed for)"
+            if self.other_host
+            else "recorded on this host"
+        )
+        return f"environment changes since the baseline: {changed}; {host}"
+
     def _sessions_note(self, doc: BaselineDoc) -> str:
+        if self.priors is not None:
+            return ""  # with priors, every recorded case gates
         few = [cid for cid, e in doc.cases.items() if e.sessions < self.settings.min_sessions]
         if not few:
             return ""
@@ -149,6 +185,8 @@ class Gate:
                 threshold=self.thresholds.get(case_id, metric),
                 settings=self.settings,
                 extra_measurements=extra,
+                prior=self.priors.get(baseline[0].workload, metric.name) if self.priors is not None else None,
+                other_host=self.other_host,
             )
             out.append(verdict)
         return out

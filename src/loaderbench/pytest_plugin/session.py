@@ -15,16 +15,17 @@ from loaderbench.engine.cases import Case, run_case
 from loaderbench.engine.consumers import default_runner
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import Tier, build_tier
-from loaderbench.engine.workloads import Workload, load_scenarios
+from loaderbench.engine.workloads import Workload, calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.gate.model import Verdict
+from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.report.terminal import verdict_texts
 from loaderbench.report.verdicts import summary_lines
-from loaderbench.store import fingerprint
-from loaderbench.store.baseline import BaselineStore
+from loaderbench.store import environment, fingerprint
+from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineDoc, BaselineStore
 
 
 def threshold_option(text: str) -> Any:
@@ -61,6 +62,7 @@ class LoaderbenchSession:
         self.gate: Gate | None = None
         self.saved: Path | None = None
         self.save_note: str = ""
+        self.calibration_note: str = ""
         if not self.enabled:
             return
         if (self.append or self.prune) and not self.saving:
@@ -73,6 +75,9 @@ class LoaderbenchSession:
             if opt.loader_config:
                 tier = _explicit(tier, workloads, LoaderConfig.from_id(opt.loader_config))
             self.fingerprint = fingerprint.current()
+            packages = [p.strip() for p in (getattr(opt, "loader_env_packages", None) or "").split(",") if p.strip()]
+            self.environment = environment.current(packages=packages, repo=root)
+            self.priors = load_priors(root / "fixtures" / "noise.toml")
             self.store = BaselineStore(self.baseline_dir)
             if not self.saving:
                 self.gate = Gate(
@@ -81,10 +86,24 @@ class LoaderbenchSession:
                     thresholds=opt.loader_threshold,
                     allow_mismatch=opt.loader_compare_anyway,
                     max_extra_measurements=opt.loader_max_extra,
+                    environment=self.environment,
+                    priors=self.priors,
                 )
+                reference = self.gate.doc
+            else:
+                reference = self.store.load(self.fingerprint) if self.append else None
+            self._reuse_calibration(reference)
         except LoaderbenchError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.tier = tier
+
+    def _reuse_calibration(self, doc: BaselineDoc | None) -> None:
+        """Run the cpu workload with the baseline's spin calibration, when it recorded one: a process whose own
+        calibration came out a few percent off would otherwise make every cpu case look changed."""
+        loops = doc.calibration(SPIN_CALIBRATION) if doc is not None else None
+        if loops is not None and not calibrated():
+            use_calibration(loops)
+            self.calibration_note = f"cpu workload: the baseline's spin calibration ({loops:.4g} loops/s) reused"
 
     def cases(self) -> list[Case]:
         if self.tier is None:
@@ -132,7 +151,15 @@ class LoaderbenchSession:
             self.save_note = "no case was measured: the baseline was not touched"
             return
         try:
-            self.saved = self.store.record(self.fingerprint, self.measurements, prune=self.prune, append=self.append)
+            calibration = {SPIN_CALIBRATION: spin_loops_per_s()} if calibrated() else {}
+            self.saved = self.store.record(
+                self.fingerprint,
+                self.measurements,
+                prune=self.prune,
+                append=self.append,
+                environment=self.environment,
+                calibration=calibration,
+            )
         except LoaderbenchError as exc:
             self.save_note = f"the baseline was NOT saved: {exc}"
             return
@@ -140,9 +167,16 @@ class LoaderbenchSession:
         self.save_note = (
             f"{how} {len(self.measurements)} case(s) in {self.saved}"
             + (" (pruned cases absent from this run)" if self.prune else "")
-            + ". A baseline gates only cases recorded in 3 or more sessions: repeat with "
-            "--loader-baseline-save --loader-baseline-append in separate runs."
+            + f"; its cases now hold {self._sessions()} recording session(s). The gate compares from one session on, "
+            "starting from each workload's noise prior; each further session "
+            "(--loader-baseline-save --loader-baseline-append, in a separate run) narrows the noise to the case's own."
         )
+
+    def _sessions(self) -> str:
+        """How many recording sessions the saved cases now hold: ``3``, or ``1 to 3``."""
+        doc = self.store.load(self.fingerprint)
+        counts = sorted({e.sessions for e in doc.cases.values()}) if doc is not None else [0]
+        return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
 
     @property
     def failed_gate(self) -> bool:
@@ -157,11 +191,12 @@ class LoaderbenchSession:
         return verdict_texts(self.gate.verdicts)
 
     def gate_lines(self) -> list[str]:
+        notes = [f"loaderbench: {self.calibration_note}"] if self.calibration_note else []
         if self.saving:
-            return [f"loaderbench baseline: {self.save_note}"] if self.save_note else []
+            return [*notes, f"loaderbench baseline: {self.save_note}"] if self.save_note else notes
         if self.gate is None:
-            return []
-        return summary_lines(self.gate)
+            return notes
+        return [*summary_lines(self.gate), *notes]
 
     def context(self) -> dict[str, Any]:
         return {
@@ -170,6 +205,7 @@ class LoaderbenchSession:
             "rounds": self.plan.rounds,
             "round_s": self.plan.round_s,
             "fingerprint": self.fingerprint.as_dict() if self.tier is not None else None,
+            "environment": self.environment.as_dict() if self.tier is not None else None,
             "gate": self.gate.status() if self.gate is not None else None,
         }
 

@@ -27,6 +27,8 @@ def summary_lines(gate: Gate) -> list[str]:
     if regressed:
         lines.append(f"REGRESSIONS ({len(regressed)}):")
         lines.extend(verdict_table(regressed))
+        blame = "; ".join(gate.changes) if gate.changes else "none (same software as the baseline)"
+        lines.append(f"  environment changes since the baseline: {blame}")
     counts = {o: sum(v.outcome == o for v in verdicts) for o in ("improved", "unchanged", "inconclusive")}
     cases = len({v.case_id for v in verdicts})
     lines.append(
@@ -38,8 +40,9 @@ def summary_lines(gate: Gate) -> list[str]:
         lines.append("improved (not a failure; re-record the baseline to keep the gain):")
         lines.extend(verdict_table(improved))
     inconclusive = [v for v in verdicts if v.outcome == "inconclusive"]
-    few = sorted({v.case_id for v in inconclusive if v.baseline_sessions < gate.min_sessions})
-    rest = [v for v in inconclusive if v.baseline_sessions >= gate.min_sessions]
+    gating = gate.priors is not None
+    few = sorted({v.case_id for v in inconclusive if not gating and v.baseline_sessions < gate.min_sessions})
+    rest = [v for v in inconclusive if gating or v.baseline_sessions >= gate.min_sessions]
     if rest:
         lines.append("inconclusive (not a failure; the smallest change each can resolve, and why):")
         lines.extend(inconclusive_lines(rest))

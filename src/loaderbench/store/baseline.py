@@ -21,8 +21,15 @@ Format history (``"version"``):
   recording process), ``metrics`` (derived summary), ``notes``.
 * 2: a run is the measurement record itself (``Measurement.to_json()``: rounds,
   phases, peak memory, bytes per sample, threads, CPUs, notes, consumer extras,
-  ``session``, ``recorded``).  Version-1 files are read (their runs become
-  records with the raw values they hold) and written as version 2 on the next save.
+  ``session``, ``recorded``).  ``fingerprint`` holds the hardware only, and the
+  file is named by it; the software is the environment, recorded per session in
+  ``sessions`` (session id -> ``{"recorded", "environment", "calibration"}``;
+  ``calibration`` holds ``spin_loops_per_s``, the cpu workload's calibration,
+  which comparisons reuse).  Version-1 files (whose fingerprint also held the
+  OS, Python, torch, CUDA and driver, and whose name hashed them) are found by
+  their hardware, read (their runs become records with the raw values they hold,
+  their software becomes every session's environment) and replaced by a version-2
+  file under the new name on the next save.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from loaderbench.errors import BaselineError, InvalidConfig
 from loaderbench.measurement import Measurement, now, sessions
 from loaderbench.metrics import METRICS
 from loaderbench.store import jsondoc
-from loaderbench.store.fingerprint import Fingerprint, diff
+from loaderbench.store.environment import Environment
+from loaderbench.store.fingerprint import ENVIRONMENT_FIELDS, Fingerprint, diff
 
 FORMAT = "loaderbench-baseline"
 #: The version this code writes and reads.  Bump it, and add a line to the history above, on any change.
@@ -52,6 +60,8 @@ VERSION = 2
 #: Versions this code reads (older ones are migrated on read).
 READABLE = (1, 2)
 DEFAULT_DIR = Path("fixtures") / "baselines"
+#: The name the cpu workload's spin calibration is recorded under in a session's ``calibration``.
+SPIN_CALIBRATION = "spin_loops_per_s"
 #: Recording sessions kept per case when sessions are appended (a rolling baseline).
 MAX_SESSIONS = 10
 _NUMBER_LIST = re.compile(r"\[\s+([-+0-9.eE,\s]+?)\s+\]")
@@ -77,6 +87,22 @@ class CaseEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What one recording session ran under: when, the environment, and the calibrations it used."""
+
+    recorded: str = ""
+    environment: Environment = field(default_factory=Environment)
+    calibration: Mapping[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recorded": self.recorded,
+            "environment": self.environment.as_dict(),
+            "calibration": dict(self.calibration),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class BaselineDoc:
     """One baseline document, as read from (or about to be written to) ``path``."""
 
@@ -88,6 +114,30 @@ class BaselineDoc:
     written_by: str = ""
     #: The format version the file had when read (a version-1 file is rewritten as 2 on the next save).
     version: int = VERSION
+    sessions: Mapping[str, SessionInfo] = field(default_factory=dict)
+
+    def latest_session(self) -> SessionInfo | None:
+        """The most recently recorded session's information."""
+        if not self.sessions:
+            return None
+        ordered = list(self.sessions.values())  # in recording order
+        return max(reversed(ordered), key=lambda s: s.recorded)  # the later of two recorded in the same second
+
+    @property
+    def environment(self) -> Environment:
+        """The environment of the latest recording session (all unknown when none was recorded)."""
+        latest = self.latest_session()
+        return latest.environment if latest is not None else Environment()
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """The hashed ids of the hosts the sessions were recorded on (where known)."""
+        return frozenset(s.environment.host_id for s in self.sessions.values() if s.environment.host_id)
+
+    def calibration(self, name: str) -> float | None:
+        """The median of a calibration over the recording sessions (None: none recorded it)."""
+        values = [s.calibration[name] for s in self.sessions.values() if name in s.calibration]
+        return stats.median(values) if values else None
 
 
 def entries_from(
@@ -133,7 +183,7 @@ class BaselineStore:
         when it exists but cannot be used, or was written for another fingerprint."""
         path = self.path_for(fingerprint)
         if not path.exists():
-            return None
+            return self._older_format(fingerprint)
         doc = read(path)
         if doc.fingerprint != fingerprint:
             raise BaselineError(
@@ -141,6 +191,17 @@ class BaselineStore:
                 f"{'; '.join(diff(doc.fingerprint, fingerprint))}). The file was renamed or edited. {_RERECORD}"
             )
         return doc
+
+    def _older_format(self, fingerprint: Fingerprint) -> BaselineDoc | None:
+        """A format-1 document of this hardware, under its old name (which hashed the software too)."""
+        for path in self.documents():
+            try:
+                doc = read(path)
+            except BaselineError:
+                continue  # another machine's problem; `closest` reports unreadable files
+            if doc.version == 1 and doc.fingerprint == fingerprint:
+                return doc
+        return None
 
     def documents(self) -> list[Path]:
         """Every baseline file in the directory (possibly for other machines)."""
@@ -177,13 +238,15 @@ class BaselineStore:
         prune: bool = False,
         append: bool = False,
         written_by: str = "",
+        sessions_info: Mapping[str, SessionInfo] | None = None,
     ) -> Path:
         """Merge ``entries`` into this machine's document, atomically and under a lock.
 
         A case in ``entries`` replaces its stored entry (with ``append=True``
         its runs are added to the stored ones of the same config, keeping the
         runs of the last :data:`MAX_SESSIONS` recording sessions).  Stored cases absent from ``entries`` are kept,
-        unless ``prune=True``.  Creates the directory.  Returns the file's path.
+        unless ``prune=True``.  ``sessions_info`` describes the sessions of the new runs.  A format-1
+        document of this hardware is replaced by the new file.  Creates the directory.  Returns the file's path.
         """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -197,7 +260,7 @@ class BaselineStore:
             for stale in jsondoc.stale_temporaries(path):  # a saver killed mid-write (safe under the lock)
                 with contextlib.suppress(OSError):
                     stale.unlink()
-            old = self.load(fingerprint) if path.exists() else None
+            old = self.load(fingerprint)
             cases: dict[str, CaseEntry] = {} if (old is None or prune) else dict(old.cases)
             for entry in entries:
                 previous = old.cases.get(entry.case_id) if old is not None else None
@@ -205,6 +268,8 @@ class BaselineStore:
                     entry = replace(entry, runs=_last_sessions(previous.runs + entry.runs, MAX_SESSIONS))
                 cases[entry.case_id] = entry
             stamp = now()
+            known = {**(old.sessions if old is not None else {}), **(sessions_info or {})}
+            used = {r.session for e in cases.values() for r in e.runs}
             doc = BaselineDoc(
                 path=path,
                 fingerprint=fingerprint,
@@ -212,8 +277,12 @@ class BaselineStore:
                 created=old.created if old is not None and old.created else stamp,
                 updated=stamp,
                 written_by=written_by or jsondoc.WRITTEN_BY,
+                sessions={sid: info for sid, info in known.items() if sid in used},
             )
             jsondoc.atomic_write(path, dumps(doc))
+            if old is not None and old.path != path:  # a format-1 file, now migrated under the new name
+                with contextlib.suppress(OSError):
+                    old.path.unlink()
         return path
 
     def record(
@@ -224,13 +293,19 @@ class BaselineStore:
         prune: bool = False,
         append: bool = False,
         case_ids: Sequence[str] | None = None,
+        environment: Environment | None = None,
+        calibration: Mapping[str, float] | None = None,
     ) -> Path:
-        """Record ``measurements`` (several per case become its runs; one session) as this machine's baseline.
+        """Record ``measurements`` (several per case become its runs; one session) as this machine's baseline,
+        with the session's ``environment`` and ``calibration``.
 
         ``case_ids``, parallel to ``measurements``, overrides their ``case_id`` as keys.
         ``append=True`` adds this session to each case's stored sessions instead of replacing them.
         """
-        return self.save(fingerprint, entries_from(measurements, case_ids=case_ids), prune=prune, append=append)
+        session = uuid.uuid4().hex[:12]
+        entries = entries_from(measurements, session=session, case_ids=case_ids)
+        info = SessionInfo(now(), environment or Environment(), dict(calibration or {}))
+        return self.save(fingerprint, entries, prune=prune, append=append, sessions_info={session: info})
 
 
 def _last_sessions(runs: tuple[Measurement, ...], keep: int) -> tuple[Measurement, ...]:
@@ -285,6 +360,7 @@ def dumps(doc: BaselineDoc) -> str:
         "created": doc.created,
         "updated": doc.updated,
         "fingerprint": doc.fingerprint.as_dict(),
+        "sessions": {sid: info.as_dict() for sid, info in doc.sessions.items()},  # in recording order
         "cases": cases,
     }
     text = json.dumps(jsondoc.clean(data), indent=2, allow_nan=False)
@@ -305,7 +381,8 @@ def read(path: Path) -> BaselineDoc:
 
 
 def _parse(path: Path, data: Mapping[str, Any], version: int) -> BaselineDoc:
-    fingerprint = Fingerprint.from_dict(_mapping(data["fingerprint"], "fingerprint"))
+    raw_fingerprint = _mapping(data["fingerprint"], "fingerprint")
+    fingerprint = Fingerprint.from_dict(raw_fingerprint)
     cases = {}
     for cid, raw in _mapping(data["cases"], "cases").items():
         entry = _mapping(raw, f"case {cid!r}")
@@ -344,7 +421,39 @@ def _parse(path: Path, data: Mapping[str, Any], version: int) -> BaselineDoc:
         updated=str(data.get("updated", "")),
         written_by=str(data.get("written_by", "")),
         version=version,
+        sessions=_v1_sessions(raw_fingerprint, cases) if version == 1 else _sessions(data.get("sessions", {})),
     )
+
+
+def _sessions(raw: Any) -> dict[str, SessionInfo]:
+    out = {}
+    for sid, info in _mapping(raw, "sessions").items():
+        info = _mapping(info, f"session {sid!r}")
+        calibration = {
+            str(k): _number(v, f"session {sid!r} calibration.{k}")
+            for k, v in _mapping(info.get("calibration", {}), f"session {sid!r} calibration").items()
+        }
+        environment = Environment.from_dict(_mapping(info.get("environment", {}), f"session {sid!r} environment"))
+        out[str(sid)] = SessionInfo(str(info.get("recorded", "")), environment, calibration)
+    return out
+
+
+def _v1_sessions(fingerprint: Mapping[str, Any], cases: Mapping[str, CaseEntry]) -> dict[str, SessionInfo]:
+    """A format-1 document's software, from its fingerprint, as the environment of each of its sessions."""
+    software = {k: fingerprint.get(k) for k in ENVIRONMENT_FIELDS}
+    os_text = str(software.get("os") or "")
+    match = re.fullmatch(r"(\S+) (\S+)(?: \((.*)\))?", os_text)
+    kernel = None
+    if match:  # format 1 wrote "Linux 6.18.44-fc-v669 (Debian GNU/Linux 12 (bookworm))"
+        kernel = match.group(2)
+        software["os"] = f"{match.group(1)} ({match.group(3)})" if match.group(3) else match.group(1)
+    environment = Environment.from_dict({**software, "kernel": kernel})
+    out: dict[str, SessionInfo] = {}
+    for entry in cases.values():
+        for run in entry.runs:
+            if run.session and run.session not in out:
+                out[run.session] = SessionInfo(run.recorded, environment, {})
+    return out
 
 
 def _check_numbers(run: Mapping[str, Any], where: str) -> None:

@@ -1,10 +1,13 @@
-"""The machine fingerprint: what makes two baselines comparable.
+"""The hardware fingerprint: what names a baseline, because it makes numbers incomparable by nature.
 
-A baseline is valid only on a comparable machine.  The fingerprint holds the
-CPU model, the CPUs in the affinity mask and the cgroup CPU quota, total RAM,
-the OS, the Python, torch and CUDA versions, and the GPU names and driver.  It
-leaves out everything volatile (clock speed, load, free memory, host name), so
-the same runner class gives the same fingerprint on every run.
+It holds the architecture, the CPU model, the CPUs in the affinity mask and
+the cgroup CPU quota, total RAM (rounded) and the GPU models, and nothing
+volatile (clock speed, load, free memory, host name), so the same runner class
+gives the same fingerprint on every run.  Software is not part of it: the
+kernel, Python, torch, CUDA and the GPU driver are the *environment*
+(:mod:`loaderbench.store.environment`), recorded with every session and
+compared, never keyed, so a torch or driver upgrade is exactly what a baseline
+comparison catches.
 
 Nothing here initialises CUDA: GPU names and the driver come from NVML or from
 ``/proc/driver/nvidia``, never from ``torch.cuda`` (initialising CUDA in the
@@ -13,7 +16,6 @@ parent breaks fork-started workers, pytorch#68383).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,31 +40,23 @@ _LABELS = {
     "affinity_cpus": "CPUs in the affinity mask",
     "cpu_quota": "cgroup CPU quota",
     "ram_bytes": "total RAM",
-    "os": "OS",
-    "python": "Python",
-    "torch": "torch",
-    "cuda": "CUDA (torch build)",
     "gpus": "GPUs",
-    "gpu_driver": "GPU driver",
 }
+#: Fields that format-1 fingerprints also held; they are the environment now.
+ENVIRONMENT_FIELDS = ("os", "python", "torch", "cuda", "gpu_driver")
 
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    """The comparable identity of a machine.  ``cpu_quota`` is in CPUs (None: no quota);
-    ``cuda`` is torch's CUDA build version (None on CPU builds); ``gpus`` lists GPU names."""
+    """The hardware identity of a machine.  ``cpu_quota`` is in CPUs (None: no quota); ``gpus`` lists
+    GPU model names."""
 
     machine: str
     cpu_model: str
     affinity_cpus: int
     cpu_quota: float | None
     ram_bytes: int
-    os: str
-    python: str
-    torch: str
-    cuda: str | None
     gpus: tuple[str, ...]
-    gpu_driver: str | None
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -71,7 +65,8 @@ class Fingerprint:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fingerprint:
-        """Rebuild from :meth:`as_dict`; raises ``ValueError`` naming a missing or mistyped field."""
+        """Rebuild from :meth:`as_dict` (format-1 documents' extra software fields are ignored: they are
+        the environment now); raises ``ValueError`` naming a missing or mistyped field."""
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in data:
@@ -86,7 +81,7 @@ class Fingerprint:
         quota = kwargs["cpu_quota"]
         if quota is not None and not isinstance(quota, (int, float)):
             raise ValueError("fingerprint field 'cpu_quota' is not a number")
-        for name in ("machine", "cpu_model", "os", "python", "torch"):
+        for name in ("machine", "cpu_model"):
             if not isinstance(kwargs[name], str):
                 raise ValueError(f"fingerprint field {name!r} is not a string")
         return cls(**kwargs)
@@ -136,10 +131,8 @@ def _show(name: str, value: Any) -> str:
 
 def current(*, root: str | os.PathLike[str] = "/") -> Fingerprint:
     """The fingerprint of this machine.  ``root`` lets tests point the /proc and /sys probes elsewhere."""
-    import torch  # local: keep `import loaderbench.store.fingerprint` cheap
-
     base = Path(root)
-    gpus, driver = _gpus(base)
+    gpus, _ = gpus_and_driver(base)
     affinity = affinity_cpus()
     ram = int(psutil.virtual_memory().total)
     return Fingerprint(
@@ -148,16 +141,11 @@ def current(*, root: str | os.PathLike[str] = "/") -> Fingerprint:
         affinity_cpus=affinity,
         cpu_quota=cgroup_cpu_quota(base),
         ram_bytes=round(ram / _RAM_ROUNDING) * _RAM_ROUNDING,
-        os=_os_name(),
-        python=f"{platform.python_implementation()} {platform.python_version()}",
-        torch=str(torch.__version__),
-        cuda=torch.version.cuda,
         gpus=gpus,
-        gpu_driver=driver,
     )
 
 
-def _read(path: Path) -> str | None:
+def read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -165,7 +153,7 @@ def _read(path: Path) -> str | None:
 
 
 def _cpu_model(root: Path) -> str:
-    text = _read(root / "proc/cpuinfo") or ""
+    text = read_text(root / "proc/cpuinfo") or ""
     for key in ("model name", "Hardware", "Processor", "cpu model"):
         for line in text.splitlines():
             name, sep, value = line.partition(":")
@@ -176,7 +164,7 @@ def _cpu_model(root: Path) -> str:
 
 def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
     """The cgroup CPU quota in CPUs (cgroup v2 ``cpu.max`` or v1 ``cfs_quota_us``); None when unlimited."""
-    groups = _read(root / "proc/self/cgroup") or ""
+    groups = read_text(root / "proc/self/cgroup") or ""
     v2_paths, v1_paths = [], []
     for line in groups.splitlines():
         parts = line.split(":", 2)
@@ -190,7 +178,7 @@ def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
     sysfs = root / "sys/fs/cgroup"
     for path in v2_paths:
         for base in (sysfs / path.lstrip("/"), sysfs):
-            text = _read(base / "cpu.max")
+            text = read_text(base / "cpu.max")
             if text is not None:
                 quota, _, period = text.strip().partition(" ")
                 if quota == "max" or not period:
@@ -199,8 +187,8 @@ def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
     for controllers, path in v1_paths:
         for mount in (sysfs / controllers, sysfs / "cpu", sysfs / "cpu,cpuacct"):
             for base in (mount / path.lstrip("/"), mount):
-                quota_text = _read(base / "cpu.cfs_quota_us")
-                period_text = _read(base / "cpu.cfs_period_us")
+                quota_text = read_text(base / "cpu.cfs_quota_us")
+                period_text = read_text(base / "cpu.cfs_period_us")
                 if quota_text is not None and period_text is not None:
                     if quota_text.strip().startswith("-"):
                         return None
@@ -216,16 +204,7 @@ def _ratio(quota: str, period: str) -> float | None:
     return round(q / p, 2) if p > 0 else None
 
 
-def _os_name() -> str:
-    system = platform.system() or "unknown"
-    pretty = ""
-    with contextlib.suppress(OSError):
-        pretty = platform.freedesktop_os_release().get("PRETTY_NAME", "")
-    name = f"{system} {platform.release()}"
-    return f"{name} ({pretty})" if pretty else name
-
-
-def _gpus(root: Path) -> tuple[tuple[str, ...], str | None]:
+def gpus_and_driver(root: Path = Path("/")) -> tuple[tuple[str, ...], str | None]:
     """GPU names and the driver version, without initialising CUDA: NVML first, then /proc/driver/nvidia."""
     try:
         import pynvml  # type: ignore[import-not-found,unused-ignore]
@@ -244,7 +223,7 @@ def _gpus(root: Path) -> tuple[tuple[str, ...], str | None]:
         except Exception:  # NVML missing or broken: fall back to /proc
             pass
     proc = root / "proc/driver/nvidia"
-    version = _read(proc / "version")
+    version = read_text(proc / "version")
     found: str | None = None
     if version:
         match = re.search(r"Kernel Module(?: for [\w_]+)?\s+([\d.]+)", version)
@@ -253,7 +232,7 @@ def _gpus(root: Path) -> tuple[tuple[str, ...], str | None]:
     gpus_dir = proc / "gpus"
     if gpus_dir.is_dir():
         for info in sorted(gpus_dir.glob("*/information")):
-            for line in (_read(info) or "").splitlines():
+            for line in (read_text(info) or "").splitlines():
                 key, sep, value = line.partition(":")
                 if sep and key.strip() == "Model":
                     names.append(value.strip())

@@ -1,0 +1,122 @@
+"""Noise priors: each workload's between-process noise, known before a baseline has any sessions.
+
+A baseline recorded once cannot measure its own session-to-session noise, so
+the gate starts from a prior: the standard deviation of log values between
+processes that the self-check measured on this machine class for each workload
+and metric (``python -m loaderbench.tools.spread --priors-out``), shipped as data
+in ``fixtures/noise.toml``, with the degrees of freedom it was measured with.
+The gate pools it with what the baseline's own sessions show (the prior counts
+as that many extra degrees of freedom), so one session already gates large
+regressions and more sessions narrow the noise where the case is quieter or
+noisier than its workload's prior.  Workloads without a prior use the file's
+``[default]`` table, which is deliberately wide.  ``between_hosts`` is the
+extra noise between hosts of one class, added when today's host is not one the
+baseline was recorded on.
+
+File format::
+
+    [default]
+    samples_per_s = { sigma = 0.10, dof = 10 }
+    between_hosts = 0.03
+
+    [workload.io]
+    samples_per_s = { sigma = 0.025, dof = 20 }
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loaderbench.errors import UsageError
+from loaderbench.metrics import METRICS
+
+#: Used when there is no priors file at all: wide, and worth few degrees of freedom.
+FALLBACK_SIGMA = 0.10
+FALLBACK_DOF = 10.0
+FALLBACK_BETWEEN_HOSTS = 0.03
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """A workload's between-process noise for one metric (sd of log values) and the degrees of freedom it
+    was measured with; ``between_hosts`` is the extra sd between hosts of one class."""
+
+    sigma: float
+    dof: float
+    between_hosts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NoisePriors:
+    """Priors by workload and metric, with a default for workloads the file does not name."""
+
+    default: Mapping[str, Prior] = field(default_factory=dict)
+    workloads: Mapping[str, Mapping[str, Prior]] = field(default_factory=dict)
+    source: str = "built-in fallback"
+
+    def get(self, workload: str, metric: str) -> Prior:
+        """The prior for ``metric`` of ``workload``: the workload's own, else the default's, else the
+        metric its noise follows (TTFB follows throughput), else the wide fallback."""
+        seen: set[str] = set()
+        name: str | None = metric
+        while name is not None and name not in seen:
+            seen.add(name)
+            own = self.workloads.get(workload, {}).get(name) or self.default.get(name)
+            if own is not None:
+                return own
+            name = METRICS[name].noise_from if name in METRICS else None
+        floor = METRICS[metric].process_noise if metric in METRICS else 0.0
+        return Prior(max(FALLBACK_SIGMA, floor), FALLBACK_DOF, FALLBACK_BETWEEN_HOSTS)
+
+
+def load_priors(path: Path) -> NoisePriors:
+    """Read ``path``; a missing file gives the wide fallback (with ``source`` saying so)."""
+    if not path.exists():
+        return NoisePriors(source=f"built-in fallback ({path} not found)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"noise_priors={str(path)!r}: cannot be read ({exc}). Fix or delete the file.") from None
+    default_hosts = _number(data.get("default", {}).get("between_hosts", FALLBACK_BETWEEN_HOSTS), path, "between_hosts")
+    default = _table(data.get("default", {}), path, "default", default_hosts)
+    workloads = {}
+    for name, table in _mapping(data.get("workload", {}), path, "workload").items():
+        hosts = _number(_mapping(table, path, name).get("between_hosts", default_hosts), path, f"{name}.between_hosts")
+        workloads[str(name)] = _table(table, path, f"workload.{name}", hosts)
+    return NoisePriors(default, workloads, str(path))
+
+
+def _table(table: Any, path: Path, where: str, between_hosts: float) -> dict[str, Prior]:
+    out = {}
+    for metric, value in _mapping(table, path, where).items():
+        if metric == "between_hosts":
+            continue
+        if metric not in METRICS:
+            raise UsageError(
+                f"noise_priors={str(path)!r}: [{where}] names {metric!r}, which is not a gated metric. "
+                f"Use one of {', '.join(METRICS)}."
+            )
+        entry = _mapping(value, path, f"{where}.{metric}")
+        sigma = _number(entry.get("sigma"), path, f"{where}.{metric}.sigma")
+        dof = _number(entry.get("dof"), path, f"{where}.{metric}.dof")
+        if sigma <= 0 or dof < 1:
+            raise UsageError(f"noise_priors={str(path)!r}: {where}.{metric} needs sigma > 0 and dof >= 1.")
+        out[metric] = Prior(sigma, dof, between_hosts)
+    return out
+
+
+def _mapping(value: Any, path: Path, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"noise_priors={str(path)!r}: [{where}] is not a table. Fix the file.")
+    return value
+
+
+def _number(value: Any, path: Path, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise UsageError(f"noise_priors={str(path)!r}: {where} is not a non-negative number. Fix the file.")
+    return float(value)
