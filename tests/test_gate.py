@@ -515,3 +515,22 @@ def test_a_torch_upgrade_is_compared_and_named(tmp_path: Path) -> None:
     assert "  environment changes since the baseline: torch 2.13.0+cpu -> 2.14.1+cpu; kernel" in "\n".join(lines)
     elsewhere = Gate(store, fingerprint(), environment=Environment(host_id="bbb"), priors=NoisePriors())
     assert elsewhere.other_host and "not one the baseline was recorded on" in elsewhere.status()
+
+
+def test_the_spread_tool_writes_priors_the_gate_reads(tmp_path: Path) -> None:
+    from loaderbench.tools import spread
+
+    per_metric = {
+        ("io", "io-cpu-w0-bs32", "samples_per_s"): [1000.0, 1010.0, 990.0, 1005.0],
+        ("io", "io-cpu-w2-bs32", "samples_per_s"): [2000.0, 2040.0, 1960.0, 2010.0],
+        ("io", "io-cpu-w0-bs32", "ttfb_s"): [0.010, 0.011, 0.009, 0.010],
+    }
+    table = spread.priors(per_metric)
+    sigma, dof = table["io"]["samples_per_s"]
+    assert dof == 6 and 0.005 < sigma < 0.05
+    path = tmp_path / "noise.toml"
+    path.write_text(spread.priors_toml(table, processes=4, command="python -m loaderbench.tools.spread"))
+    loaded = load_priors(path)
+    assert loaded.get("io", "samples_per_s").sigma == pytest.approx(sigma, abs=1e-4)
+    assert loaded.get("io", "ttfb_s").dof == 3
+    assert loaded.get("cpu", "samples_per_s").sigma >= 0.10  # unmeasured workloads get the wide default

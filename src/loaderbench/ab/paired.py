@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from scipy import stats as sps
@@ -110,7 +110,7 @@ class ABVerdict:
     spread: float
     resolves: float
     reason: str = ""
-    log_ratios: tuple[float, ...] = field(default=())
+    log_ratios: tuple[float, ...] = ()
     ci_level: float = 0.95
 
     @property
@@ -185,11 +185,6 @@ def log_slowdowns(metric: Metric, base: Sequence[float], head: Sequence[float]) 
     return [math.log(metric.slowdown(b, h)) for b, h in zip(base, head, strict=True)]
 
 
-def _mean_sd(xs: Sequence[float]) -> tuple[float, float]:
-    mean = statistics.fmean(xs)
-    return mean, (statistics.stdev(xs, mean) if len(xs) >= 2 else math.nan)
-
-
 def decide(
     case_id: str,
     metric: Metric,
@@ -207,91 +202,74 @@ def decide(
     ratios = tuple(math.log(h / b) for b, h in zip(base, head, strict=True))
     base_gm = math.exp(statistics.fmean(math.log(b) for b in base)) if n else math.nan
     head_gm = math.exp(statistics.fmean(math.log(h) for h in head)) if n else math.nan
-    common = {
-        "case_id": case_id,
-        "metric": metric.name,
-        "base": base_gm,
-        "head": head_gm,
-        "threshold": threshold,
-        "pairs": n,
-        "log_ratios": ratios,
-        "ci_level": levels.ci,
-    }
-    if n < 2:
-        return ABVerdict(
-            outcome="inconclusive",
-            ratio=head_gm / base_gm if n else math.nan,
-            ci_low=math.nan,
-            ci_high=math.nan,
-            slowdown=math.exp(xs[0]) if n else math.nan,
-            t=math.nan,
-            critical=math.inf,
-            noise=math.inf,
-            spread=math.nan,
-            resolves=math.inf,
-            reason=f"{n} pair(s): the noise between processes needs at least 2 to be estimated",
-            **common,
-        )
-    x, s = _mean_sd(xs)
-    se = s / math.sqrt(n)
-    zs, zp = critical_values(levels, n, looks=looks)
-    t = x / se if se > 0 else (0.0 if x == 0 else math.copysign(math.inf, x))
-    big_t = math.log1p(threshold)
-    margin = big_t - zp * se
-    line = max(zs * se, margin)
-    resolves = math.expm1((zs + zp) * se)
-    mean_ratio = statistics.fmean(ratios)
-    half = float(sps.t.ppf(0.5 + levels.ci / 2, n - 1)) * se
-
+    outcome: Outcome = "inconclusive"
     reason = ""
-    outcome: Outcome
-    if metric.min_abs > 0 and abs(head_gm - base_gm) < metric.min_abs:
-        outcome = "unchanged"
-        reason = f"the change is below the {metric.format_value(metric.min_abs)} floor"
-    elif abs(x) >= line and n < MIN_PAIRS:
-        outcome = "inconclusive"
-        reason = f"{n} pairs: a change is reported from {MIN_PAIRS} pairs on, so that no single pair decides it"
-    elif abs(x) >= line:
-        # the trimmed mean: without the pair most in the change's direction the change must still be large
-        extreme = max(xs) if x > 0 else min(xs)
-        rest = list(xs)
-        rest.remove(extreme)
-        trimmed = statistics.fmean(rest)
-        if math.copysign(1.0, x) * trimmed >= margin:
-            outcome = "regressed" if x > 0 else "improved"
-        else:
-            outcome = "inconclusive"
-            reason = (
-                f"one pair carries it: without the most extreme pair the change is {math.exp(trimmed):.2f}x, "
-                "short of the threshold line; more pairs will tell"
-            )
-    elif abs(x) < margin:
-        outcome = "unchanged"
+    if n < 2:
+        x, s, se, t = (xs[0] if n else math.nan), math.nan, math.inf, math.nan
+        zs, resolves, mean_ratio, half = math.inf, math.inf, (ratios[0] if n else math.nan), math.nan
+        reason = f"{n} pair(s): the noise between processes needs at least 2 to be estimated"
     else:
-        outcome = "inconclusive"
-        if resolves > threshold:
+        x, s = statistics.fmean(xs), statistics.stdev(xs)
+        se = s / math.sqrt(n)
+        zs, zp = critical_values(levels, n, looks=looks)
+        t = x / se if se > 0 else (0.0 if x == 0 else math.copysign(math.inf, x))
+        margin = math.log1p(threshold) - zp * se
+        resolves = math.expm1((zs + zp) * se)
+        mean_ratio = statistics.fmean(ratios)
+        half = float(sps.t.ppf(0.5 + levels.ci / 2, n - 1)) * se
+        if metric.min_abs > 0 and abs(head_gm - base_gm) < metric.min_abs:
+            outcome = "unchanged"
+            reason = f"the change is below the {metric.format_value(metric.min_abs)} floor"
+        elif abs(x) >= max(zs * se, margin):
+            outcome, reason = _robust(xs, x, margin)
+        elif abs(x) < margin:
+            outcome = "unchanged"
+        elif resolves > threshold:
             reason = (
                 f"too noisy: the pairs' log ratios spread ±{s:.1%}, so {n} pairs resolve only changes of "
                 f"{resolves:.0%} or more, not {threshold:.0%}; more pairs (--loader-ab-pairs, --loader-ab-budget) "
                 "would narrow it"
             )
-        elif abs(x) >= margin and abs(t) < zs:
-            reason = f"not significant (t={t:.1f} < {zs:.1f})"
         else:
-            reason = "the change is close to the threshold: neither it nor its absence is established yet"
+            reason = f"not significant (t={t:.1f} < {zs:.1f})"
     return ABVerdict(
+        case_id=case_id,
+        metric=metric.name,
         outcome=outcome,
+        base=base_gm,
+        head=head_gm,
         ratio=math.exp(mean_ratio),
         ci_low=math.exp(mean_ratio - half),
         ci_high=math.exp(mean_ratio + half),
         slowdown=math.exp(x),
+        threshold=threshold,
+        pairs=n,
         t=t,
         critical=zs,
         noise=se,
         spread=s,
         resolves=resolves,
         reason=reason,
-        **common,
+        log_ratios=ratios,
+        ci_level=levels.ci,
+    )
+
+
+def _robust(xs: Sequence[float], x: float, margin: float) -> tuple[Outcome, str]:
+    """A significant, large change: reported only with :data:`MIN_PAIRS` pairs, and only if the mean
+    without the pair most in the change's direction is still beyond the threshold line."""
+    if len(xs) < MIN_PAIRS:
+        return "inconclusive", (
+            f"{len(xs)} pairs: a change is reported from {MIN_PAIRS} pairs on, so that no single pair decides it"
+        )
+    rest = list(xs)
+    rest.remove(max(xs) if x > 0 else min(xs))
+    trimmed = statistics.fmean(rest)
+    if math.copysign(1.0, x) * trimmed >= margin:
+        return ("regressed" if x > 0 else "improved"), ""
+    return "inconclusive", (
+        f"one pair carries it: without the most extreme pair the change is {math.exp(abs(trimmed)):.2f}x, "
+        "short of the threshold line; more pairs will tell"
     )
 
 
