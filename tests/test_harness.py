@@ -142,3 +142,17 @@ def test_sharing_strategy_and_threads_are_restored() -> None:
     )
     assert torch.multiprocessing.get_sharing_strategy() == strategy
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(("env", "expected"), [("pinned", "pinned (mmap 32 MiB"), ("default", "left dynamic")])
+def test_malloc_thresholds_are_pinned_unless_asked_not_to(env: str, expected: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "from loaderbench.engine import allocator; print(allocator.pin()); print(allocator.pin())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "LOADERBENCH_MALLOC": env}, capture_output=True, text=True
+    )
+    first, second = out.stdout.splitlines()
+    assert expected in first and first == second  # once per process

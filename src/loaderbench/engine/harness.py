@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 
 from loaderbench.clock import Clock, perf_clock
 from loaderbench.config import LoaderConfig
+from loaderbench.engine import allocator
 from loaderbench.engine.batches import tensor_bytes
 from loaderbench.engine.cleanup import reap, remove_leftover_segments, shm_segments
 from loaderbench.engine.collates import ExplainingCollate
@@ -71,6 +72,7 @@ def measure(
     workdir: str | os.PathLike[str] | None = None,
 ) -> Measurement:
     """Measure one case.  Raises :class:`CaseFailed` with a clear message on any fault."""
+    allocator.pin()  # once per process: batches allocate alike in every process (see engine.allocator)
     plan = plan or Plan()
     consumer = consumer or CpuConsumer()
     consumer_id = str(getattr(consumer, "id", ""))

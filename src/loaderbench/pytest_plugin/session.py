@@ -11,6 +11,7 @@ import pytest
 
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.spec import fork_hazard, parent_cuda_initialized
+from loaderbench.engine import allocator
 from loaderbench.engine.cases import Case, run_case
 from loaderbench.engine.consumers import default_runner
 from loaderbench.engine.plan import Plan
@@ -63,11 +64,13 @@ class LoaderbenchSession:
         self.saved: Path | None = None
         self.save_note: str = ""
         self.calibration_note: str = ""
+        self.malloc: str = ""
         if not self.enabled:
             return
         if (self.append or self.prune) and not self.saving:
             flag = "--loader-baseline-append" if self.append else "--loader-baseline-prune"
             raise pytest.UsageError(f"{flag} only applies when recording: add --loader-baseline-save.")
+        self.malloc = allocator.pin()  # before any case: batches allocate alike in every process
         try:
             workloads = load_scenarios(self.scenarios_path)
             only = opt.loader_workloads.split(",") if opt.loader_workloads else None
@@ -206,6 +209,7 @@ class LoaderbenchSession:
             "round_s": self.plan.round_s,
             "fingerprint": self.fingerprint.as_dict() if self.tier is not None else None,
             "environment": self.environment.as_dict() if self.tier is not None else None,
+            "malloc": self.malloc if self.enabled else None,
             "gate": self.gate.status() if self.gate is not None else None,
         }
 
