@@ -42,15 +42,17 @@ from loaderbench import stats
 from loaderbench.config import LoaderConfig
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import Workload, load_scenarios
+from loaderbench.engine.workloads import Workload, calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.model import resolution, run_noise
+from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
 from loaderbench.report.table import Column, text_table
-from loaderbench.store.baseline import BaselineStore
+from loaderbench.store import environment
+from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineStore
 from loaderbench.store.fingerprint import Fingerprint, current
 from loaderbench.tools.injector import slowed
 
@@ -84,18 +86,31 @@ def _session(job: dict[str, Any]) -> dict[str, Any]:
     plan = Plan(rounds=job["rounds"], round_s=job["round_s"])
     store = BaselineStore(job["dir"])
     fingerprint = Fingerprint.from_dict(job["fingerprint"])
+    env = environment.current()
     load = os.getloadavg()[0]
+    doc = store.load(fingerprint)
+    loops = doc.calibration(SPIN_CALIBRATION) if doc is not None else None
+    if loops is not None:  # as the plugin does: every session of a baseline, and every comparison, share one
+        use_calibration(loops)
     if job["mode"] == "record":
         ms = [measure(w, c, plan=plan) for _ in range(job["repeats"]) for w, c in cases]
-        store.record(fingerprint, ms, append=True)
+        calibration = {SPIN_CALIBRATION: spin_loops_per_s()} if calibrated() else {}
+        store.record(fingerprint, ms, append=True, environment=env, calibration=calibration)
         return {"recorded": len(ms), "load": [load, os.getloadavg()[0]]}
     thresholds = parse_thresholds(job["threshold"], option="--threshold")
-    doc = store.load(fingerprint)
+    priors = load_priors(Path(job["priors"])) if job["priors"] else None
     assert doc is not None
     slowdown = float(job["slowdown"])
     results = []
     for workload, config in cases:
-        gate = Gate(store, fingerprint, thresholds=thresholds, max_extra_measurements=job["max_extra"])
+        gate = Gate(
+            store,
+            fingerprint,
+            thresholds=thresholds,
+            max_extra_measurements=job["max_extra"],
+            environment=env,
+            priors=priors,
+        )
         entry = doc.cases[f"{workload.name}-cpu-{config.id}"]
         base_sps = math.exp(stats.median([math.log(stats.median(r.rounds["samples_per_s"])) for r in entry.runs]))
         target = slowed(workload, config, slowdown, base_sps)
@@ -166,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--round-seconds", type=float, default=_PLAN.round_s, help="seconds per round (default: %(default)s)")
     add("--threshold", default="10%", help="gate thresholds, as --loader-threshold (default: %(default)s)")
     add("--max-extra", type=int, default=3, help="extra measurements the gate may take (default: %(default)s)")
+    add("--priors", default="fixtures/noise.toml", help="noise priors; '' for none (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed for the order of A/A and power sessions (default: %(default)s)")
     add("--json", dest="json_path", default=None, help="also write the figures as JSON here (default: none)")
     add("--keep", default=None, help="record the baseline into this directory and keep it (default: a temp dir)")
@@ -193,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fingerprint": fingerprint.as_dict(),
         "threshold": args.threshold,
         "max_extra": args.max_extra,
+        "priors": args.priors,
     }
     started = time.perf_counter()
     try:
@@ -233,13 +250,15 @@ def _figures(
 ) -> dict[str, Any]:
     metric = METRICS["samples_per_s"]
     threshold = parse_thresholds(args.threshold, option="--threshold")
+    priors = load_priors(Path(args.priors)) if args.priors else None
     out: dict[str, Any] = {"cases": [], "settings": vars(args)}
     for workload, config in cases:
         cid = f"{workload.name}-cpu-{config.id}"
         runs = entries[cid].runs
         riqr = stats.median([stats.relative_iqr(r.rounds["samples_per_s"]) for r in runs])
-        sigma = run_noise(metric, runs)
-        resolves = resolution(metric, runs)
+        prior = priors.get(workload.name, metric.name) if priors is not None else None
+        sigma = run_noise(metric, runs, prior=prior)
+        resolves = resolution(metric, runs, prior=prior, other_host=False)
         thr = threshold.get(cid, metric)
         row: dict[str, Any] = {"case": cid, "relative_iqr": riqr, "run_to_run": sigma, "resolves": resolves}
         mine = [r for r in reruns if r["case"] == cid]
@@ -256,8 +275,8 @@ def _figures(
             achieved = aa_ratio / _geo([_sps_ratio(r) for r in power])
             row[f"power_{s:g}"] = {"detected": detected, "runs": len(power), "achieved": achieved}
         row["note"] = (
-            f"cannot resolve {thr:.0%}: session-to-session noise {sigma:.1%} over {len(runs)} baseline sessions "
-            f"lets the gate flag only changes of {resolves:.0%} or more"
+            f"cannot resolve {thr:.0%}: session-to-session noise {sigma:.1%} over {len(runs)} baseline sessions"
+            f"{' and the prior' if prior else ''} lets the gate flag only changes of {resolves:.0%} or more"
             if resolves > thr
             else ""
         )
