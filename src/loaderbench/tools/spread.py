@@ -88,14 +88,15 @@ def priors(per_metric: dict[tuple[str, str, str], list[float]]) -> dict[str, dic
 
 def priors_toml(table: dict[str, dict[str, tuple[float, int]]], *, processes: int, command: str) -> str:
     """The priors as the TOML that :func:`loaderbench.gate.priors.load_priors` reads."""
-    widest = max((s for metrics in table.values() for s, _ in metrics.values()), default=0.05)
+    throughput = sorted(m["samples_per_s"][0] for m in table.values() if "samples_per_s" in m)
+    typical = throughput[len(throughput) // 2] if throughput else 0.10
     lines = [
         "# Noise priors of the regression gate: between-process sd of log values per workload and metric.",
         f"# Measured by `{command}` ({processes} processes), pooled over each workload's cases, x{SAFETY:g}.",
         "# The gate pools them with a baseline's own sessions (loaderbench.gate.priors).",
         "",
-        "[default]  # workloads measured here without a prior: twice the widest measured, at few degrees of freedom",
-        f"samples_per_s = {{ sigma = {max(0.10, 2 * widest):.4f}, dof = 10 }}",
+        "[default]  # workloads without a prior of their own: the typical workload's, at least 10%, at few dof",
+        f"samples_per_s = {{ sigma = {max(0.10, typical):.4f}, dof = 10 }}",
         "between_hosts = 0.03",
     ]
     for workload in sorted(table):
