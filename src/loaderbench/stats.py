@@ -6,8 +6,6 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from scipy.stats import mannwhitneyu
-
 
 def median(values: Sequence[float]) -> float:
     """The median, or NaN for no values."""
@@ -50,4 +48,6 @@ def mann_whitney_greater(a: Sequence[float], b: Sequence[float]) -> float:
     """One-sided Mann-Whitney U p-value that ``a`` tends to be greater than ``b`` (1.0 when untestable)."""
     if not a or not b:
         return 1.0
+    from scipy.stats import mannwhitneyu  # scipy.stats takes ~1.5 s to import: only where a test is made
+
     return float(mannwhitneyu(list(a), list(b), alternative="greater").pvalue)
