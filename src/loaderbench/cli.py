@@ -7,9 +7,13 @@
 * ``loaderbench report RESULTS.json``: print the report again and regenerate
   ``report.md`` and the plots from a saved ``results.json`` (or a
   pytest-benchmark ``--benchmark-json`` file) without re-running anything.
+* ``loaderbench ab BASE HEAD [-- PYTEST_ARGS]``: the interleaved A/B of two
+  interpreters in one job (see :mod:`loaderbench.ab.command`).
 
 Exit codes: 0 on success; 2 for bad input (a clear message naming the value
 and the fix, no traceback); 1 when the dataset could not be measured at all.
+``loaderbench ab`` passes the exit status of its pytest through (1: a
+regression; 4: a usage error found there).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from loaderbench.ab.command import run_command
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.errors import CaseFailed, LoaderbenchError, UsageError
 from loaderbench.options import choice, number
@@ -39,7 +44,7 @@ DEVICES = ("cpu", "cuda")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="DataLoader tuning and reports (loaderbench).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tune,report}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{tune,report,ab}")
 
     t = sub.add_parser(
         "tune",
@@ -111,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=number("--width", int, minimum=80, exclusive=False, fix="Use e.g. 120"),
         default=120,
         help="terminal report width (default: 120)",
+    )
+
+    a = sub.add_parser(
+        "ab",
+        help="compare two interpreters' DataLoader performance in one job (interleaved A/B)",
+        description="Run HEAD -m pytest --benchmark --loader-ab=BASE PYTEST_ARGS: the benchmark cases in fresh "
+        "processes of both interpreters, interleaved in ABBA order, decided with paired statistics. "
+        "Exit status: pytest's (1 on a regression).",
+    )
+    a.add_argument("base", metavar="BASE", help='the base interpreter, or a wrapper that ends with exec python "$@"')
+    a.add_argument("head", metavar="HEAD", help="the head interpreter (the one under test), or a wrapper")
+    a.add_argument(
+        "pytest_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- PYTEST_ARGS",
+        help="passed to pytest, e.g. -- --loader-tier=smoke --loader-report=ab-report",
     )
     return parser
 
@@ -198,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "tune":
             return cmd_tune(args, out, err)
+        if args.command == "ab":
+            return run_command(args.base, args.head, args.pytest_args)
         return cmd_report(args, out, err)
     except CaseFailed as exc:
         err.write(f"{PROG} {args.command}: the dataset could not be measured: {exc}\n")

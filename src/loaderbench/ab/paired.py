@@ -27,8 +27,10 @@ worse (throughput lower; TTFB, stall or memory higher).  With ``n`` pairs,
   ``T = log(1 + threshold)``.
 * **regressed**: ``x̄ >= zs * se`` (significant) and ``x̄ >= T - zp * se`` (a
   threshold-sized regression is what the data show), the change exceeds the
-  metric's absolute floor (``min_abs``), at least 3 pairs, and the mean of the
-  pairs *without the most extreme one* is still beyond ``T - zp * se``.
+  metric's absolute floor (``min_abs``), at least 3 pairs, and the pairs
+  *without the most extreme one* still show a threshold-sized change on their
+  own (their mean beyond ``T - zp' * se'``, with their own standard error and
+  ``n - 2`` degrees of freedom).
   **improved** is the mirror image; it never fails the run.
 * **unchanged**: ``|x̄| < T - zp * se`` (a threshold-sized change in either
   direction is ruled out), or the change is below the metric's floor.
@@ -39,9 +41,10 @@ Robustness against one outlier pair (a process that met a noisy neighbour):
 in a case without a change, one disturbed pair of any size cannot make the
 mean significant, because it inflates ``s`` as much as ``x̄`` (as its value
 grows, t tends to 1, far below ``zs``).  What one pair *can* do is carry a small
-real change over the threshold line; the trimmed mean (the mean without the
-most extreme pair in the change's direction) rules that out, and is why a
-regression needs 3 pairs.  A sign test or Wilcoxon's signed-rank test was
+real change over the threshold line (it raises the mean, and by inflating
+``se`` it lowers the line too); requiring the pairs without the most extreme
+one to reach the line on their own rules that out, and is why a regression
+needs 3 pairs.  A sign test or Wilcoxon's signed-rank test was
 rejected for this role: with ``n`` pairs their smallest possible p is ``2**-n``,
 so at the 0.1% level they could never agree with fewer than 10 pairs, and the
 default is 8.
@@ -64,6 +67,7 @@ from scipy import stats as sps
 from loaderbench.gate.model import Outcome
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS, Metric
+from loaderbench.report.format import fmt_change
 
 __all__ = ["MIN_PAIRS", "ABVerdict", "Levels", "critical_values", "decide", "decide_runs", "log_slowdowns"]
 
@@ -221,14 +225,15 @@ def decide(
             outcome = "unchanged"
             reason = f"the change is below the {metric.format_value(metric.min_abs)} floor"
         elif abs(x) >= max(zs * se, margin):
-            outcome, reason = _robust(xs, x, margin)
+            outcome, reason = _robust(xs, x, threshold, levels)
         elif abs(x) < margin:
             outcome = "unchanged"
         elif resolves > threshold:
+            can = fmt_change(resolves)
+            can = f"resolve only changes of {can} or more" if can[0].isdigit() else "cannot resolve any change"
             reason = (
-                f"too noisy: the pairs' log ratios spread ±{s:.1%}, so {n} pairs resolve only changes of "
-                f"{resolves:.0%} or more, not {threshold:.0%}; more pairs (--loader-ab-pairs, --loader-ab-budget) "
-                "would narrow it"
+                f"too noisy: the pairs' log ratios spread ±{s:.1%}, so {n} pairs {can}, not {threshold:.0%}; "
+                "more pairs (--loader-ab-pairs, --loader-ab-budget) would narrow it"
             )
         else:
             reason = f"not significant (t={t:.1f} < {zs:.1f})"
@@ -255,9 +260,10 @@ def decide(
     )
 
 
-def _robust(xs: Sequence[float], x: float, margin: float) -> tuple[Outcome, str]:
-    """A significant, large change: reported only with :data:`MIN_PAIRS` pairs, and only if the mean
-    without the pair most in the change's direction is still beyond the threshold line."""
+def _robust(xs: Sequence[float], x: float, threshold: float, levels: Levels) -> tuple[Outcome, str]:
+    """A significant, large change: reported only with :data:`MIN_PAIRS` pairs, and only if the pairs without
+    the one most in the change's direction still show a threshold-sized change on their own (their mean
+    beyond ``T - zp * se`` with their own standard error and ``n - 2`` degrees of freedom)."""
     if len(xs) < MIN_PAIRS:
         return "inconclusive", (
             f"{len(xs)} pairs: a change is reported from {MIN_PAIRS} pairs on, so that no single pair decides it"
@@ -265,11 +271,13 @@ def _robust(xs: Sequence[float], x: float, margin: float) -> tuple[Outcome, str]
     rest = list(xs)
     rest.remove(max(xs) if x > 0 else min(xs))
     trimmed = statistics.fmean(rest)
+    _, zp = critical_values(levels, len(rest))
+    margin = math.log1p(threshold) - zp * statistics.stdev(rest) / math.sqrt(len(rest))
     if math.copysign(1.0, x) * trimmed >= margin:
         return ("regressed" if x > 0 else "improved"), ""
     return "inconclusive", (
         f"one pair carries it: without the most extreme pair the change is {math.exp(abs(trimmed)):.2f}x, "
-        "short of the threshold line; more pairs will tell"
+        "short of a threshold-sized change; more pairs will tell"
     )
 
 

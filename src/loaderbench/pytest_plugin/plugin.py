@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from loaderbench.ab.pytest_hooks import ABSession
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.engine.cases import Case
 from loaderbench.engine.plan import Plan
@@ -146,13 +147,51 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=3,
         help="Extra measurements the gate may take per case before answering 'inconclusive'. Default: 3.",
     )
+    group.addoption(
+        "--loader-env-packages",
+        default="",
+        metavar="NAMES",
+        help="Comma-separated distributions whose versions the environment records and every comparison "
+        "names when they change (e.g. numpy,pillow). Default: none (torch is always recorded).",
+    )
+    group.addoption(
+        "--loader-ab",
+        default=None,
+        metavar="BASE",
+        help="Interleaved A/B: compare this interpreter (the head) with BASE, a Python interpreter or a wrapper "
+        'script that ends with exec python "$@", in fresh processes per block in ABBA order, with paired '
+        "statistics; exits 1 on a regression. Runs no test items and records no baseline. Default: none.",
+    )
+    group.addoption(
+        "--loader-ab-pairs",
+        type=number("--loader-ab-pairs", int, minimum=2, exclusive=False, fix="Use e.g. 8"),
+        default=8,
+        metavar="N",
+        help="With --loader-ab: at most N pairs (blocks) per case; pairs are added only while a case is "
+        "undecided (at least 2). Default: 8.",
+    )
+    group.addoption(
+        "--loader-ab-budget",
+        type=number("--loader-ab-budget", float, fix="Give the seconds to spend, e.g. 900"),
+        default=900.0,
+        metavar="SECONDS",
+        help="With --loader-ab: no new block starts that would end past this many seconds (2 blocks always "
+        "run). Default: 900.",
+    )
 
 
 _SESSION_KEY = pytest.StashKey[LoaderbenchSession]()
+#: The name the A/B's hooks object is registered under (with --loader-ab).
+AB_PLUGIN = "loaderbench-ab"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "loaderbench: a benchmark case; runs only under --benchmark")
+    if config.option.loader_ab is not None:
+        # the A/B runs the cases in child processes instead of this session: this process's own benchmark
+        # session stays off (no tier of items, no gate, no baseline), and ABSession reports and sets the exit
+        config.pluginmanager.register(ABSession(config), AB_PLUGIN)
+        config.option.benchmark = False
     config.stash[_SESSION_KEY] = LoaderbenchSession(config)
 
 
@@ -161,6 +200,8 @@ def session_of(config: pytest.Config) -> LoaderbenchSession:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    if config.pluginmanager.has_plugin(AB_PLUGIN):
+        return []  # the A/B's own header says what runs
     s = session_of(config)
     if s.tier is None:
         return ["loaderbench: benchmark cases skipped (run `pytest --benchmark` for the main job)"]

@@ -78,7 +78,7 @@ class LoaderbenchSession:
             if opt.loader_config:
                 tier = _explicit(tier, workloads, LoaderConfig.from_id(opt.loader_config))
             self.fingerprint = fingerprint.current()
-            packages = [p.strip() for p in (getattr(opt, "loader_env_packages", None) or "").split(",") if p.strip()]
+            packages = [p.strip() for p in opt.loader_env_packages.split(",") if p.strip()]
             self.environment = environment.current(packages=packages, repo=root)
             self.priors = load_priors(root / "fixtures" / "noise.toml")
             self.store = BaselineStore(self.baseline_dir)

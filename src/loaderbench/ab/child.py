@@ -1,0 +1,130 @@
+"""The A/B child process: ``ARM -m loaderbench.ab.child SPEC.json RECORDS.jsonl``.
+
+Run by the A/B runner in each arm's own interpreter and environment, in a fresh
+process per block: it builds the tier from the spec exactly as the pytest
+session does (so ``kind = "user"`` workloads are imported in the arm's own
+environment), runs each requested case once, and appends one JSON record per
+case to ``RECORDS`` (the protocol: :mod:`loaderbench.ab.records`).  The spin
+calibration comes from ``$LOADERBENCH_SPIN_LOOPS_PER_S``, which the runner
+sets to the one value it measured, for both arms; glibc's malloc thresholds are
+pinned first (:mod:`loaderbench.engine.allocator`), as in the pytest session.
+
+:func:`select_cases` is also how the runner itself validates the selection and
+learns the case ids.  Exit status: 0 when every case was answered for (a case
+that failed is a record, not a crash); 3 when the cases cannot be built; 2 on
+bad arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from loaderbench.ab.records import PROTOCOL, ChildSpec, line, snapshot_variables
+from loaderbench.config import LoaderConfig
+from loaderbench.engine import allocator
+from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.plan import Plan
+from loaderbench.engine.tiers import Tier, build_tier
+from loaderbench.engine.workloads import Workload, load_scenarios, spin_loops_per_s
+from loaderbench.errors import CaseFailed, LoaderbenchError, UsageError
+from loaderbench.store import environment
+
+
+def select_cases(spec: ChildSpec) -> list[Case]:
+    """The spec's tier, workloads, explicit config and device, as ``pytest --benchmark`` selects them,
+    CPU cases first (CUDA must not be initialised before fork-started workers).  Raises
+    :class:`~loaderbench.errors.LoaderbenchError` subclasses with the option named."""
+    workloads = load_scenarios(spec.scenarios)
+    only = list(spec.workloads) if spec.workloads is not None else None
+    tier = build_tier(spec.tier, workloads, only=only)
+    if spec.config:
+        tier = explicit_tier(tier, workloads, LoaderConfig.from_id(spec.config))
+    cases = [c for c in tier.cases if spec.device == "all" or c.device == spec.device]
+    return sorted(cases, key=lambda c: c.device == "cuda")
+
+
+def explicit_tier(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:
+    """``--loader-config``: the one explicit config on each workload of the tier (as the pytest session
+    does, with the error as a :class:`UsageError` instead of pytest's)."""
+    names = dict.fromkeys(c.workload.name for c in tier.cases)
+    cases = []
+    for name in names:
+        w = workloads[name]
+        try:
+            config.check_kind(iterable=w.is_iterable)
+        except LoaderbenchError as exc:
+            raise UsageError(f"--loader-config={config.id} on workload {name}: {exc}") from None
+        cases.append(Case(w, config, why="--loader-config"))
+    return Tier(tier.name, tuple(cases), f"the explicit config {config.id} on each workload of the tier")
+
+
+def _repo() -> Path | None:
+    """The checkout this loaderbench runs from (an editable install), whose commit the environment
+    records; None for an installed package."""
+    here = Path(environment.__file__).resolve().parent.parent
+    return None if "site-packages" in here.parts or "dist-packages" in here.parts else here
+
+
+def _write(out: TextIO, record: dict[str, Any]) -> None:
+    out.write(line(record))
+    out.flush()
+
+
+def run(spec: ChildSpec, out: TextIO) -> int:
+    """Measure the spec's cases into ``out`` (see the module docstring)."""
+    malloc = allocator.pin()  # before any case, as the pytest session does
+    _write(
+        out,
+        {
+            "type": "environment",
+            "protocol": PROTOCOL,
+            "environment": environment.current(repo=_repo()).as_dict(),
+            "variables": snapshot_variables(os.environ),
+            "calibration": spin_loops_per_s(),
+            "malloc": malloc,
+            "executable": sys.executable,
+            "pid": os.getpid(),
+        },
+    )
+    try:
+        cases = {c.id: c for c in select_cases(spec)}
+        plan = Plan(rounds=spec.rounds, round_s=spec.round_s, batch_timeout_s=spec.timeout_s)
+    except LoaderbenchError as exc:
+        _write(out, {"type": "error", "message": str(exc)})
+        return 3
+    for case_id in spec.cases:
+        case = cases.get(case_id)
+        if case is None:
+            _write(out, {"type": "missing", "case_id": case_id})
+            continue
+        try:
+            m = run_case(case, plan)
+        except CaseFailed as exc:
+            _write(out, {"type": "failure", "case_id": case_id, "message": str(exc)})
+            continue
+        _write(out, {"type": "measurement", "case_id": case_id, "measurement": m.to_json()})
+    _write(out, {"type": "done"})
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        sys.stderr.write("usage: python -m loaderbench.ab.child SPEC.json RECORDS.jsonl (run by the A/B runner)\n")
+        return 2
+    try:
+        spec = ChildSpec.from_json(json.loads(Path(args[0]).read_text(encoding="utf-8")))
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        sys.stderr.write(f"loaderbench.ab.child: cannot read the spec {args[0]}: {exc}\n")
+        return 2
+    with open(args[1], "a", encoding="utf-8") as out:
+        return run(spec, out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""The A/B in pytest: ``pytest --benchmark --loader-ab=BASE`` runs the interleaved A/B instead of the test
+items, prints its summary, writes the report files and sets the exit status.
+
+The plugin registers :class:`ABSession` when ``--loader-ab`` is given.  It selects the cases from the
+usual options (``--loader-tier``, ``--loader-device``, ``--loader-workloads``, ``--loader-config``,
+``--loader-scenarios``, ``--loader-rounds``, ``--loader-round-seconds``, ``--loader-batch-timeout``,
+``--loader-threshold``, ``--loader-report``), collects no test items, probes BASE, and runs the A/B
+(:mod:`loaderbench.ab.runner`) between BASE and this interpreter (``sys.executable``, the head).  The
+cases run in child processes, not as pytest-benchmark items, so there is no ``extra_info`` and
+``--benchmark-json`` has no cases; the report files (``--loader-report``) hold every measurement of
+both arms and every verdict.  Exit status: 1 on a regression or on a case that failed in the head
+arm, 0 otherwise; a bad ``--loader-ab``, a base that cannot run the A/B or a child that crashes is a
+usage error (4) with one paragraph naming the path and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loaderbench.ab.child import select_cases
+from loaderbench.ab.errors import ABError
+from loaderbench.ab.process import check_interpreter, probe
+from loaderbench.ab.records import BASE_ENVIRON, ChildSpec
+from loaderbench.ab.render import markdown_section, progress_line, representatives, summary_lines, verdict_texts
+from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
+from loaderbench.cuda.spec import cuda_available
+from loaderbench.errors import LoaderbenchError
+from loaderbench.gate.thresholds import Thresholds
+from loaderbench.report.files import write_report_files
+
+
+class ABSession:
+    """The A/B of one pytest run (a pytest plugin object: its methods are hooks)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        opt = config.option
+        if opt.loader_baseline_save:
+            raise pytest.UsageError(
+                "--loader-ab compares two interpreters within this job and records no baseline: drop "
+                "--loader-baseline-save here, and record baselines in a run without --loader-ab."
+            )
+        self.config = config
+        self.cwd = Path(str(config.invocation_params.dir))
+        self.label = f"--loader-ab={opt.loader_ab}"
+        root = Path(str(config.rootpath))
+        scenarios = Path(opt.loader_scenarios) if opt.loader_scenarios else root / "fixtures" / "workloads.toml"
+        timeout = opt.loader_batch_timeout
+        spec = ChildSpec(
+            scenarios=str((self.cwd / scenarios).resolve()),
+            tier=opt.loader_tier,
+            device=opt.loader_device,
+            rounds=opt.loader_rounds,
+            round_s=opt.loader_round_seconds,
+            batch_timeout_s=timeout if math.isfinite(timeout) else None,
+            workloads=tuple(opt.loader_workloads.split(",")) if opt.loader_workloads else None,
+            config=opt.loader_config,
+        )
+        self.skipped: list[str] = []
+        self.skip_reason = ""
+        try:
+            self.base = check_interpreter(opt.loader_ab, label=self.label, cwd=self.cwd)
+            cases = select_cases(spec)
+        except LoaderbenchError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if any(c.device == "cuda" for c in cases):
+            ok, why = cuda_available()
+            if not ok:
+                self.skipped = [c.id for c in cases if c.device == "cuda"]
+                self.skip_reason = why
+        self.spec = dataclasses.replace(spec, cases=tuple(c.id for c in cases if c.id not in self.skipped))
+        self.schedule = Schedule(
+            max_pairs=opt.loader_ab_pairs,
+            budget_s=opt.loader_ab_budget,
+            thresholds=opt.loader_threshold or Thresholds(),
+        )
+        environ = dict(os.environ)
+        handed = environ.pop(BASE_ENVIRON, None)
+        base_env = dict(json.loads(handed)) if handed else dict(environ)
+        base_env.pop(BASE_ENVIRON, None)
+        self.arms = {
+            "base": Arm("base", self.base, base_env, self.label),
+            "head": Arm("head", sys.executable, environ, f"the head interpreter {sys.executable}"),
+        }
+        self.result: ABResult | None = None
+        self.files: list[str] = []
+
+    # --- hooks ---------------------------------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        s = self.spec
+        return [
+            f"loaderbench ab: base {self.base} vs head {sys.executable}",
+            f"loaderbench ab: {len(s.cases)} case(s) of tier {s.tier} (device={s.device}), rounds={s.rounds}, "
+            f"round_s={s.round_s:g}, up to {self.schedule.max_pairs} pairs in ABBA order, "
+            f"budget {self.schedule.budget_s:g} s, scenarios={s.scenarios}",
+        ]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> bool:
+        return True  # the A/B runs the cases in child processes: there are no test items to collect
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        if not self.spec.cases or session.config.option.collectonly:
+            return True
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+
+        def progress(step: Step) -> None:
+            if reporter is not None:
+                reporter.write_line(progress_line(step))
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="loaderbench-ab-probe-") as tmp:
+                base = self.arms["base"]
+                probe(base.executable, label=self.label, env=base.env, cwd=self.cwd, workdir=Path(tmp))
+            self.result = run_ab(self.spec, self.arms, self.schedule, cwd=self.cwd, progress=progress)
+        except ABError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if self.config.option.loader_report:
+            self._write_report(self.result, self.config.option.loader_report)
+        return True
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.result is None and self.spec.cases:
+            return  # interrupted or an error: its status stands
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.TESTS_FAILED):
+            failed = self.result is not None and self.result.failed
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.OK
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        tr = terminalreporter
+        if self.result is None and self.spec.cases:
+            return  # an error or an interrupt: pytest says which
+        tr.section("loaderbench ab")
+        if self.skipped:
+            tr.write_line(f"{len(self.skipped)} CUDA case(s) skipped: {self.skip_reason}")
+        if self.result is None:
+            tr.write_line("the tier/device selection has no cases to compare")
+            return
+        in_table = False
+        for line in summary_lines(self.result):
+            in_table = line.startswith("REGRESSIONS") or (in_table and line.startswith("  "))
+            tr.write_line(line, red=in_table or line.startswith("FAILED"), bold=line.startswith("REGRESSIONS"))
+        for line in self.files:
+            tr.write_line(line)
+
+    # --- report files --------------------------------------------------------------------------------
+    def _write_report(self, result: ABResult, directory: str) -> None:
+        measurements = representatives(result, "head") + representatives(result, "base")
+        files = write_report_files(
+            directory,
+            measurements,
+            verdicts=verdict_texts(result),
+            context=self.context(result),
+            title="loaderbench A/B report",
+            sections=[markdown_section(result)],
+            step_summary=os.environ.get("GITHUB_STEP_SUMMARY") or None,
+        )
+        self.files = [f"loaderbench ab: wrote {files.markdown}, {files.results} and {len(files.plots)} plot(s)"]
+        self.files += [f"  {note}" for note in files.plot_notes]
+
+    def context(self, result: ABResult) -> dict[str, Any]:
+        """``results.json``'s context: the selection, and under ``ab`` the arms, every verdict as a dict and
+        every run of both arms (``runs``: per case, per block, the base and head records)."""
+        s = self.spec
+        return {
+            "tier": s.tier,
+            "device": s.device,
+            "rounds": s.rounds,
+            "round_s": s.round_s,
+            "ab": {
+                "base": result.executables.get("base"),
+                "head": result.executables.get("head"),
+                "environments": {n: e.as_dict() if e else None for n, e in result.environments.items()},
+                "changes": result.changes(),
+                "calibration_loops_per_s": result.calibration,
+                "max_pairs": self.schedule.max_pairs,
+                "budget_s": self.schedule.budget_s,
+                "blocks": result.blocks,
+                "elapsed_s": result.elapsed_s,
+                "stopped": result.stopped,
+                "verdicts": [v.as_dict() for v in result.verdicts],
+                "failures": [dataclasses.asdict(f) for f in result.failures],
+                "not_compared": dict(result.not_compared),
+                "notes": list(result.notes),
+                "runs": {
+                    c: [{"block": i + 1, "base": b.to_json(), "head": h.to_json()} for i, (b, h) in enumerate(ps)]
+                    for c, ps in result.pairs.items()
+                },
+            },
+        }

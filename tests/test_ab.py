@@ -1,0 +1,367 @@
+"""The interleaved A/B: the runner's schedule on fake (stdlib-only, instant) children, one end-to-end run of
+``loaderbench ab`` with two wrapper interpreters and a user workload, and its errors (exit 4, no traceback,
+no process left behind)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loaderbench import cli
+from loaderbench.ab.errors import ABError
+from loaderbench.ab.process import PROBE_MARK, check_interpreter
+from loaderbench.ab.records import BASE_ENVIRON, ChildSpec
+from loaderbench.ab.render import progress_line, summary_lines
+from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
+from loaderbench.engine.workloads import CALIBRATION_ENV
+
+# --- the runner on fake children ---------------------------------------------------------------------
+
+#: A stand-in for ``ARM -m loaderbench.ab.child SPEC RECORDS``: writes records of the protocol with
+#: samples/s from $FAKE_SPEED (case -> factor for this arm), a drift per child slot, and a log of its runs.
+FAKE_CHILD = """
+import json, math, os, random, sys, time
+assert sys.argv[1:3] == ["-m", "loaderbench.ab.child"], sys.argv
+spec = json.load(open(sys.argv[3]))
+arm, log = os.environ["FAKE_ARM"], os.environ["FAKE_LOG"]
+slot = len(open(log).read().splitlines()) if os.path.exists(log) else 0
+calibration = os.environ.get("LOADERBENCH_SPIN_LOOPS_PER_S")
+with open(log, "a") as fh:
+    fh.write(json.dumps({"arm": arm, "cases": spec["cases"], "calibration": calibration}) + "\\n")
+time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+if os.environ.get("FAKE_CRASH"):
+    sys.exit(3)
+speed = json.loads(os.environ.get("FAKE_SPEED", "{}"))
+drift = float(os.environ.get("FAKE_DRIFT", "0"))
+out = open(sys.argv[4], "a")
+def put(record):
+    out.write(json.dumps(record) + "\\n")
+env = {"torch": os.environ.get("FAKE_TORCH", "2.13.0+cpu"), "python": "CPython 3.11"}
+put({"type": "environment", "protocol": 1, "environment": env, "variables": {"ARM": arm},
+     "calibration": float(os.environ["LOADERBENCH_SPIN_LOOPS_PER_S"]), "executable": sys.executable})
+for case in spec["cases"]:
+    if case == os.environ.get("FAKE_FAIL"):
+        put({"type": "failure", "case_id": case, "message": f"{case}: the dataset raised in the {arm} arm"})
+        continue
+    rng = random.Random(hash((case, slot)) & 0xFFFF)
+    noise = float(os.environ.get("FAKE_NOISE_" + case, "0.002"))
+    value = 1000.0 * speed.get(case, 1.0) * math.exp(-drift * slot + rng.gauss(0, noise))
+    record = {"workload": case, "device": "cpu", "config": {}, "rounds": {"samples_per_s": [value] * 3}}
+    put({"type": "measurement", "case_id": case, "measurement": record})
+put({"type": "done"})
+"""
+
+
+def fake_arms(tmp_path: Path, **env: str) -> dict[str, Arm]:
+    script = tmp_path / "fake-python"
+    script.write_text(f"#!{sys.executable} -S\n{FAKE_CHILD}")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    arms = {}
+    for name in ("base", "head"):
+        own = {k[len(name) + 1 :]: v for k, v in env.items() if k.startswith(name + "_")}
+        shared = {k: v for k, v in env.items() if not k.startswith(("base_", "head_"))}
+        values = {**os.environ, "FAKE_ARM": name, "FAKE_LOG": str(tmp_path / "log.jsonl"), **shared, **own}
+        arms[name] = Arm(name, str(script), values, f"the {name} arm")
+    return arms
+
+
+def spec(*cases: str) -> ChildSpec:
+    return ChildSpec(
+        scenarios="x.toml", tier="smoke", device="cpu", rounds=3, round_s=0.1, batch_timeout_s=60, cases=cases
+    )
+
+
+def runs(tmp_path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+
+
+def test_abba_order_early_decisions_and_one_calibration(tmp_path: Path) -> None:
+    arms = fake_arms(tmp_path, head_FAKE_SPEED=json.dumps({"slow": 0.5}), FAKE_NOISE_noisy="0.3")
+    steps: list[Step] = []
+    result = run_ab(spec("same", "slow", "noisy"), arms, Schedule(max_pairs=5), cwd=tmp_path, progress=steps.append)
+    log = runs(tmp_path)
+    assert [r["arm"] for r in log[:6]] == ["base", "head", "head", "base", "base", "head"]
+    assert [s.arm for s in steps] == [r["arm"] for r in log]
+    assert log[0]["cases"] == ["same", "slow", "noisy"]
+    assert log[2]["cases"] == log[0]["cases"]  # nothing is decided from one pair
+    assert log[4]["cases"] == ["slow", "noisy"]  # "same": unchanged after 2 pairs, no more runs
+    assert log[6]["cases"] == ["noisy"]  # "slow": regressed after 3 pairs
+    assert log[-1]["cases"] == ["noisy"] and result.blocks == 5
+    outcome = {v.case_id: v.outcome for v in result.verdicts}
+    assert outcome == {"same": "unchanged", "slow": "regressed", "noisy": "inconclusive"}
+    assert result.failed and "pairs limit" in result.stopped
+    assert len(result.pairs["same"]) == 2 and len(result.pairs["slow"]) == 3 and len(result.pairs["noisy"]) == 5
+    assert progress_line(steps[0]) == "loaderbench ab: block 1/5 (A B), base, 3 case(s) left, starting"
+    assert "noisy samples_per_s" in "\n".join(summary_lines(result))
+
+
+def test_both_arms_get_the_parents_one_calibration(tmp_path: Path) -> None:
+    arms = fake_arms(tmp_path, **{CALIBRATION_ENV: "123"})  # the runner's own measurement replaces any
+    result = run_ab(spec("same"), arms, Schedule(max_pairs=2), cwd=tmp_path)
+    handed = {r["calibration"] for r in runs(tmp_path)}
+    assert handed == {repr(result.calibration)} and result.calibration > 0
+    assert not result.notes  # both arms used it
+
+
+def test_a_linear_drift_across_the_job_is_cancelled(tmp_path: Path) -> None:
+    arms = fake_arms(tmp_path, FAKE_DRIFT="0.05")
+    result = run_ab(spec("same"), arms, Schedule(max_pairs=4), cwd=tmp_path)
+    assert not result.failed and {v.outcome for v in result.verdicts} <= {"unchanged", "inconclusive"}
+
+
+def test_the_budget_stops_new_blocks_after_two(tmp_path: Path) -> None:
+    arms = fake_arms(tmp_path, FAKE_SLEEP="0.2", FAKE_NOISE_noisy="0.3")
+    result = run_ab(spec("noisy"), arms, Schedule(max_pairs=8, budget_s=0.5), cwd=tmp_path)
+    assert result.blocks == 2 and "--loader-ab-budget" in result.stopped
+    assert "stopped at 2 pairs by the --loader-ab-budget" in result.verdicts[0].reason
+
+
+def test_a_case_failing_in_the_head_fails_the_run_and_leaves_the_schedule(tmp_path: Path) -> None:
+    arms = fake_arms(tmp_path, head_FAKE_FAIL="broken")
+    result = run_ab(spec("broken", "same"), arms, Schedule(max_pairs=3), cwd=tmp_path)
+    assert result.failed and [f.case_id for f in result.head_failures] == ["broken"]
+    assert runs(tmp_path)[2]["cases"] == ["same"]  # the failed case left the schedule
+    assert any(line.startswith("FAILED in the head arm (block 1)") for line in summary_lines(result))
+
+
+def test_the_environment_difference_is_reported(tmp_path: Path) -> None:
+    arms = fake_arms(tmp_path, head_FAKE_TORCH="2.14.1+cpu")
+    result: ABResult = run_ab(spec("same"), arms, Schedule(max_pairs=2), cwd=tmp_path)
+    assert result.changes() == ["torch 2.13.0+cpu -> 2.14.1+cpu", "$ARM base -> head"]
+
+
+def test_a_crashing_child_is_an_error_naming_it_and_keeps_its_files(tmp_path: Path) -> None:
+    arms = fake_arms(tmp_path, base_FAKE_CRASH="1")
+    with pytest.raises(ABError, match=r"the base arm \(.*fake-python\) in block 1 crashed: it exited with status 3"):
+        run_ab(spec("same"), arms, Schedule(max_pairs=2), cwd=tmp_path)
+
+
+def test_check_interpreter(tmp_path: Path) -> None:
+    assert check_interpreter(sys.executable, label="X", cwd=tmp_path) == sys.executable
+    assert check_interpreter("sh", label="X", cwd=tmp_path).endswith("/sh")  # a bare name: on $PATH
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(ABError, match=r"X: .*plain is not executable. Make it executable \(chmod \+x"):
+        check_interpreter("plain", label="X", cwd=tmp_path)
+    with pytest.raises(ABError, match="is a directory"):
+        check_interpreter(str(tmp_path), label="X", cwd=tmp_path)
+
+
+# --- end to end ------------------------------------------------------------------------------------------
+
+SCENARIOS = """
+[[workload]]
+name = "tiny"
+kind = "user"
+factory = "slowdata:make"
+batch_size = 8
+tiers = ["smoke"]
+
+[[workload]]
+name = "steady"
+kind = "sleep"
+latency_s = 0.0005
+shape = [4]
+batch_size = 8
+tiers = ["smoke"]
+"""
+#: 0.5 ms per sample, 4 ms when $AB_SLOW is set: the head, run by slow.sh, is 8x slower on it.
+SLOWDATA = """
+import os
+import time
+
+import torch
+from torch.utils.data import Dataset
+
+
+class Slow(Dataset):
+    def __init__(self):
+        self.cost = 0.004 if os.environ.get("AB_SLOW") else 0.0005
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        time.sleep(self.cost)
+        return torch.zeros(4)
+
+
+def make():
+    return Slow()
+"""
+FAST = ("--loader-scenarios=workloads.toml", "--loader-config=w0-bs8", "--loader-rounds=3")
+
+
+def wrapper(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text(f'#!/bin/sh\n{body}\nexec "{sys.executable}" "$@"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".toml", workloads=SCENARIOS)
+    pytester.makepyfile(slowdata=SLOWDATA)
+    pytester.syspathinsert()  # the in-process runs import the user workload as `python -m pytest` would
+    return pytester
+
+
+def test_end_to_end_finds_the_regression_and_not_the_unchanged_case(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head is this pytest run under slow.sh (``AB_SLOW=1``), as ``loaderbench ab plain.sh slow.sh`` runs
+    it: the command hands its own environment to the base arm, so the base (a plain wrapper) runs without
+    ``AB_SLOW`` though the pytest that starts it has it."""
+    plain = wrapper(project.path, "plain.sh", "")
+    slow = wrapper(project.path, "slow.sh", "export AB_SLOW=1")
+    monkeypatch.delenv("AB_SLOW", raising=False)
+    monkeypatch.setenv(BASE_ENVIRON, json.dumps(dict(os.environ)))
+    before = descendants()
+    t0 = time.perf_counter()
+    result = project.run(
+        str(slow), "-m", "pytest", "--benchmark", f"--loader-ab={plain.name}",
+        *FAST, "--loader-round-seconds=0.03", "--loader-ab-pairs=3", "--loader-report=report", "-p", "no:cacheprovider",
+        timeout=300,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    out = result.stdout.str()
+    assert result.ret == 1, out + result.stderr.str()
+    assert "Traceback" not in out + result.stderr.str()
+    lines = out.splitlines()
+    first = lines.index(next(ln for ln in lines if ln.startswith("REGRESSIONS (")))
+    table = lines[first + 1 : first + 4]
+    assert table[0].split()[:4] == ["case", "metric", "base", "head"] and "head/base [95% CI]" in table[0]
+    assert table[1].split()[:2] == ["tiny-cpu-w0-bs8", "samples_per_s"] and "slower" in table[1]
+    assert "environment, base -> head: $AB_SLOW unset -> 1" in out  # the variable reached the head only
+    assert "steady-cpu-w0-bs8" not in "\n".join(table)
+    assert sum("loaderbench ab: block" in ln for ln in lines) == 6  # one line per child: 3 blocks x 2 arms
+    doc = json.loads((project.path / "report" / "results.json").read_text())
+    verdicts = doc["context"]["ab"]["verdicts"]
+    by_case = {(v["case_id"], v["metric"]): v for v in verdicts}
+    assert by_case[("tiny-cpu-w0-bs8", "samples_per_s")]["outcome"] == "regressed"
+    assert by_case[("steady-cpu-w0-bs8", "samples_per_s")]["outcome"] != "regressed"  # the A/A case
+    assert all(isinstance(v, dict) and v["pairs"] == len(v["log_ratios"]) for v in verdicts)
+    assert {c["consumer"] for c in doc["cases"]} == {"", "base"}  # head and base side by side
+    assert len(doc["context"]["ab"]["runs"]["tiny-cpu-w0-bs8"]) == 3
+    assert "## A/B: base vs head" in (project.path / "report" / "report.md").read_text()
+    assert descendants() <= before
+    print(f"end-to-end A/B: {wall:.1f} s")
+
+
+def test_cli_ab_runs_heads_pytest_and_hands_its_environment_to_the_base(tmp_path: Path) -> None:
+    seen = tmp_path / "seen.json"
+    recorder = tmp_path / "recorder.py"
+    recorder.write_text(
+        f"import json, os, sys\njson.dump([sys.argv[1:], dict(os.environ)], open({str(seen)!r}, 'w'))\nsys.exit(7)\n"
+    )
+    fake_head = tmp_path / "head.sh"  # answers the quick probe; as "pytest", records how it was called, exits 7
+    fake_head.write_text(
+        f"""#!/bin/sh
+if [ "$1" = "-c" ]; then echo '{PROBE_MARK}[]'; exit 0; fi
+export FROM_HEAD=1
+exec "{sys.executable}" -S {recorder} "$@"
+"""
+    )
+    fake_head.chmod(0o755)
+    code = cli.main(["ab", sys.executable, str(fake_head), "--", "--loader-tier=standard", "-x"])
+    assert code == 7  # pytest's exit status, passed through
+    argv, env = json.loads(seen.read_text())
+    assert argv == ["-m", "pytest", "--benchmark", f"--loader-ab={sys.executable}", "--loader-tier=standard", "-x"]
+    handed = json.loads(env[BASE_ENVIRON])
+    assert env["FROM_HEAD"] == "1" and "FROM_HEAD" not in handed
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+
+def usage_error(project: pytest.Pytester, *args: str) -> str:
+    before = descendants()
+    result = project.runpytest("--benchmark", *FAST, *args)
+    err = result.stderr.str()
+    assert result.ret == 4, result.stdout.str() + err
+    assert "Traceback" not in err + result.stdout.str()
+    assert descendants() <= before
+    return err
+
+
+def test_a_missing_or_unusable_base_path_is_a_usage_error(project: pytest.Pytester) -> None:
+    err = usage_error(project, "--loader-ab=no/such/python")
+    assert "--loader-ab=no/such/python: " in err and "does not exist. Pass a Python interpreter" in err
+    (project.path / "notexec").write_text("#!/bin/sh\n")
+    err = usage_error(project, "--loader-ab=notexec")
+    assert "notexec is not executable. Make it executable (chmod +x" in err
+
+
+def test_ab_with_baseline_save_or_too_few_pairs_is_a_usage_error(project: pytest.Pytester) -> None:
+    err = usage_error(project, f"--loader-ab={sys.executable}", "--loader-baseline-save")
+    assert "records no baseline: drop --loader-baseline-save" in err
+    err = usage_error(project, f"--loader-ab={sys.executable}", "--loader-ab-pairs=1")
+    assert "--loader-ab-pairs='1' must be >= 2" in err
+
+
+def test_a_base_that_is_not_python_is_a_usage_error(project: pytest.Pytester) -> None:
+    liar = project.path / "liar.sh"
+    liar.write_text("#!/bin/sh\necho 'I am not python'\nexit 1\n")
+    liar.chmod(0o755)
+    err = usage_error(project, "--loader-ab=liar.sh")
+    assert "liar.sh does not behave like a Python interpreter" in err and "exited with status 1" in err
+    assert "I am not python" in err and 'exec python "$@"' in err
+
+
+def test_a_base_without_loaderbench_is_a_usage_error(project: pytest.Pytester) -> None:
+    bare = project.path / "bare.sh"  # no site-packages: neither loaderbench nor torch
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "$@"\n')
+    bare.chmod(0o755)
+    err = usage_error(project, "--loader-ab=bare.sh")
+    assert "bare.sh cannot import loaderbench and torch. Install loaderbench" in err
+
+
+def test_a_base_that_crashes_midway_is_a_usage_error_and_its_processes_are_killed(project: pytest.Pytester) -> None:
+    answer = PROBE_MARK + json.dumps({"child": True, "loaderbench": "0.1.0", "torch": "2.13.0"})
+    crash = project.path / "crash.sh"  # answers the probe, then dies in its first block, leaving a sleeper behind
+    crash.write_text(
+        textwrap.dedent(f"""\
+        #!/bin/sh
+        if [ "$1" = "-c" ]; then echo '{answer}'; exit 0; fi
+        sleep 60 &
+        echo $! > sleeper.pid
+        echo "Segmentation fault (simulated)" >&2
+        exit 139
+        """)
+    )
+    crash.chmod(0o755)
+    err = usage_error(project, "--loader-ab=crash.sh")
+    assert "--loader-ab=crash.sh: the base arm (" in err and "in block 1 crashed: it exited with status 139" in err
+    assert "Segmentation fault (simulated)" in err and "Run it alone to see why" in err
+    sleeper = int((project.path / "sleeper.pid").read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(sleeper).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the crashed base's background process survived: its process group was not killed")
+
+
+def test_cli_ab_checks_its_paths(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli.main(["ab", str(tmp_path / "nope"), sys.executable]) == 2
+    err = capsys.readouterr().err
+    assert "loaderbench ab: error: BASE=" in err and "does not exist. Pass a Python interpreter" in err
+    liar = wrapper(tmp_path, "liar.sh", "echo nope; exit 1")
+    assert cli.main(["ab", sys.executable, str(liar)]) == 2
+    assert "HEAD=" in capsys.readouterr().err
