@@ -9,8 +9,7 @@ noise a gate comparing two runs has to live with.
 ``--priors-out fixtures/noise.toml`` also writes the gate's noise priors
 (:mod:`loaderbench.gate.priors`): per workload and metric (samples/s, TTFB, the
 epoch stall), the pooled standard deviation of log values between processes
-over the workload's cases, times a safety factor, with the degrees of freedom
-it was measured with.
+over the workload's cases, with the degrees of freedom it was measured with.
 """
 
 from __future__ import annotations
@@ -29,8 +28,9 @@ from loaderbench.report.table import Column, text_table
 
 #: The metrics whose between-process noise the priors record.
 PRIOR_METRICS = ("samples_per_s", "ttfb_s", "epoch_stall_s")
-#: The priors are widened by this factor: a standard deviation from a handful of processes is itself noisy.
-SAFETY = 1.25
+#: Not widened: the gate's Student's t for the prior's degrees of freedom already allows for an estimate
+#: from a handful of processes (widening as well counted that uncertainty twice).
+SAFETY = 1.0
 
 
 def run_processes(
@@ -92,7 +92,7 @@ def priors_toml(table: dict[str, dict[str, tuple[float, int]]], *, processes: in
     typical = throughput[len(throughput) // 2] if throughput else 0.10
     lines = [
         "# Noise priors of the regression gate: between-process sd of log values per workload and metric.",
-        f"# Measured by `{command}` ({processes} processes), pooled over each workload's cases, x{SAFETY:g}.",
+        f"# Measured by `{command}` ({processes} processes), pooled over each workload's cases.",
         "# The gate pools them with a baseline's own sessions (loaderbench.gate.priors).",
         "",
         "[default]  # workloads without a prior of their own: the typical workload's, at least 10%, at few dof",
