@@ -29,9 +29,9 @@ from loaderbench.config import LoaderConfig
 from loaderbench.engine import allocator
 from loaderbench.engine.cases import Case, run_case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import Tier, build_tier
-from loaderbench.engine.workloads import Workload, load_scenarios, spin_loops_per_s
-from loaderbench.errors import CaseFailed, LoaderbenchError, UsageError
+from loaderbench.engine.tiers import build_tier, explicit_tier
+from loaderbench.engine.workloads import load_scenarios, spin_loops_per_s
+from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.store import environment
 
 
@@ -46,21 +46,6 @@ def select_cases(spec: ChildSpec) -> list[Case]:
         tier = explicit_tier(tier, workloads, LoaderConfig.from_id(spec.config))
     cases = [c for c in tier.cases if spec.device == "all" or c.device == spec.device]
     return sorted(cases, key=lambda c: c.device == "cuda")
-
-
-def explicit_tier(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:
-    """``--loader-config``: the one explicit config on each workload of the tier (as the pytest session
-    does, with the error as a :class:`UsageError` instead of pytest's)."""
-    names = dict.fromkeys(c.workload.name for c in tier.cases)
-    cases = []
-    for name in names:
-        w = workloads[name]
-        try:
-            config.check_kind(iterable=w.is_iterable)
-        except LoaderbenchError as exc:
-            raise UsageError(f"--loader-config={config.id} on workload {name}: {exc}") from None
-        cases.append(Case(w, config, why="--loader-config"))
-    return Tier(tier.name, tuple(cases), f"the explicit config {config.id} on each workload of the tier")
 
 
 def _repo() -> Path | None:

@@ -25,7 +25,7 @@ from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
 from loaderbench.cuda.spec import CudaSpec
 from loaderbench.engine.cases import Case
 from loaderbench.engine.workloads import Workload
-from loaderbench.errors import InvalidConfig, UsageError
+from loaderbench.errors import InvalidConfig, LoaderbenchError, UsageError
 
 TIERS = ("smoke", "standard", "full")
 DEVICES = ("cpu", "cuda", "all")
@@ -349,3 +349,18 @@ def build_tier(
             )
         cases = [c for c in cases if c.workload.name in wanted]
     return Tier(name, tuple(cases), f"{DESCRIPTIONS[name]}; {CUDA_DESCRIPTIONS[name]}")
+
+
+def explicit_tier(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:
+    """``--loader-config``: the one explicit config on each workload of the tier (for the pytest
+    session and the A/B children)."""
+    names = dict.fromkeys(c.workload.name for c in tier.cases)
+    cases = []
+    for name in names:
+        w = workloads[name]
+        try:
+            config.check_kind(iterable=w.is_iterable)
+        except LoaderbenchError as exc:
+            raise UsageError(f"--loader-config={config.id} on workload {name}: {exc}") from None
+        cases.append(Case(w, config, why="--loader-config"))
+    return Tier(tier.name, tuple(cases), f"the explicit config {config.id} on each workload of the tier")

@@ -15,8 +15,8 @@ from loaderbench.engine import allocator
 from loaderbench.engine.cases import Case, run_case
 from loaderbench.engine.consumers import default_runner
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import Tier, build_tier
-from loaderbench.engine.workloads import Workload, calibrated, load_scenarios, spin_loops_per_s, use_calibration
+from loaderbench.engine.tiers import Tier, build_tier, explicit_tier
+from loaderbench.engine.workloads import calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.gate.model import Verdict
 from loaderbench.gate.priors import load_priors
@@ -76,7 +76,7 @@ class LoaderbenchSession:
             only = opt.loader_workloads.split(",") if opt.loader_workloads else None
             tier = build_tier(opt.loader_tier, workloads, only=only)
             if opt.loader_config:
-                tier = _explicit(tier, workloads, LoaderConfig.from_id(opt.loader_config))
+                tier = explicit_tier(tier, workloads, LoaderConfig.from_id(opt.loader_config))
             self.fingerprint = fingerprint.current()
             packages = [p.strip() for p in opt.loader_env_packages.split(",") if p.strip()]
             self.environment = environment.current(packages=packages, repo=root)
@@ -212,16 +212,3 @@ class LoaderbenchSession:
             "malloc": self.malloc if self.enabled else None,
             "gate": self.gate.status() if self.gate is not None else None,
         }
-
-
-def _explicit(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:
-    names = dict.fromkeys(c.workload.name for c in tier.cases)
-    cases = []
-    for name in names:
-        w = workloads[name]
-        try:
-            config.check_kind(iterable=w.is_iterable)
-        except LoaderbenchError as exc:
-            raise pytest.UsageError(f"--loader-config={config.id} on workload {name}: {exc}") from None
-        cases.append(Case(w, config, why="--loader-config"))
-    return Tier(tier.name, tuple(cases), f"the explicit config {config.id} on each workload of the tier")
