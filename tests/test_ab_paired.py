@@ -142,3 +142,12 @@ def test_decide_runs_skips_a_metric_missing_from_a_run() -> None:
     assert decide_runs("c", METRICS["ttfb_s"], runs, missing, threshold=0.25) is None
     v = decide_runs("c", THROUGHPUT, runs, missing, threshold=0.10)
     assert isinstance(v, ABVerdict) and v.outcome == "unchanged"
+
+
+def test_noise_too_large_for_any_float_is_cannot_resolve_not_a_crash() -> None:
+    """Two pairs 30x apart at a Bonferroni-split 0.1% level: the resolvable change overflows exp()."""
+    from loaderbench.ab.paired import decide
+    from loaderbench.metrics import METRICS
+
+    v = decide("c", METRICS["samples_per_s"], [1.0, 1.0], [30.0, 1 / 30.0], threshold=0.10, looks=6)
+    assert v.outcome == "inconclusive" and math.isinf(v.resolves)

@@ -51,3 +51,14 @@ def mann_whitney_greater(a: Sequence[float], b: Sequence[float]) -> float:
     from scipy.stats import mannwhitneyu  # scipy.stats takes ~1.5 s to import: only where a test is made
 
     return float(mannwhitneyu(list(a), list(b), alternative="greater").pvalue)
+
+
+def exp(x: float) -> float:
+    """``math.exp`` that gives ``inf`` instead of raising ``OverflowError`` (a noise so large that the change it
+    could resolve is beyond any float is "cannot resolve", not a crash)."""
+    return math.inf if x > 700 else math.exp(x)
+
+
+def expm1(x: float) -> float:
+    """``math.expm1`` that gives ``inf`` instead of raising ``OverflowError``."""
+    return math.inf if x > 700 else math.expm1(x)

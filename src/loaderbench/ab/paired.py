@@ -64,6 +64,7 @@ from typing import Any
 
 from scipy import stats as sps
 
+from loaderbench import stats
 from loaderbench.gate.model import Outcome
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS, Metric
@@ -218,7 +219,7 @@ def decide(
         zs, zp = critical_values(levels, n, looks=looks)
         t = x / se if se > 0 else (0.0 if x == 0 else math.copysign(math.inf, x))
         margin = math.log1p(threshold) - zp * se
-        resolves = math.expm1((zs + zp) * se)
+        resolves = stats.expm1((zs + zp) * se)
         mean_ratio = statistics.fmean(ratios)
         half = float(sps.t.ppf(0.5 + levels.ci / 2, n - 1)) * se
         if metric.min_abs > 0 and abs(head_gm - base_gm) < metric.min_abs:
@@ -244,9 +245,9 @@ def decide(
         base=base_gm,
         head=head_gm,
         ratio=math.exp(mean_ratio),
-        ci_low=math.exp(mean_ratio - half),
-        ci_high=math.exp(mean_ratio + half),
-        slowdown=math.exp(x),
+        ci_low=stats.exp(mean_ratio - half),
+        ci_high=stats.exp(mean_ratio + half),
+        slowdown=stats.exp(x),
         threshold=threshold,
         pairs=n,
         t=t,
@@ -276,7 +277,7 @@ def _robust(xs: Sequence[float], x: float, threshold: float, levels: Levels) -> 
     if math.copysign(1.0, x) * trimmed >= margin:
         return ("regressed" if x > 0 else "improved"), ""
     return "inconclusive", (
-        f"one pair carries it: without the most extreme pair the change is {math.exp(abs(trimmed)):.2f}x, "
+        f"one pair carries it: without the most extreme pair the change is {stats.exp(abs(trimmed)):.2f}x, "
         "short of a threshold-sized change; more pairs will tell"
     )
 

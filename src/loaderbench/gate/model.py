@@ -204,7 +204,7 @@ def resolution(
     if not gates(settings, n):
         return math.inf
     zs, zp = critical_values(settings, n.dof)
-    return math.expm1((zs + zp) * n.se)
+    return stats.expm1((zs + zp) * n.se)
 
 
 def compare(
@@ -233,7 +233,7 @@ def compare(
     z = x / se
     known = gates(settings, n)
     line = max(zs * se, big_t - zp * se) if known else math.inf
-    resolves = math.expm1((zs + zp) * se) if known else math.inf
+    resolves = stats.expm1((zs + zp) * se) if known else math.inf
 
     p_value: float | None = None
     rb = [v for r in baseline for v in metric.run_rounds(r)]
@@ -253,7 +253,7 @@ def compare(
         reason = f"the change is below the {metric.format_value(metric.min_abs)} floor"
     elif x >= line and min(math.log(metric.slowdown(base, math.exp(v))) for v in lc) < line:
         outcome = "inconclusive"
-        reason = f"not confirmed: only some of the {m} measurements are beyond the {math.exp(line):.2f}x line"
+        reason = f"not confirmed: only some of the {m} measurements are beyond the {stats.exp(line):.2f}x line"
     elif abs(x) >= line and rank_ok:
         outcome = "regressed" if x > 0 else "improved"
     elif abs(x) < big_t - zp * se:
