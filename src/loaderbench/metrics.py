@@ -81,6 +81,16 @@ class Metric:
         """The change as a factor that is above 1 when ``current`` is worse than ``baseline``."""
         return baseline / current if self.higher_is_better else current / baseline
 
+    def describe_change(self, slowdown: float) -> str:
+        """``1.23x slower`` / ``1.05x faster`` / ``same`` (``unknown`` when not finite) for a slowdown factor."""
+        if slowdown == 1:
+            return "same"
+        if not math.isfinite(slowdown):
+            return "unknown"
+        if slowdown > 1:
+            return f"{slowdown:.2f}x {self.worse}"
+        return f"{1 / slowdown:.2f}x {self.better}"
+
     def format_value(self, value: float) -> str:
         """A short human rendering in the metric's unit (SI bytes, as everywhere)."""
         return fmt_unit(value, self.unit)

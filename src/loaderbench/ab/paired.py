@@ -66,9 +66,11 @@ from scipy import stats as sps
 
 from loaderbench import stats
 from loaderbench.gate.model import Outcome
+from loaderbench.gate.verdict import message_line
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS, Metric
 from loaderbench.report.format import fmt_change
+from loaderbench.store import jsondoc
 
 __all__ = ["MIN_PAIRS", "ABVerdict", "Levels", "critical_values", "decide", "decide_runs", "log_slowdowns"]
 
@@ -125,12 +127,7 @@ class ABVerdict:
     @property
     def change(self) -> str:
         """``1.23x slower`` / ``1.05x faster`` / ``same``, from the head's point of view."""
-        m = METRICS[self.metric]
-        if self.slowdown == 1 or not math.isfinite(self.slowdown):
-            return "same" if self.slowdown == 1 else "unknown"
-        if self.slowdown > 1:
-            return f"{self.slowdown:.2f}x {m.worse}"
-        return f"{1 / self.slowdown:.2f}x {m.better}"
+        return METRICS[self.metric].describe_change(self.slowdown)
 
     @property
     def evidence(self) -> str:
@@ -138,13 +135,8 @@ class ABVerdict:
         return f"t={self.t:.1f} (needs {self.critical:.1f}), {self.pairs} pairs, noise ±{self.noise:.1%}"
 
     def message(self) -> str:
-        """One line: ``CASE METRIC: 2.01x slower (1.2k/s -> 597/s, ratio 0.50x), t=...: regressed``."""
-        m = METRICS[self.metric]
-        numbers = f"{m.format_value(self.base)} -> {m.format_value(self.head)}"
-        tail = f"; {self.reason}" if self.reason else ""
-        if self.outcome in ("regressed", "improved"):
-            tail = f" (threshold {self.threshold:.0%}){tail}"
-        return f"{self.case_id} {self.metric}: {self.change} ({numbers}), {self.evidence}: {self.outcome}{tail}"
+        """One line: ``CASE METRIC: 2.01x slower (1.2k/s -> 597/s), t=...: regressed``."""
+        return message_line(self, self.base, self.head)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values (non-finite numbers become None), for ``results.json``."""
@@ -167,10 +159,11 @@ class ABVerdict:
             "spread": self.spread,
             "resolves": self.resolves,
             "reason": self.reason,
-            "log_ratios": [v if math.isfinite(v) else None for v in self.log_ratios],
+            "log_ratios": list(self.log_ratios),
             "message": self.message(),
         }
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+        cleaned: dict[str, Any] = jsondoc.clean(data)  # the JSON rule: NaN and infinities become null
+        return cleaned
 
 
 def critical_values(levels: Levels, pairs: int, *, looks: int = 1) -> tuple[float, float]:

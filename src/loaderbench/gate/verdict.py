@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from loaderbench.metrics import METRICS
+from loaderbench.store import jsondoc
 
 Outcome = Literal["regressed", "improved", "unchanged", "inconclusive"]
 
@@ -70,12 +70,7 @@ class Verdict:
     @property
     def change(self) -> str:
         """``1.23x slower`` / ``1.05x faster`` / ``same``."""
-        m = METRICS[self.metric]
-        if self.slowdown == 1:
-            return "same"
-        if self.slowdown > 1:
-            return f"{self.slowdown:.2f}x {m.worse}"
-        return f"{1 / self.slowdown:.2f}x {m.better}"
+        return METRICS[self.metric].describe_change(self.slowdown)
 
     @property
     def evidence(self) -> str:
@@ -90,12 +85,7 @@ class Verdict:
 
     def message(self) -> str:
         """One line, pyperf style: ``io-cpu-w0-bs32 samples_per_s: 1.23x slower (...): regressed (...)``."""
-        m = METRICS[self.metric]
-        numbers = f"{m.format_value(self.baseline)} -> {m.format_value(self.current)}"
-        tail = f"; {self.reason}" if self.reason else ""
-        if self.outcome in ("regressed", "improved"):
-            tail = f" (threshold {self.threshold:.0%}){tail}"
-        return f"{self.case_id} {self.metric}: {self.change} ({numbers}), {self.evidence}: {self.outcome}{tail}"
+        return message_line(self, self.baseline, self.current)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values (non-finite numbers become None), e.g. for ``extra_info``."""
@@ -116,4 +106,35 @@ class Verdict:
             "extra_measurements": self.extra_measurements,
             "message": self.message(),
         }
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+        cleaned: dict[str, Any] = jsondoc.clean(data)
+        return cleaned
+
+
+class _Decided(Protocol):
+    """What :func:`message_line` reads: a stored-baseline :class:`Verdict` or an A/B verdict."""
+
+    @property
+    def case_id(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def change(self) -> str: ...
+
+    @property
+    def evidence(self) -> str: ...
+
+
+def message_line(v: _Decided, before: float, after: float) -> str:
+    """``CASE METRIC: CHANGE (BEFORE -> AFTER), EVIDENCE: OUTCOME (threshold T); REASON``: one verdict's line."""
+    m = METRICS[v.metric]
+    numbers = f"{m.format_value(before)} -> {m.format_value(after)}"
+    tail = f"; {v.reason}" if v.reason else ""
+    if v.outcome in ("regressed", "improved"):
+        tail = f" (threshold {v.threshold:.0%}){tail}"
+    return f"{v.case_id} {v.metric}: {v.change} ({numbers}), {v.evidence}: {v.outcome}{tail}"

@@ -28,9 +28,6 @@ from loaderbench.report.table import Column, text_table
 
 #: The metrics whose between-process noise the priors record.
 PRIOR_METRICS = ("samples_per_s", "ttfb_s", "epoch_stall_s")
-#: Not widened: the gate's Student's t for the prior's degrees of freedom already allows for an estimate
-#: from a handful of processes (widening as well counted that uncertainty twice).
-SAFETY = 1.0
 
 
 def run_processes(
@@ -81,7 +78,9 @@ def priors(per_metric: dict[tuple[str, str, str], list[float]]) -> dict[str, dic
         dofs[(workload, metric)] = dofs.get((workload, metric), 0) + len(values) - 1
     out: dict[str, dict[str, tuple[float, int]]] = {}
     for (workload, metric), squares in pooled.items():
-        sigma = math.sqrt(sum(squares) / dofs[(workload, metric)]) * SAFETY
+        # not widened: the gate's Student's t for the prior's degrees of freedom already allows for an
+        # estimate from a handful of processes
+        sigma = math.sqrt(sum(squares) / dofs[(workload, metric)])
         out.setdefault(workload, {})[metric] = (sigma, dofs[(workload, metric)])
     return out
 
