@@ -6,6 +6,9 @@ session in a fresh Python process, as CI runs would:
 1. **Record** a baseline into a temporary directory: ``--baseline-sessions``
    processes, each measuring every case ``--baseline-repeats`` times, appended
    into one document (so the baseline knows the case's noise across processes).
+   With a list (``1,3,5``), the document is copied as it stands after each of
+   those sessions, and every rerun is judged against each copy: one table per
+   baseline size, from the same reruns.
 2. **Compare** ``--reruns`` times.  A rerun is one session per variant, in a
    shuffled order: the cases as they are (A/A: any ``regressed`` verdict is a
    false alarm) and with each injected slowdown (power: is ``samples_per_s``
@@ -21,6 +24,8 @@ per-sample time at its bottleneck, scaled by ``s``, so the pipeline becomes
 about ``1 + s`` times slower.  The delay sleeps for sleep-bound (I/O) workloads
 and busy-waits, holding the GIL and a core, for the others.  The table reports
 the slowdown actually achieved next to each detection rate.
+
+``--ab`` checks the interleaved A/B instead (:mod:`loaderbench.tools.selfcheck_ab`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,27 +60,11 @@ from loaderbench.report.table import Column, text_table
 from loaderbench.store import environment
 from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineStore
 from loaderbench.store.fingerprint import Fingerprint, current
+from loaderbench.tools import selfcheck_ab
 from loaderbench.tools.injector import slowed
+from loaderbench.tools.selfcheck_common import DEFAULT_CASES, case_id, fraction_list, geomean, log, parse_cases
 
-DEFAULT_CASES = "io:w0,io:w2,cpu:w0,cpu:w2,transfer:w2"
 _PLAN = Plan()
-
-
-def parse_cases(text: str, workloads: dict[str, Workload]) -> list[tuple[Workload, LoaderConfig]]:
-    """``io:w0,cpu:w2-persist`` -> (workload, LoaderConfig); the workload's batch size unless the id names one."""
-    out = []
-    for item in (s.strip() for s in text.split(",")):
-        name, sep, cid = item.partition(":")
-        if not sep or name not in workloads:
-            raise UsageError(
-                f"--cases={text!r}: {item!r} is not WORKLOAD:CONFIG_ID with a known workload "
-                f"({', '.join(workloads)}). Write e.g. io:w0,cpu:w2."
-            )
-        tokens = cid.split("-")
-        if not any(t == "nobatch" or (t.startswith("bs") and t[2:].isdigit()) for t in tokens):
-            cid = f"{cid}-bs{workloads[name].batch_size}"
-        out.append((workloads[name], LoaderConfig.from_id(cid)))
-    return out
 
 
 # --- one session (runs in its own process) -----------------------------------------------
@@ -101,40 +91,48 @@ def _session(job: dict[str, Any]) -> dict[str, Any]:
     priors = load_priors(Path(job["priors"])) if job["priors"] else None
     assert doc is not None
     slowdown = float(job["slowdown"])
+    stores = [(int(k), BaselineStore(d)) for k, d in job["snapshots"]]
     results = []
     for workload, config in cases:
-        gate = Gate(
-            store,
-            fingerprint,
-            thresholds=thresholds,
-            max_extra_measurements=job["max_extra"],
-            environment=env,
-            priors=priors,
-        )
-        entry = doc.cases[f"{workload.name}-cpu-{config.id}"]
+        entry = doc.cases[case_id(workload, config)]
         base_sps = math.exp(stats.median([math.log(stats.median(r.rounds["samples_per_s"])) for r in entry.runs]))
         target = slowed(workload, config, slowdown, base_sps)
-        times: list[float] = []
-
-        def timed(target: Workload = target, config: LoaderConfig = config, times: list[float] = times) -> Measurement:
-            t0 = time.perf_counter()
-            m = measure(target, config, plan=plan)
-            times.append(time.perf_counter() - t0)
-            return m
-
-        first = timed()
         t0 = time.perf_counter()
-        verdicts = gate.check(first, timed)
-        gate_s = time.perf_counter() - t0 - sum(times[1:])
-        results.append(
-            {
-                "case": first.case_id,
-                "slowdown": slowdown,
-                "verdicts": [v.as_dict() for v in verdicts],
-                "measure_s": times,
-                "gate_s": gate_s,
-            }
-        )
+        first = measure(target, config, plan=plan)
+        first_s = time.perf_counter() - t0
+        # the same first measurement is judged against every baseline size; each gate takes its own extras
+        for sessions, snapshot in stores:
+            gate = Gate(
+                snapshot,
+                fingerprint,
+                thresholds=thresholds,
+                max_extra_measurements=job["max_extra"],
+                environment=env,
+                priors=priors,
+            )
+            times: list[float] = [first_s]
+
+            def timed(
+                target: Workload = target, config: LoaderConfig = config, times: list[float] = times
+            ) -> Measurement:
+                t0 = time.perf_counter()
+                m = measure(target, config, plan=plan)
+                times.append(time.perf_counter() - t0)
+                return m
+
+            t0 = time.perf_counter()
+            verdicts = gate.check(first, timed)
+            gate_s = time.perf_counter() - t0 - sum(times[1:])
+            results.append(
+                {
+                    "case": first.case_id,
+                    "slowdown": slowdown,
+                    "baseline_sessions": sessions,
+                    "verdicts": [v.as_dict() for v in verdicts],
+                    "measure_s": times,
+                    "gate_s": gate_s,
+                }
+            )
     return {"results": results, "load": [load, os.getloadavg()[0]]}
 
 
@@ -154,16 +152,6 @@ def _spawn(job: dict[str, Any]) -> dict[str, Any]:
 # --- the driver ------------------------------------------------------------------------------
 
 
-def _fraction_list(text: str) -> list[float]:
-    try:
-        values = [float(v.strip().rstrip("%")) / 100 for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--slowdowns={text!r}: not a list of percentages. Write e.g. 10,20.") from None
-    if any(v <= 0 for v in values):
-        raise UsageError(f"--slowdowns={text!r}: slowdowns must be positive. Write e.g. 10,20.")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m loaderbench.tools.selfcheck",
@@ -175,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cases", default=DEFAULT_CASES, help="WORKLOAD:CONFIG_ID list (default: %(default)s)")
     add("--reruns", type=int, default=10, help="A/A and power reruns, a session each (default: %(default)s)")
     add("--slowdowns", default="10,20", help="injected slowdowns in %% (default: %(default)s)")
-    add("--baseline-sessions", type=int, default=3, help="processes recording the baseline (default: %(default)s)")
+    add(
+        "--baseline-sessions",
+        default="3",
+        help="processes recording the baseline; a list (1,3,5) judges every rerun against the baseline as it "
+        "stood after each of those sessions (default: %(default)s)",
+    )
     add("--baseline-repeats", type=int, default=1, help="measurements per case and session (default: %(default)s)")
     add("--rounds", type=int, default=_PLAN.rounds, help="rounds per measurement (default: %(default)s)")
     add("--round-seconds", type=float, default=_PLAN.round_s, help="seconds per round (default: %(default)s)")
@@ -185,20 +178,35 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed for the order of A/A and power sessions (default: %(default)s)")
     add("--json", dest="json_path", default=None, help="also write the figures as JSON here (default: none)")
     add("--keep", default=None, help="record the baseline into this directory and keep it (default: a temp dir)")
+    selfcheck_ab.add_arguments(p)
     p.add_argument("--session", default=None, help=argparse.SUPPRESS)
     return p
+
+
+def session_counts(text: str) -> list[int]:
+    """``--baseline-sessions``: ``3`` or ``1,3,5`` -> sorted distinct counts, each at least 1."""
+    try:
+        counts = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 1:
+        raise UsageError(f"--baseline-sessions={text!r}: not a list of session counts >= 1. Write e.g. 3 or 1,3,5.")
+    return counts
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workloads = load_scenarios(args.scenarios)
     cases = parse_cases(args.cases, workloads)
     parse_thresholds(args.threshold, option="--threshold")
-    slowdowns = _fraction_list(args.slowdowns)
-    for name in ("reruns", "baseline_sessions", "baseline_repeats", "rounds"):
+    slowdowns = fraction_list(args.slowdowns)
+    counts = session_counts(str(args.baseline_sessions))
+    for name in ("reruns", "baseline_repeats", "rounds"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be at least 1.")
     tmp = tempfile.TemporaryDirectory(prefix="loaderbench-selfcheck-") if args.keep is None else None
-    directory = args.keep or (tmp.name if tmp else "")
+    root = Path(args.keep or (tmp.name if tmp else ""))
+    directory = str(root / "recording")
+    snapshots = [(k, str(root / f"sessions-{k}")) for k in counts]
     fingerprint = current()
     job = {
         "scenarios": str(Path(args.scenarios).resolve()),
@@ -210,28 +218,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "threshold": args.threshold,
         "max_extra": args.max_extra,
         "priors": args.priors,
+        "snapshots": snapshots,
     }
     started = time.perf_counter()
     try:
         loads: list[float] = []
-        for i in range(args.baseline_sessions):
-            _log(f"recording baseline session {i + 1}/{args.baseline_sessions}")
+        for i in range(counts[-1]):
+            log(f"recording baseline session {i + 1}/{counts[-1]}")
             loads += _spawn({**job, "mode": "record", "repeats": args.baseline_repeats})["load"]
+            for k, snapshot in snapshots:
+                if k == i + 1:  # the baseline as it stands after k sessions
+                    shutil.copytree(directory, snapshot, dirs_exist_ok=True)
         reruns = []
         order = random.Random(args.seed)
         for i in range(args.reruns):
             variants = [0.0, *slowdowns]
             order.shuffle(variants)
             for slowdown in variants:
-                _log(f"rerun {i + 1}/{args.reruns}: {'A/A' if slowdown == 0 else f'{slowdown:.0%} slower'}")
+                log(f"rerun {i + 1}/{args.reruns}: {'A/A' if slowdown == 0 else f'{slowdown:.0%} slower'}")
                 out = _spawn({**job, "mode": "compare", "slowdown": slowdown})
                 reruns.extend(out["results"])
                 loads += out["load"]
                 for r in out["results"]:
                     _log_result(r)
-        doc = BaselineStore(directory).load(fingerprint)
-        assert doc is not None
-        figures = _figures(doc.cases, cases, reruns, slowdowns, args)
+        docs = {k: BaselineStore(d).load(fingerprint) for k, d in snapshots}
+        figures = _figures({k: doc.cases for k, doc in docs.items() if doc is not None}, cases, reruns, slowdowns, args)
         figures["load_average"] = {"min": min(loads), "median": stats.median(loads), "max": max(loads)}
         figures["sessions"] = reruns  # every verdict of every session, for a closer look
     finally:
@@ -242,7 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _figures(
-    entries: Any,
+    entries: dict[int, Any],
     cases: Sequence[tuple[Workload, LoaderConfig]],
     reruns: list[dict[str, Any]],
     slowdowns: list[float],
@@ -252,27 +263,33 @@ def _figures(
     threshold = parse_thresholds(args.threshold, option="--threshold")
     priors = load_priors(Path(args.priors)) if args.priors else None
     out: dict[str, Any] = {"cases": [], "settings": vars(args)}
-    for workload, config in cases:
-        cid = f"{workload.name}-cpu-{config.id}"
-        runs = entries[cid].runs
+    for (workload, config), sessions in ((c, k) for k in sorted(entries) for c in cases):
+        cid = case_id(workload, config)
+        runs = entries[sessions][cid].runs
         riqr = stats.median([stats.relative_iqr(r.rounds["samples_per_s"]) for r in runs])
         prior = priors.get(workload.name, metric.name) if priors is not None else None
         sigma = run_noise(metric, runs, prior=prior)
         resolves = resolution(metric, runs, prior=prior, other_host=False)
         thr = threshold.get(cid, metric)
-        row: dict[str, Any] = {"case": cid, "relative_iqr": riqr, "run_to_run": sigma, "resolves": resolves}
-        mine = [r for r in reruns if r["case"] == cid]
+        row: dict[str, Any] = {
+            "case": cid,
+            "baseline_sessions": sessions,
+            "relative_iqr": riqr,
+            "run_to_run": sigma,
+            "resolves": resolves,
+        }
+        mine = [r for r in reruns if r["case"] == cid and r.get("baseline_sessions", sessions) == sessions]
         aa = [r for r in mine if r["slowdown"] == 0.0]
         row["aa_false"] = sum(any(v["outcome"] == "regressed" for v in r["verdicts"]) for r in aa)
         row["aa_false_metrics"] = sorted({v["metric"] for r in aa for v in _regressed(r)})
         row["aa_runs"] = len(aa)
         first = sum(r["measure_s"][0] for r in aa)
         row["aa_extra_time"] = (sum(sum(r["measure_s"][1:]) + r["gate_s"] for r in aa) / first) if first else math.nan
-        aa_ratio = _geo([_sps_ratio(r) for r in aa])
+        aa_ratio = geomean([_sps_ratio(r) for r in aa])
         for s in slowdowns:
             power = [r for r in mine if r["slowdown"] == s]
             detected = sum(any(v["metric"] == "samples_per_s" for v in _regressed(r)) for r in power)
-            achieved = aa_ratio / _geo([_sps_ratio(r) for r in power])
+            achieved = aa_ratio / geomean([_sps_ratio(r) for r in power])
             row[f"power_{s:g}"] = {"detected": detected, "runs": len(power), "achieved": achieved}
         row["note"] = (
             f"cannot resolve {thr:.0%}: session-to-session noise {sigma:.1%} over {len(runs)} baseline sessions"
@@ -295,13 +312,9 @@ def _sps_ratio(result: dict[str, Any]) -> float:
     return math.nan
 
 
-def _geo(values: list[float]) -> float:
-    values = [v for v in values if v > 0 and math.isfinite(v)]
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
-
-
 def render(figures: dict[str, Any], slowdowns: Sequence[float]) -> list[str]:
-    head = ["case", "rel IQR", "run noise", "resolves", "A/A false"]
+    sizes = {row.get("baseline_sessions") for row in figures["cases"]}
+    head = ["case", *(["sessions"] if len(sizes) > 1 else []), "rel IQR", "run noise", "resolves", "A/A false"]
     head += [f"{s:.0%}: flagged (achieved)" for s in slowdowns]
     head += ["A/A extra time"]
     rows = []
@@ -309,6 +322,7 @@ def render(figures: dict[str, Any], slowdowns: Sequence[float]) -> list[str]:
     for row in figures["cases"]:
         cells = [
             row["case"],
+            *([str(row["baseline_sessions"])] if len(sizes) > 1 else []),
             f"{row['relative_iqr']:.1%}",
             f"{row['run_to_run']:.1%}",
             f"{row['resolves']:.0%}",
@@ -339,14 +353,11 @@ def _log_result(r: dict[str, Any]) -> None:
     flagged = ",".join(v["metric"] for v in _regressed(r)) or "-"
     sps = next((v for v in r["verdicts"] if v["metric"] == "samples_per_s"), None)
     change = f"{1 / sps['ratio']:.3f}x slower, {sps['outcome']}" if sps else "n/a"
-    _log(
-        f"  {r['case']} +{r['slowdown']:.0%}: samples_per_s {change}; regressed: {flagged}; "
+    log(
+        f"  {r['case']} [{r.get('baseline_sessions', '?')} session(s)]"
+        f" +{r['slowdown']:.0%}: samples_per_s {change}; regressed: {flagged}; "
         f"{len(r['measure_s'])} measurement(s), {sum(r['measure_s']):.1f} s"
     )
-
-
-def _log(text: str) -> None:
-    print(f"[selfcheck {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -354,12 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.session is not None:
         print(json.dumps(_session(json.loads(args.session))))
         return 0
+    if args.ab:
+        return selfcheck_ab.main(args)
     try:
         figures = run(args)
     except LoaderbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    slowdowns = _fraction_list(args.slowdowns)
+    slowdowns = fraction_list(args.slowdowns)
     for line in render(figures, slowdowns):
         print(line)
     if args.json_path:
