@@ -311,6 +311,15 @@ def test_ab_with_baseline_save_or_too_few_pairs_is_a_usage_error(project: pytest
     assert "--loader-ab-pairs='1' must be >= 2" in err
 
 
+@pytest.mark.parametrize(
+    "option",
+    ["--loader-compare-anyway", "--loader-max-extra=5", "--loader-baseline-dir=elsewhere", "--loader-baseline-prune"],
+)
+def test_ab_with_an_option_of_the_stored_gate_is_a_usage_error(project: pytest.Pytester, option: str) -> None:
+    err = usage_error(project, f"--loader-ab={sys.executable}", option)
+    assert f"{option} belong(s) to the stored-baseline gate, which an A/B does not use" in err
+
+
 def test_a_base_that_is_not_python_is_a_usage_error(project: pytest.Pytester) -> None:
     liar = project.path / "liar.sh"
     liar.write_text("#!/bin/sh\necho 'I am not python'\nexit 1\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from loaderbench import FakeClock, LoaderConfig, Plan, measure
+from loaderbench.engine import memory
 from loaderbench.engine.cleanup import case_processes
 from loaderbench.engine.plan import plan_epoch, warmup_batches
 from loaderbench.engine.workloads import Workload
@@ -92,13 +94,49 @@ def test_runner_receives_the_rounds() -> None:
     assert calls == [3] and len(m.rounds["samples_per_s"]) == 3
 
 
+def test_no_memory_sample_is_taken_inside_the_timed_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sampler thread reads every process's PSS (kernel and GIL time): never while a round is timed."""
+    in_rounds = [False]
+    samples: list[bool] = []
+    real = memory.tree_memory
+
+    def spy(procs: Any = None) -> tuple[int, str]:
+        samples.append(in_rounds[0])
+        return real(procs)
+
+    def runner(fn: Any, rounds: int, between: Any) -> None:
+        in_rounds[0] = True
+        for _ in range(rounds):
+            between()
+            fn()
+            time.sleep(0.03)  # the sampler ticks every 5 ms: it would sample here if it were not paused
+        in_rounds[0] = False
+
+    monkeypatch.setattr(memory, "tree_memory", spy)
+    plan = Plan(rounds=3, round_s=0.05, memory_interval_s=0.005)
+    m = measure(CLOCKED, LoaderConfig(batch_size=10), plan=plan, clock=CLOCK, runner=runner)
+    assert samples and True not in samples
+    assert len(samples) >= 2  # before the rounds, and the untimed memory round after them
+    assert m.peak_memory_bytes is not None and m.peak_memory_bytes > 0
+
+
+def test_paused_sampler_takes_no_sample_and_samples_on_leaving() -> None:
+    with memory.PeakMemorySampler(0.002) as sampler:
+        time.sleep(0.02)
+        with sampler.paused():
+            during = sampler.samples
+            time.sleep(0.05)
+            assert sampler.samples == during
+        assert sampler.samples >= during + 1  # the rescan on leaving is synchronous
+
+
 def test_epoch_is_sized_to_whole_rounds() -> None:
     cfg = LoaderConfig(batch_size=10, num_workers=2, prefetch_factor=3)
     plan = Plan(rounds=5, round_s=0.2, warmup_batches=2)
     epoch = plan_epoch(CLOCKED, cfg, plan, rate=2000.0)
     assert epoch.batches_per_round == 40  # 0.2 s * 2000 samples/s / 10 per batch
     assert warmup_batches(cfg, plan) == 2 + 3 * 2  # drains the batches prefetched during start-up
-    assert epoch.total_batches == 8 + 1 + 5 * 40
+    assert epoch.total_batches == 8 + 1 + 5 * 40 + 40  # and one untimed round for the memory sampler
 
 
 def test_unstable_and_short_cases_warn_with_advice() -> None:

@@ -38,6 +38,18 @@ from loaderbench.gate.thresholds import Thresholds
 from loaderbench.report.files import write_report_files
 
 
+def _stored_gate_options(opt: Any) -> list[tuple[str, bool]]:
+    """The stored gate's options, each with whether this run set it away from its default."""
+    return [
+        (f"--loader-baseline-dir={opt.loader_baseline_dir}", opt.loader_baseline_dir is not None),
+        ("--loader-baseline-append", bool(opt.loader_baseline_append)),
+        ("--loader-baseline-prune", bool(opt.loader_baseline_prune)),
+        ("--loader-compare-anyway", bool(opt.loader_compare_anyway)),
+        ("--loader-require-baseline", bool(getattr(opt, "loader_require_baseline", False))),
+        (f"--loader-max-extra={opt.loader_max_extra}", opt.loader_max_extra != 3),
+    ]
+
+
 class ABSession:
     """The A/B of one pytest run (a pytest plugin object: its methods are hooks)."""
 
@@ -47,6 +59,14 @@ class ABSession:
             raise pytest.UsageError(
                 "--loader-ab compares two interpreters within this job and records no baseline: drop "
                 "--loader-baseline-save here, and record baselines in a run without --loader-ab."
+            )
+        stored_only = [name for name, given in _stored_gate_options(opt) if given]
+        if stored_only:
+            raise pytest.UsageError(
+                f"--loader-ab={opt.loader_ab}: {', '.join(stored_only)} belong(s) to the stored-baseline gate, which "
+                "an A/B does not use (it compares two interpreters in this job; its own limits are "
+                "--loader-ab-pairs and --loader-ab-budget). Drop them here, or run without --loader-ab to gate "
+                "against a stored baseline."
             )
         self.config = config
         self.cwd = Path(str(config.invocation_params.dir))

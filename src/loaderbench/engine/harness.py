@@ -5,7 +5,9 @@ Phases, each timed on its own with the injectable clock:
 1. ``startup_s``: ``iter(loader)``, which creates the iterator and starts the workers;
 2. ``ttfb_s``: ``iter(loader)`` until the first batch is in hand;
 3. warm-up batches (not timed), then ``rounds`` steady-state rounds of equal
-   batch counts, each giving samples/s, batches/s and bytes/s;
+   batch counts, each giving samples/s, batches/s and bytes/s, with no
+   instrument running; then one untimed round in which the memory sampler
+   takes the steady state's peak (it samples every phase but the timed rounds);
 4. ``epoch_end_s``: the ``next()`` that raises ``StopIteration``;
 5. ``epoch_stall_s``: the next epoch's ``iter()`` until its first batch (where
    ``persistent_workers`` matters);
@@ -254,9 +256,13 @@ def _run(
                 dog.beats += 1
             consumer.sync()  # untimed: GPU work queued during warm-up must not run into round 1
             dog.phase("measuring the steady-state rounds")
-            runner(round_fn, plan.rounds, memory.sample)
-            dog.phase("draining the rest of the epoch")
-            phases.update(_drain(live[0], clock, dog))
+            with memory.paused():  # no instrument inside the timed rounds
+                runner(round_fn, plan.rounds, memory.sample)
+            dog.phase("sampling memory (an untimed round)")
+            phases.update(_memory_round(live[0], k, consumer, clock, dog))
+            if "epoch_end_s" not in phases:
+                dog.phase("draining the rest of the epoch")
+                phases.update(_drain(live[0], clock, dog))
             if plan.next_epoch:
                 if not config.persistent_workers:
                     dog.phase("shutting down the first epoch's workers")
@@ -297,6 +303,21 @@ def _shutdown(it: Iterator[Any]) -> None:
     if stop is not None:
         with contextlib.suppress(Exception):
             stop()
+
+
+def _memory_round(it: Iterator[Any], batches: int, consumer: Consumer, clock: Clock, dog: Watchdog) -> dict[str, float]:
+    """One more round's worth of batches, untimed, while the memory sampler runs: the steady state's
+    peak memory, measured where sampling cannot slow a timed round.  A fixed-length epoch may end
+    inside it: the call that raises StopIteration is then the epoch end."""
+    for _ in range(batches):
+        t = clock()
+        try:
+            consumer.consume(next(it))
+        except StopIteration:
+            return {"epoch_end_s": clock() - t}
+        dog.beats += 1
+    consumer.sync()
+    return {}
 
 
 def _drain(it: Iterator[Any], clock: Clock, dog: Watchdog, limit: int = 10_000) -> dict[str, float]:

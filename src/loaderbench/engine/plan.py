@@ -113,7 +113,8 @@ def plan_epoch(workload: Workload, config: LoaderConfig, plan: Plan, rate: float
     bs = config.batch_size or 1
     per_round = math.ceil(plan.round_s * rate / bs)
     per_round = max(plan.min_batches_per_round, min(plan.max_batches_per_round, per_round))
-    total = warmup_batches(config, plan) + 1 + plan.rounds * per_round
+    # the first batch, the warm-up, the timed rounds and one untimed round for the memory sampler
+    total = warmup_batches(config, plan) + 1 + (plan.rounds + 1) * per_round
     if workload.is_iterable and config.num_workers > 1:
         # each worker must get whole batches, or it yields a short batch at its end
         step = config.num_workers

@@ -142,6 +142,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for v in shuffled:
                 log(f"job {i + 1}/{args.reruns}: {v.label}, {len(v.cases)} case(s)", tool="selfcheck --ab")
                 jobs.append(_job(spec, v, {"base": base, "head": heads[v.slowdown]}, schedule))
+                if args.json_path:  # every finished job is kept, should the check be cut short
+                    partial = {"partial": True, "settings": vars(args), "jobs": jobs}
+                    Path(args.json_path).write_text(json.dumps(partial, default=str) + "\n", encoding="utf-8")
     figures = figures_of(jobs, variants)
     figures["settings"] = vars(args)
     figures["jobs"] = jobs
