@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import UsageError
-from loaderbench.tools import selfcheck, selfcheck_ab
+from loaderbench.tools import meter, selfcheck, selfcheck_ab
 from loaderbench.tools.selfcheck_ab import Variant, figures_of, parse_variants, render
 from loaderbench.tools.selfcheck_common import case_id, fraction_list, geomean, parse_cases
 from loaderbench.tools.slow_interpreter import write_slowed_interpreter
@@ -179,3 +180,24 @@ def test_the_ab_check_is_a_mode_of_the_selfcheck_command() -> None:
         [sys.executable, "-m", "loaderbench.tools.selfcheck", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--ab " in help_text and "--ab-pairs" in help_text and "--baseline-sessions" in help_text
+
+
+# --- the independent meter ----------------------------------------------------------------------------------
+
+
+def test_the_meter_pairs_the_harness_with_a_bare_loop_over_the_same_case() -> None:
+    workloads = load_scenarios(ROOT / "fixtures" / "workloads.toml")
+    ((workload, config),) = parse_cases("io:w0-bs8", workloads)
+    result = meter.agreement(workload, config, pairs=2, plan=Plan(rounds=2, round_s=0.02))
+    assert result.case_id == "io-cpu-w0-bs8"
+    assert len(result.harness) == len(result.meter) == 2
+    assert all(r > 0 for r in result.ratios)
+    assert result.ratio == pytest.approx(sum(result.ratios) / 2)  # the median of two
+    lines = meter.render([result])
+    assert lines[0].split()[:4] == ["case", "harness", "samples/s", "meter"]
+    assert lines[1].startswith("io-cpu-w0-bs8 ") and lines[1].split()[-1] == "2"
+
+
+def test_the_meter_refuses_zero_pairs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert meter.main(["--pairs", "0", "--scenarios", str(ROOT / "fixtures" / "workloads.toml")]) == 2
+    assert "--pairs=0" in capsys.readouterr().err
