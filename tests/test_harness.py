@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from loaderbench import FakeClock, LoaderConfig, Plan, measure
 from loaderbench.engine import memory
 from loaderbench.engine.cleanup import case_processes
-from loaderbench.engine.plan import plan_epoch, warmup_batches
+from loaderbench.engine.plan import estimate_samples_per_s, plan_epoch, warmup_batches
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed
 
@@ -128,6 +128,36 @@ def test_paused_sampler_takes_no_sample_and_samples_on_leaving() -> None:
             time.sleep(0.05)
             assert sampler.samples == during
         assert sampler.samples >= during + 1  # the rescan on leaving is synchronous
+
+
+class FirstCallPenalty(Dataset[torch.Tensor]):
+    """1 s of fake time for the first sample (lazy imports, first faults), 1 ms for every other."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.calls = length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        self.calls += 1
+        CLOCK.advance(1.0 if self.calls == 1 else 0.001)
+        return torch.zeros(1)
+
+
+@dataclass(frozen=True, slots=True)
+class NoCostModel(Workload):
+    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
+        return FirstCallPenalty(length)
+
+    def ideal_samples_per_s(self, num_workers: int, cpus: int | None = None) -> float | None:
+        return None
+
+
+def test_the_pilot_does_not_time_a_first_call() -> None:
+    workload = NoCostModel(name="first-call", kind="user", batch_size=16)
+    rate = estimate_samples_per_s(workload, LoaderConfig(batch_size=16), ".", clock=CLOCK)
+    assert rate == pytest.approx(1000.0)  # 1 ms a sample; the first call's 1 s is not in it
 
 
 def test_epoch_is_sized_to_whole_rounds() -> None:

@@ -71,14 +71,20 @@ def estimate_samples_per_s(
     if ideal is not None:
         return ideal
     bs = config.batch_size or 1
-    pilot = workload.build(max(bs, 8), workdir)
     n = min(bs, 8)
-    t0 = clock()
+    pilot = workload.build(max(bs, 8) + 1, workdir)
+    # one untimed sample first: a first call pays for lazy imports (a decoder's plugins), first page
+    # faults and allocator growth, and timing it made a decode dataset look several times slower than
+    # it is, so rounds came out a fraction of --loader-round-seconds long
     if isinstance(pilot, IterableDataset):
         it = iter(pilot)
+        next(it)
+        t0 = clock()
         samples = [next(it) for _ in range(n)]
     else:
-        samples = [pilot[i] for i in range(n)]  # type: ignore[index]
+        pilot[0]  # type: ignore[index]
+        t0 = clock()
+        samples = [pilot[i] for i in range(1, n + 1)]  # type: ignore[index]
     cost = max((clock() - t0) / n, 1e-7)
     rate = min(config.num_workers or 1, cpus) / cost
     if config.num_workers > 0:
