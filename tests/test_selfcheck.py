@@ -190,12 +190,20 @@ def test_the_meter_pairs_the_harness_with_a_bare_loop_over_the_same_case() -> No
     ((workload, config),) = parse_cases("io:w0-bs8", workloads)
     result = meter.agreement(workload, config, pairs=2, plan=Plan(rounds=2, round_s=0.02))
     assert result.case_id == "io-cpu-w0-bs8"
-    assert len(result.harness) == len(result.meter) == 2
+    assert len(result.a) == len(result.b) == 2
     assert all(r > 0 for r in result.ratios)
     assert result.ratio == pytest.approx(sum(result.ratios) / 2)  # the median of two
     lines = meter.render([result])
     assert lines[0].split()[:4] == ["case", "harness", "samples/s", "meter"]
     assert lines[1].startswith("io-cpu-w0-bs8 ") and lines[1].split()[-1] == "2"
+
+
+def test_the_meter_compares_round_lengths() -> None:
+    workloads = load_scenarios(ROOT / "fixtures" / "workloads.toml")
+    ((workload, config),) = parse_cases("io:w0-bs8", workloads)
+    result = meter.round_length_agreement(workload, config, factor=2, pairs=1, plan=Plan(rounds=2, round_s=0.02))
+    assert result.labels == ("rounds 0.02 s", "rounds 0.04 s") and len(result.ratios) == 1
+    assert meter.render([result])[0].split()[1:4] == ["rounds", "0.02", "s"]
 
 
 def test_the_meter_refuses_zero_pairs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,9 @@ start-up allowance and then times as many batches as the harness timed, with not
 pair at a time, so the machine's drift hits both; the figure is the median over the pairs of
 harness / meter samples/s.  1.00 means the harness neither bends nor flatters the pipeline.
 
+``--round-factor 4`` asks the other question of an honest harness, whether the length of a round
+changes the answer: it pairs the harness at ``--round-seconds`` with the harness at 4 times that.
+
 Where :mod:`loaderbench.tools.overhead` asks what the harness costs on a loader that costs nothing
 (0 workers), this asks whether it disturbs real pipelines with workers: the memory sampler, reading
 every worker's PSS while a 2-worker transfer case was timed, made that case 14% slower before it was
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import statistics
 import sys
@@ -42,19 +46,21 @@ DEFAULT_CASES = "io:w2,io-lognormal:w2,iterable-io:w2,skewed:w2,cpu:w2,transfer:
 
 @dataclass(frozen=True, slots=True)
 class Agreement:
-    """One case's interleaved pairs of harness and meter samples/s."""
+    """One case's interleaved pairs of samples/s: the harness (``a``) and what it is checked against
+    (``b``: the meter, or the harness with longer rounds)."""
 
     case_id: str
-    harness: tuple[float, ...]
-    meter: tuple[float, ...]
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+    labels: tuple[str, str] = ("harness", "meter")
 
     @property
     def ratios(self) -> list[float]:
-        return [h / m for h, m in zip(self.harness, self.meter, strict=True)]
+        return [x / y for x, y in zip(self.a, self.b, strict=True)]
 
     @property
     def ratio(self) -> float:
-        """Median over the pairs of harness / meter samples/s (1.0: they agree)."""
+        """Median over the pairs of a / b samples/s (1.0: they agree)."""
         return statistics.median(self.ratios)
 
 
@@ -105,19 +111,35 @@ def agreement(workload: Workload, config: LoaderConfig, *, pairs: int = 5, plan:
     return Agreement(case_id(workload, config), tuple(harness), tuple(bare))
 
 
+def round_length_agreement(
+    workload: Workload, config: LoaderConfig, *, factor: float, pairs: int = 5, plan: Plan | None = None
+) -> Agreement:
+    """``pairs`` interleaved measurements at ``plan.round_s`` and at ``factor`` times it."""
+    plan = plan or Plan()
+    longer = dataclasses.replace(plan, round_s=plan.round_s * factor)
+    short: list[float] = []
+    long: list[float] = []
+    for _ in range(pairs):
+        short.append(measure(workload, config, plan=plan).samples_per_s)
+        long.append(measure(workload, config, plan=longer).samples_per_s)
+    labels = (f"rounds {plan.round_s:g} s", f"rounds {longer.round_s:g} s")
+    return Agreement(case_id(workload, config), tuple(short), tuple(long), labels)
+
+
 def render(results: Sequence[Agreement]) -> list[str]:
     rows = [
         [
-            a.case_id,
-            f"{statistics.median(a.harness):.0f}",
-            f"{statistics.median(a.meter):.0f}",
-            f"{a.ratio:.3f}",
-            f"{min(a.ratios):.3f}-{max(a.ratios):.3f}",
-            str(len(a.ratios)),
+            r.case_id,
+            f"{statistics.median(r.a):.0f}",
+            f"{statistics.median(r.b):.0f}",
+            f"{r.ratio:.3f}",
+            f"{min(r.ratios):.3f}-{max(r.ratios):.3f}",
+            str(len(r.ratios)),
         ]
-        for a in results
+        for r in results
     ]
-    head = ["case", "harness samples/s", "meter samples/s", "harness/meter", "range", "pairs"]
+    first, second = results[0].labels if results else ("harness", "meter")
+    head = ["case", f"{first} samples/s", f"{second} samples/s", "ratio", "range", "pairs"]
     return text_table([Column(h) for h in head], rows, gap=2)
 
 
@@ -127,16 +149,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", default=DEFAULT_CASES, help="WORKLOAD:CONFIG_ID list (default: %(default)s)")
     parser.add_argument("--pairs", type=int, default=5, help="interleaved pairs per case (default: %(default)s)")
     parser.add_argument("--round-seconds", type=float, default=Plan().round_s, help="default: %(default)s")
+    parser.add_argument(
+        "--round-factor",
+        type=float,
+        default=None,
+        help="compare the harness at --round-seconds with the harness at this many times it, instead of the "
+        "meter (default: off)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.pairs < 1:
             raise UsageError(f"--pairs={args.pairs}: must be at least 1.")
+        if args.round_factor is not None and not args.round_factor > 0:
+            raise UsageError(f"--round-factor={args.round_factor}: must be positive, e.g. 4.")
         plan = Plan(round_s=args.round_seconds)
         cases = parse_cases(args.cases, load_scenarios(args.scenarios))
         results = []
         for workload, config in cases:
             log(f"{case_id(workload, config)}: {args.pairs} pairs", tool="meter")
-            results.append(agreement(workload, config, pairs=args.pairs, plan=plan))
+            if args.round_factor is None:
+                results.append(agreement(workload, config, pairs=args.pairs, plan=plan))
+            else:
+                results.append(
+                    round_length_agreement(workload, config, factor=args.round_factor, pairs=args.pairs, plan=plan)
+                )
     except LoaderbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
