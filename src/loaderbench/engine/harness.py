@@ -44,6 +44,7 @@ from typing import Any
 import psutil
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.data._utils import signal_handling
 
 from loaderbench.clock import Clock, perf_clock
 from loaderbench.config import LoaderConfig
@@ -107,7 +108,7 @@ def measure(
             # a pass-through that, if collation fails, names where the samples differ (in the worker)
             kwargs["collate_fn"] = ExplainingCollate(kwargs["collate_fn"], auto_batching=config.batch_size is not None)
             loader = DataLoader(dataset, **kwargs)
-            result = _run(loader, config, epoch, plan, clock, runner, consumer, dog, workers, exits)
+            result = _run(loader, config, epoch, plan, clock, runner, consumer, dog, workers, exits, notes)
         for w in caught:
             text = f"torch warned: {str(w.message).splitlines()[0]}"
             if text not in notes:
@@ -210,6 +211,7 @@ def _run(
     dog: Watchdog,
     workers: set[int],
     exits: dict[int, int],
+    notes: list[str],
 ) -> tuple[dict[str, tuple[float, ...]], dict[str, float], int, int, PeakMemorySampler]:
     phases: dict[str, float] = {}
     per_round: dict[str, list[float]] = {"samples_per_s": [], "batches_per_s": [], "bytes_per_s": [], "round_s": []}
@@ -267,7 +269,7 @@ def _run(
                 if not config.persistent_workers:
                     dog.phase("shutting down the first epoch's workers")
                     t = clock()
-                    live.clear()  # releases the first epoch's workers
+                    _release(live, notes, "the first epoch's")  # releases the first epoch's workers
                     gc.collect()
                     phases["epoch_shutdown_s"] = clock() - t
                 dog.phase("starting the next epoch")
@@ -278,7 +280,7 @@ def _run(
                 phases["epoch_stall_s"] = clock() - t
             dog.phase("shutting down the workers")
             t = clock()
-            live.clear()
+            _release(live, notes, "the last epoch's")
             loader._iterator = None  # a persistent iterator is held by the loader
             gc.collect()  # torch's _shutdown_workers joins (or terminates) the workers here
             phases["shutdown_s"] = clock() - t
@@ -294,6 +296,25 @@ def _run(
             loader._iterator = None
     rounds = {name: tuple(values) for name, values in per_round.items()}
     return rounds, phases, steady, bytes_per_sample, memory
+
+
+def _release(live: list[Iterator[Any]], notes: list[str], which: str) -> None:
+    """Shut the live iterator's workers down here, not in its ``__del__``: a worker that dies during
+    shutdown makes torch raise from its SIGCHLD handler, and raised inside ``__del__`` that becomes an
+    unraisable exception (a page of traceback in pytest) instead of a note on a case that measured."""
+    for it in live:
+        stop = getattr(it, "_shutdown_workers", None)
+        if stop is None:
+            continue
+        try:
+            stop()
+        except (RuntimeError, ConnectionError, EOFError, OSError) as exc:
+            notes.append(f"{which} workers did not shut down cleanly: {str(exc).splitlines()[0]} (the rounds stand)")
+            if getattr(it, "_worker_pids_set", False):  # torch's SIGCHLD handler must forget the dead worker
+                with contextlib.suppress(Exception):
+                    signal_handling._remove_worker_pids(id(it))  # type: ignore[attr-defined]
+                    it._worker_pids_set = False  # type: ignore[attr-defined]
+    live.clear()
 
 
 def _shutdown(it: Iterator[Any]) -> None:
