@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-workers",
         type=number("--max-workers", int, minimum=1, exclusive=False, fix="Use e.g. 16"),
         default=None,
-        help="largest num_workers to try (default: max(8, 2 x affinity CPUs))",
+        help="largest num_workers to try (default: max(64, 4 x affinity CPUs); the search stops "
+        "earlier, where scaling stops)",
     )
     t.add_argument(
         "--rounds",

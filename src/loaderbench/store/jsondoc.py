@@ -7,30 +7,58 @@
   (:func:`clean`), and ``allow_nan=False`` makes any that slip through an error.
 * **Atomic writes.**  A temporary file in the same directory, fsynced, then
   ``os.replace``-d over the old one (and the directory fsynced): a reader, or a
-  crash at any point, sees the old document or the new one, never a mix.
-* **Locking.**  Writers that read, merge and write take an exclusive
-  :mod:`filelock` lock beside the document; a writer that cannot take it in
-  time fails with a clear message and writes nothing.
+  crash at any point, sees the old document or the new one, never a mix.  A
+  writer killed mid-write leaves a ``.NAME.*.tmp`` file; the next locked writer
+  removes it (:func:`stale_temporaries` logs a note), and readers never look at it.
+* **Locking.**  Writers that read, merge and write take an exclusive ``flock``
+  on ``.NAME.lock`` beside the document (:func:`locked`); a writer that cannot
+  take it in time fails with a clear message and writes nothing.  The lock file
+  is removed when the lock is released, so it does not litter the directory.
+* **Fault hook (tests only).**  With the environment variable
+  ``LOADERBENCH_FAULT_STEP`` set to one of :data:`FAULT_STEPS`, a writer kills
+  itself with SIGKILL at that step of a locked atomic write: the crash tests
+  (``tests/test_store_crash.py``) use it to prove the rules above.  Unset, it
+  costs one dictionary lookup per step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import signal
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from loaderbench.errors import LoaderbenchError
+
+if sys.platform == "win32":  # pragma: no cover - no flock there: filelock's lock (whose file stays)
+    import filelock
+else:
+    import fcntl
 from loaderbench.version import __version__
 
 #: ``written_by`` of every document this code writes.
 WRITTEN_BY = f"loaderbench {__version__}"
+
+#: The environment variable of the fault hook: the step (one of :data:`FAULT_STEPS`) to die at.
+FAULT_ENV = "LOADERBENCH_FAULT_STEP"
+#: The steps of a locked atomic write, in order, at which the fault hook can kill the writer.
+FAULT_STEPS = ("locked", "temp-created", "temp-half-written", "temp-written", "replaced", "synced")
+
+_log = logging.getLogger(__name__)
+
+
+def _fault(step: str) -> None:
+    """The fault hook: SIGKILL this process at ``step`` when ``LOADERBENCH_FAULT_STEP`` names it."""
+    if os.environ.get(FAULT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def clean(value: Any) -> Any:
@@ -51,12 +79,19 @@ def atomic_write(path: Path, text: str) -> None:
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _fault("temp-created")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            half = len(text) // 2
+            fh.write(text[:half])
+            fh.flush()
+            _fault("temp-half-written")
+            fh.write(text[half:])
             fh.flush()
             os.fsync(fh.fileno())
+        _fault("temp-written")
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+        _fault("replaced")
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -67,34 +102,110 @@ def atomic_write(path: Path, text: str) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    _fault("synced")
 
 
 def stale_temporaries(path: Path) -> list[Path]:
-    """Temporary files that a writer of ``path`` left when it was killed mid-write."""
-    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    """Temporary files that a writer of ``path`` left when it was killed mid-write (a note is logged).
+
+    Only a writer holding :func:`locked` may remove them: a live writer's temporary file looks the same.
+    """
+    found = sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    if found:
+        _log.warning(
+            "%s: %d temporary file(s) left by a save that was killed mid-write (%s); the document itself is "
+            "intact (old or new, never a mix) and they are removed",
+            path,
+            len(found),
+            ", ".join(p.name for p in found),
+        )
+    return found
 
 
 @contextlib.contextmanager
 def locked(path: Path, *, timeout_s: float, error: Callable[[str], LoaderbenchError]) -> Iterator[None]:
-    """An exclusive lock on ``path``'s lock file (``.NAME.lock`` beside it) for a read-merge-write.
+    """An exclusive lock for a read-merge-write of ``path``: ``flock`` on ``.NAME.lock`` beside it.
 
-    The lock file stays in place on purpose: deleting it would let two writers lock two different files.
+    The lock file is removed on release, so a custom baseline directory is not littered.  Deleting a lock
+    file is the classic way to let two writers in at once (one holds the deleted file, the next locks a new
+    one), so the protocol keeps one invariant: **only the holder unlinks, and it unlinks before it unlocks**.
+    A waiter that gets the lock then checks that the file it locked is still the one at the path (same
+    device and inode); if not, its holder removed it while it waited, and it starts over on the new file.
+    Two writers can therefore never both hold a lock on the file the path names.  A writer killed while
+    holding leaves the file behind unlocked (the kernel drops ``flock`` locks with the process): the next
+    writer takes it at once and removes it.  The lock lives beside the document rather than in a temporary
+    directory so that every process that can write the document (other users, containers) sees it.
     """
     lock_path = path.parent / f".{path.name}.lock"
-    lock = filelock.FileLock(str(lock_path), timeout=timeout_s)
+    if sys.platform == "win32":  # pragma: no cover - Windows cannot delete an open file: the lock file stays
+        lock = filelock.FileLock(str(lock_path), timeout=timeout_s)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise error(f"{lock_path}: another process has held the lock for {timeout_s:g} s. {_WAIT}") from None
+        try:
+            yield
+        finally:
+            lock.release()
+        return
+    fd = _acquire(lock_path, timeout_s, error)
     try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise error(
-            f"{lock_path}: another process has held the lock for {timeout_s:g} s. "
-            "Wait for the other save to finish, or remove the lock file if no save is running."
-        ) from None
-    except OSError as exc:
-        raise error(f"{lock_path}: cannot take the lock ({exc.strerror}). Check the directory is writable.") from None
-    try:
+        _fault("locked")
         yield
     finally:
-        lock.release()
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)  # still holding it: see the invariant above
+        os.close(fd)  # releases the lock
+
+
+def _acquire(lock_path: Path, timeout_s: float, error: Callable[[str], LoaderbenchError]) -> int:
+    """An open descriptor of ``lock_path`` holding its exclusive ``flock``, that is still the file at the path."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise error(
+                f"{lock_path}: cannot take the lock ({exc.strerror}). Check the directory is writable."
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise error(
+                    f"{lock_path}: another process{_holder(lock_path)} has held the lock for {timeout_s:g} s. {_WAIT}"
+                ) from None
+            time.sleep(0.02)
+            continue
+        except OSError as exc:
+            os.close(fd)
+            raise error(
+                f"{lock_path}: cannot take the lock ({exc.strerror}). Use a local directory for the baselines."
+            ) from None
+        try:
+            ours = os.fstat(fd)
+            now_at_path = os.stat(lock_path)
+            current = (ours.st_dev, ours.st_ino) == (now_at_path.st_dev, now_at_path.st_ino)
+        except FileNotFoundError:
+            current = False
+        if current:
+            with contextlib.suppress(OSError):  # who holds it, for the message of a writer that times out
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # the previous holder removed the file we waited on: lock the new one
+
+
+_WAIT = "Wait for the other save to finish and run again (a crashed save never holds the lock)."
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        pid = lock_path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
 
 
 def load(

@@ -222,6 +222,8 @@ def tune_context(result: TuneResult) -> dict[str, Any]:
             "bottleneck": result.bottleneck.kind,
             "evidence": list(result.bottleneck.evidence),
             "stop_reason": result.search.stop_reason,
+            "worker_cap": spec.worker_cap,
+            "cap_note": result.search.cap_note,
             "failures": {cfg.id: why for cfg, why in result.search.failures.items()},
             "summary_markdown": tune_markdown(result),
         }

@@ -6,9 +6,13 @@ time budget lasts:
 1. the DataLoader defaults (``num_workers=0``), always;
 2. the two common heuristics, ``num_workers = os.cpu_count()`` and the
    Lightning-style ``affinity CPUs - 1`` (the answer compares against them);
-3. a worker-count ladder 1, 2, 4, 8... up to ``max_workers``, stopping early
-   once two rungs in a row fail to beat the fewer-worker rungs by ``tie`` (the
-   region above is dominated), then the midpoints around the knee;
+3. a worker-count ladder 1, 2, 4, 8... that climbs until scaling stops: two
+   rungs in a row that fail to beat the fewer-worker rungs by ``tie`` end it
+   (the region above is dominated).  Its only ceiling is ``max_workers``, by
+   default :func:`auto_worker_cap` (far above where an ordinary dataset stops
+   scaling); a ladder still scaling at its ceiling says so in
+   :attr:`Search.cap_note`, with the slope of its last rungs.  Then the
+   midpoints around the knee;
 4. at the best worker count: ``prefetch_factor`` 4 (then 8 if 4 won),
    ``pin_memory`` (CUDA only), ``in_order=False``, and ``persistent_workers``
    (measured with a second epoch, for the stall it removes);
@@ -28,14 +32,17 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from loaderbench import stats
 from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
 from loaderbench.errors import CaseFailed, UsageError
 from loaderbench.machine import affinity_cpus
 from loaderbench.measurement import Measurement
+from loaderbench.tune.trials import Progress, Trial, cost, ordered
+
+__all__ = ["MeasureFn", "Progress", "Search", "Trial", "TuneSpec", "cost", "heuristics", "ordered"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +80,18 @@ class TuneSpec:
 
     @property
     def worker_cap(self) -> int:
-        return self.max_workers or max(8, 2 * affinity_cpus())
+        return self.max_workers or auto_worker_cap()
+
+
+def auto_worker_cap(cpus: int | None = None) -> int:
+    """The ladder's ceiling without ``--max-workers``: ``max(64, 4 x affinity CPUs)``.
+
+    The ladder normally stops well below it, where scaling stops; it is there for datasets that wait rather
+    than compute (I/O, a remote store, a sleep), which scale far past the CPU count: a 2 ms-sleep dataset on
+    2 CPUs still scales at 32 workers.  Above it, worker start-up and file descriptors cost more than more
+    waiting can gain.
+    """
+    return max(64, 4 * (cpus if cpus is not None else affinity_cpus()))
 
 
 def heuristics() -> dict[str, int]:
@@ -82,60 +100,6 @@ def heuristics() -> dict[str, int]:
         "num_workers = CPU count (os.cpu_count())": os.cpu_count() or 1,
         "Lightning-style: affinity CPUs - 1": max(1, affinity_cpus() - 1),
     }
-
-
-@dataclass(slots=True)
-class Trial:
-    """One config and every measurement of it (their rounds pooled)."""
-
-    config: LoaderConfig
-    measurements: list[Measurement] = field(default_factory=list)
-    objective: str = "samples_per_s"
-
-    @property
-    def samples(self) -> tuple[float, ...]:
-        out: list[float] = []
-        for m in self.measurements:
-            out.extend(m.rounds.get(self.objective) or m.rounds.get("samples_per_s", ()))
-        return tuple(out)
-
-    @property
-    def median(self) -> float:
-        return stats.median(self.samples)
-
-    @property
-    def relative_iqr(self) -> float:
-        return stats.relative_iqr(self.samples)
-
-    def phase(self, name: str) -> float | None:
-        values = [m.phases[name] for m in self.measurements if name in m.phases]
-        return stats.median(values) if values else None
-
-    @property
-    def peak_memory_bytes(self) -> int | None:
-        values = [m.peak_memory_bytes for m in self.measurements if m.peak_memory_bytes is not None]
-        return max(values) if values else None
-
-
-def cost(config: LoaderConfig) -> tuple[int, int, bool, bool, bool]:
-    """Cheaper first: fewer workers, smaller prefetch, in order, unpinned, non-persistent."""
-    c = config
-    return (c.num_workers, c.effective_prefetch_factor or 0, not c.in_order, c.pin_memory, c.persistent_workers)
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """What the progress line shows after each measurement."""
-
-    elapsed_s: float
-    budget_s: float
-    phase: str
-    tried: int
-    last: str
-    last_rate: float
-    best: str
-    best_rate: float
-    defaults_rate: float
 
 
 MeasureFn = Callable[[LoaderConfig, bool], Measurement]
@@ -158,6 +122,8 @@ class Search:
         self.trials: dict[LoaderConfig, Trial] = {}
         self.failures: dict[LoaderConfig, str] = {}
         self.stop_reason = ""
+        #: Set when the ladder stopped at its ceiling while still scaling: the cap, the slope and what to do.
+        self.cap_note = ""
         self.phase = "defaults"
         self._start = clock()
         self._durations: list[float] = []
@@ -264,12 +230,13 @@ class Search:
         return cfg
 
     def ladder(self) -> None:
-        """1, 2, 4, 8... workers, each compared with the best of the fewer worker counts measured; two rungs in
-        a row without a gain of ``tie`` end the climb (what lies above them is dominated)."""
+        """1, 2, 4, 8... workers (then the cap itself), each compared with the best of the fewer worker counts
+        measured; two rungs in a row without a gain of ``tie`` end the climb (what lies above them is dominated).
+        Reaching the cap while still gaining sets :attr:`cap_note`."""
         self.phase = "workers"
         misses = 0
-        n = 1
-        while n <= self.spec.worker_cap:
+        n, cap = 1, self.spec.worker_cap
+        while True:
             best_before = max((t.median for w, t in self.by_workers().items() if w < n), default=math.nan)
             trial = self.trials.get(self.workers(n)) or self.run(self.workers(n))
             if trial is None and self.stopped:
@@ -278,7 +245,28 @@ class Search:
                 misses = 0 if self._better(trial.median, best_before) else misses + 1
                 if misses >= 2:
                     return
-            n *= 2
+            if n >= cap:
+                break
+            n = min(2 * n, cap)
+        if misses == 0 and trial is not None:
+            self.cap_note = self._cap_note(cap)
+
+    def _cap_note(self, cap: int) -> str:
+        """Why the ladder stopped at ``cap`` and how fast it was still climbing there."""
+        rungs = sorted((n, t.median) for n, t in self.by_workers().items() if n > 0 and not math.isnan(t.median))
+        (w1, r1), (w2, r2) = rungs[-2] if len(rungs) > 1 else (0, math.nan), rungs[-1]
+        slope = ""
+        if w1 and r1 > 0:
+            slope = (
+                f": {r1:,.0f} -> {r2:,.0f} samples/s from {w1} to {w2} workers "
+                f"({(r2 - r1) / (w2 - w1):+,.0f} samples/s per added worker, {r2 / r1:.2f}x for {w2 / w1:.2g}x "
+                "the workers)"
+            )
+        how = "raise --max-workers" if self.spec.max_workers else f"pass --max-workers above {cap}"
+        return (
+            f"the worker ladder reached its cap of {cap} workers while throughput was still scaling{slope}; "
+            f"more workers may be faster still ({how} to search further)"
+        )
 
     def refine(self, rounds: int = 2) -> None:
         """Midpoints around the knee: the fewest workers that the fastest worker count is not separated from."""
@@ -391,9 +379,6 @@ class Search:
             self.stop_reason = "interrupted; the recommendation uses what was measured so far"
         if self.stopped and not self.stop_reason:
             self.stop_reason = f"budget of {self.spec.budget_s:g} s spent (last phase: {self.phase}); raise --budget"
+        if self.cap_note:
+            self.stop_reason = f"{self.cap_note}; {self.stop_reason}"
         return self.recommended()
-
-
-def ordered(trials: Sequence[Trial]) -> list[Trial]:
-    """Fastest first."""
-    return sorted(trials, key=lambda t: (math.isnan(t.median), -t.median if not math.isnan(t.median) else 0))
