@@ -193,3 +193,18 @@ def test_shuffling_an_empty_dataset_is_refused_like_torch() -> None:
         DataLoader(empty, shuffle=True)
     with pytest.raises(InvalidConfig, match=r"shuffle=True: the dataset is empty"):
         LoaderConfig(shuffle=True).dataloader_kwargs(empty)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("w-1", "config='w-1': w-1 asks for num_workers=-1; num_workers cannot be negative. Write e.g. w2."),
+        ("w2-bs-8", "bs-8 asks for batch_size=-8"),
+        ("w-bs8", "'w' has no value; num_workers needs one. Write e.g. w2."),
+    ],
+)
+def test_a_negative_or_missing_id_value_names_the_bad_value(text: str, message: str) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        LoaderConfig.from_id(text)
+    assert message in str(info.value)
+    assert "unknown token" not in str(info.value)

@@ -5,6 +5,7 @@ Every sample comes from a seeded ``random.Random``; nothing here measures time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -21,7 +22,7 @@ from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import Thresholds, parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
-from loaderbench.report.verdicts import summary_lines
+from loaderbench.report.verdicts import inconclusive_lines, summary_lines
 from loaderbench.store.baseline import BaselineStore
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint
@@ -534,3 +535,21 @@ def test_the_spread_tool_writes_priors_the_gate_reads(tmp_path: Path) -> None:
     assert loaded.get("io", "samples_per_s").sigma == pytest.approx(sigma, abs=1e-4)
     assert loaded.get("io", "ttfb_s").dof == 3
     assert loaded.get("cpu", "samples_per_s").sigma >= 0.10  # unmeasured workloads get the wide default
+
+
+def test_every_inconclusive_line_names_its_next_step_and_huge_figures_cannot_resolve() -> None:
+    rng = random.Random(3)
+    v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 1, 1000.0), threshold=0.10)
+    noisy = dataclasses.replace(v, outcome="inconclusive", resolves=35858.62, noise=3.2, reason="too noisy; next: x")
+    unknown = dataclasses.replace(v, outcome="inconclusive", resolves=math.inf, reason="the baseline has 1 session")
+    small = dataclasses.replace(v, outcome="inconclusive", resolves=0.05, reason="not significant")
+    lines = inconclusive_lines([noisy, unknown, small], max_extra=3)
+    assert len(lines) == 6
+    assert "cannot resolve: noise ±320.0% from 3 baseline session(s) is too large" in lines[0]
+    assert "3585862" not in "\n".join(lines)
+    assert "cannot resolve: the noise is unknown" in lines[2]
+    assert "resolves >=5%" in lines[4]
+    nexts = lines[1::2]
+    assert all(line.startswith("    next: ") for line in nexts)
+    assert "--loader-ab" in nexts[0] and "--loader-baseline-append" in nexts[1]
+    assert "--loader-max-extra (now 3)" in nexts[2]

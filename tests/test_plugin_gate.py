@@ -49,13 +49,20 @@ def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester) -> None:
     result = run(project)
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*no baseline for this machine*--loader-baseline-save*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*no baseline for this machine*To record one with: pytest --benchmark --loader-scenarios=workloads.toml "
+            "--loader-baseline-dir=baselines --loader-config=w0-bs8 --loader-baseline-save*"
+        ]
+    )
 
 
 def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.Pytester) -> None:
     first = run(project, "--loader-baseline-save")
     assert first.ret == pytest.ExitCode.OK
-    first.stdout.fnmatch_lines(["*recorded 1 case(s) in *baselines*1 recording session(s)*"])
+    first.stdout.fnmatch_lines(
+        ["*recorded 1 case(s) in *baselines*1 recording session(s). The gate * resolve samples/s change*"]
+    )
     (doc_path,) = (project.path / "baselines").glob("*.json")
     doc = json.loads(doc_path.read_text())
     assert doc["format"] == "loaderbench-baseline"
@@ -69,6 +76,9 @@ def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.
     project.makefile(".toml", workloads=scenario(0.003))
     slower = run(project, "--benchmark-json=out.json")
     assert slower.ret == pytest.ExitCode.TESTS_FAILED
+    # pytest's own final line agrees with the exit code: not an all-green "1 passed"
+    assert "1 passed, 1 regressed" in slower.stdout.lines[-1]
+    slower.stdout.fnmatch_lines(["*loaderbench: the run fails: 1 case(s) regressed*"])
     slower.stdout.fnmatch_lines(
         ["*REGRESSIONS (*", "*tiny-io-cpu-w0-bs8*samples_per_s*slower*", "*environment changes since the baseline*"]
     )
@@ -113,3 +123,23 @@ def test_a_baseline_dir_that_does_not_exist_is_created_on_save(project: pytest.P
     target = Path(project.path) / "deep" / "new"
     assert run(project, "--loader-baseline-save", f"--loader-baseline-dir={target}").ret == pytest.ExitCode.OK
     assert list(target.glob("*.json"))
+
+
+def test_a_misspelled_per_case_threshold_is_a_usage_error_listing_the_cases(project: pytest.Pytester) -> None:
+    typo = run(project, "--loader-threshold=typo-case-w2:samples_per_s=5%", "--collect-only")
+    assert typo.ret == pytest.ExitCode.USAGE_ERROR
+    typo.stderr.fnmatch_lines(
+        ["*--loader-threshold: case 'typo-case-w2' is not a case of this run*Known case ids: tiny-io-cpu-w0-bs8*"]
+    )
+    assert "Traceback" not in typo.stderr.str()
+    right = run(project, "--loader-threshold=tiny-io-cpu-w0-bs8:samples_per_s=5%", "--collect-only")
+    assert right.ret == pytest.ExitCode.OK, right.stdout.str() + right.stderr.str()
+
+
+def test_a_threshold_above_100_percent_is_refused_and_the_help_says_what_it_means(project: pytest.Pytester) -> None:
+    result = project.runpytest("--benchmark", "--loader-threshold=200%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*'200%' would tolerate more than a 2x change*Use at most 100%*"])
+    helped = project.runpytest("--help")
+    text = " ".join(helped.stdout.str().split())  # argparse wraps the help
+    assert "the tolerated change in the bad direction (10%: up to 1.10x slower passes; at most 100%" in text

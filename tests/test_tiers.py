@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
 
 from loaderbench.engine.tiers import KNOB_VALUES, TIERS, build_tier, covering_pairs
 from loaderbench.engine.workloads import load_scenarios
-from loaderbench.errors import UsageError
+from loaderbench.errors import UsageError, WorkloadError
 
 WORKLOADS = load_scenarios(Path(__file__).parent.parent / "fixtures" / "workloads.toml")
 
@@ -67,3 +68,22 @@ def test_unknown_tier_and_workload_are_usage_errors() -> None:
         build_tier("nope", WORKLOADS)
     with pytest.raises(UsageError, match="workloads='nope'"):
         build_tier("smoke", WORKLOADS, only=["nope"])
+
+
+def test_a_workload_without_tiers_runs_in_every_tier(tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text('[[workload]]\nname = "mine"\nkind = "sleep"\nlatency_s = 0.001\n')
+    workloads = load_scenarios(path)
+    for tier in TIERS:
+        assert {c.workload.name for c in build_tier(tier, workloads).cases} == {"mine"}, tier
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"),
+    [('"smoke"', "tiers='smoke' is not a non-empty list"), ('["smok"]', "unknown tier 'smok'"), ("[]", "tiers=[]")],
+)
+def test_a_bad_tiers_key_is_refused_naming_the_key(tmp_path: Path, tiers: str, message: str) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text(f'[[workload]]\nname = "mine"\nkind = "sleep"\nlatency_s = 0.001\ntiers = {tiers}\n')
+    with pytest.raises(WorkloadError, match=re.escape(message)):
+        load_scenarios(path)

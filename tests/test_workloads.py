@@ -115,3 +115,22 @@ def test_a_bad_factory_path_fails_when_the_scenarios_load(tmp_path: Path) -> Non
     path.write_text('[[workload]]\nname = "mine"\nkind = "user"\nfactory = "just_a_module"\n')
     with pytest.raises(WorkloadError, match="is not a 'module:factory' path"):
         load_scenarios(path)
+
+
+def test_a_factory_module_that_is_a_namespace_package_says_so_and_names_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # run from the parent of a project folder "mypipe" whose code lives in mypipe/src/...: "mypipe" imports as a
+    # namespace package (a folder without __init__.py), with no factory in it
+    (tmp_path / "mypipe" / "src").mkdir(parents=True)
+    (tmp_path / "userdata2.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("mypipe", "userdata2"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(WorkloadError) as info:
+        load_factory("mypipe:make")
+    message = str(info.value)
+    assert "'mypipe' resolved to a namespace package" in message
+    assert str(tmp_path / "mypipe") in message
+    with pytest.raises(WorkloadError, match=r"userdata2 has no callable 'make' \(imported from .*userdata2\.py\)"):
+        load_factory("userdata2:make")

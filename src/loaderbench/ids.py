@@ -49,16 +49,35 @@ class Token:
 def decode(text: str, tokens: Sequence[Token], *, name: str) -> dict[str, Any]:
     """The fields that ``text`` names; raises :class:`InvalidConfig` for a token no form reads."""
     out: dict[str, Any] = {}
-    for token in text.strip().split("-"):
+    parts = text.strip().split("-")
+    for i, token in enumerate(parts):
         for form in tokens:
             matched, value = form.read(token)
             if matched:
                 out[form.field] = value
                 break
         else:
+            _bare_prefix(text, token, parts[i + 1] if i + 1 < len(parts) else None, tokens, name=name)
             examples = ", ".join(dict.fromkeys(f.example or f.word for f in tokens if f.example or f.word))
             raise InvalidConfig(f"{name}={text!r}: unknown token {token!r}. Use tokens like {examples}, joined by '-'.")
     return out
+
+
+def _bare_prefix(text: str, token: str, following: str | None, tokens: Sequence[Token], *, name: str) -> None:
+    """Raise a precise error for a value-taking token written without its value (``w``), or with a negative one
+    (``w-1``, which the ``-`` separator splits into ``w`` and ``1``)."""
+    for form in tokens:
+        if form.parse is None or not form.prefix or token != form.prefix + form.suffix:
+            continue
+        if following is not None and following.replace(".", "", 1).isdigit():
+            raise InvalidConfig(
+                f"{name}={text!r}: {token}-{following} asks for {form.field}=-{following}; {form.field} cannot be "
+                f"negative. Write e.g. {form.example or form.prefix + '2'}."
+            )
+        raise InvalidConfig(
+            f"{name}={text!r}: {token!r} has no value; {form.field} needs one. Write e.g. "
+            f"{form.example or form.prefix + '2'}."
+        )
 
 
 def encode(parts: Sequence[str | None]) -> str:

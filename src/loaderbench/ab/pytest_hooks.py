@@ -34,6 +34,7 @@ from loaderbench.ab.render import markdown_section, progress_line, representativ
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.errors import LoaderbenchError
+from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.report.files import write_report_files
 
@@ -46,7 +47,7 @@ def _stored_gate_options(opt: Any) -> list[tuple[str, bool]]:
         ("--loader-baseline-prune", bool(opt.loader_baseline_prune)),
         ("--loader-compare-anyway", bool(opt.loader_compare_anyway)),
         ("--loader-require-baseline", bool(getattr(opt, "loader_require_baseline", False))),
-        (f"--loader-max-extra={opt.loader_max_extra}", opt.loader_max_extra != 3),
+        (f"--loader-max-extra={opt.loader_max_extra}", opt.loader_max_extra != DEFAULT_MAX_EXTRA),
     ]
 
 

@@ -24,10 +24,10 @@ from typing import Any
 from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
 from loaderbench.cuda.spec import CudaSpec
 from loaderbench.engine.cases import Case
-from loaderbench.engine.workloads import Workload
+from loaderbench.engine.workloads import TIER_NAMES, Workload
 from loaderbench.errors import InvalidConfig, LoaderbenchError, UsageError
 
-TIERS = ("smoke", "standard", "full")
+TIERS = TIER_NAMES
 DEVICES = ("cpu", "cuda", "all")
 
 
@@ -51,7 +51,8 @@ def _cfg(workload: Workload, **changes: Any) -> LoaderConfig:
 
 
 def _in_tier(workloads: Mapping[str, Workload], tier: str) -> list[Workload]:
-    return [w for w in workloads.values() if tier in w.params.get("tiers", ())]
+    """The workloads of ``tier``: those that list it under ``tiers``, and those without a ``tiers`` key."""
+    return [w for w in workloads.values() if tier in w.params.get("tiers", TIERS)]
 
 
 def smoke(workloads: Mapping[str, Workload]) -> list[Case]:

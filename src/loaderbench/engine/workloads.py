@@ -83,6 +83,22 @@ def _measure_spin() -> float:
     return loops / best
 
 
+#: The tiers a workload can list under ``tiers``; a workload without the key runs in all of them.
+TIER_NAMES = ("smoke", "standard", "full")
+
+
+def _check_tiers(value: Any, scenarios: Path, name: str) -> None:
+    where = f"scenarios={str(scenarios)!r}, workload {name!r}"
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise WorkloadError(
+            f'{where}: tiers={value!r} is not a non-empty list of tier names. Write e.g. tiers = ["smoke"], '
+            "or leave the key out to run the workload in every tier."
+        )
+    unknown = [t for t in value if t not in TIER_NAMES]
+    if unknown:
+        raise WorkloadError(f"{where}: tiers={value!r}: unknown tier {unknown[0]!r}. Use {', '.join(TIER_NAMES)}.")
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
     """A named dataset recipe: ``kind`` plus its parameters.
@@ -203,10 +219,30 @@ class Workload:
         return ds.FileDataset(length, directory=str(directory), n_files=n_files)
 
     def _build_user(self, length: int) -> Dataset[Any]:
-        dataset = load_factory(str(self._p("factory")))
+        source = self.params.get("dataset")  # a Dataset or a no-argument factory (the loader_benchmark fixture)
+        if source is not None:
+            dataset = check_dataset(source() if _is_factory(source) else source, f"dataset={source!r}")
+        else:
+            dataset = load_factory(str(self._p("factory")))
         if isinstance(dataset, IterableDataset):
             return dataset
         return ds.RepeatDataset(dataset, length)
+
+
+def _is_factory(source: Any) -> bool:
+    return callable(source) and not isinstance(source, (Dataset, IterableDataset))
+
+
+def check_dataset(dataset: Any, what: str) -> Dataset[Any]:
+    """``dataset`` when it is a sized torch Dataset or an IterableDataset; else a WorkloadError naming ``what``."""
+    if not isinstance(dataset, (Dataset, IterableDataset)) or (
+        not isinstance(dataset, IterableDataset) and not hasattr(dataset, "__len__")
+    ):
+        raise WorkloadError(
+            f"{what}: returned {type(dataset).__name__}, not a sized torch Dataset or an IterableDataset. "
+            "Return a torch.utils.data.Dataset with __len__ and __getitem__."
+        )
+    return dataset
 
 
 def import_callable(
@@ -224,8 +260,17 @@ def import_callable(
         ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
+        where = getattr(module, "__file__", None)
+        if where is None:  # a folder without __init__.py, e.g. the package's own folder seen from its parent
+            folders = ", ".join(str(f) for f in getattr(module, "__path__", ()))
+            raise WorkloadError(
+                f"{argument}={path!r}: {module_name!r} resolved to a namespace package (the folder(s) {folders}, "
+                f"no module file), which has no callable {attr!r}. Run from the directory your package is "
+                "installed or importable from, install it (pip install -e .), or give the module's full dotted name."
+            )
         raise WorkloadError(
-            f"{argument}={path!r}: {module_name} has no callable {attr!r}. Name a function that returns {returns}."
+            f"{argument}={path!r}: {module_name} has no callable {attr!r} (imported from {where}). "
+            f"Name a function that returns {returns}."
         )
     return fn  # type: ignore[no-any-return]
 
@@ -239,14 +284,7 @@ def load_factory(path: str) -> Dataset[Any]:
         raise WorkloadError(
             f"factory={path!r}: the factory raised {type(exc).__name__}: {exc}. Fix the factory."
         ) from None
-    if not isinstance(dataset, (Dataset, IterableDataset)) or (
-        not isinstance(dataset, IterableDataset) and not hasattr(dataset, "__len__")
-    ):
-        raise WorkloadError(
-            f"factory={path!r}: returned {type(dataset).__name__}, not a sized torch Dataset or an IterableDataset. "
-            "Return a torch.utils.data.Dataset with __len__ and __getitem__."
-        )
-    return dataset
+    return check_dataset(dataset, f"factory={path!r}")
 
 
 def _check_factory_path(path: str, scenarios: Path, name: str) -> None:
@@ -282,6 +320,8 @@ def load_scenarios(path: str | os.PathLike[str]) -> dict[str, Workload]:
             raise WorkloadError(
                 f"scenarios={str(p)!r}: a [[workload]] lacks {exc}. Give every workload a name and a kind."
             ) from None
+        if "tiers" in entry:
+            _check_tiers(entry["tiers"], p, name)
         if kind == "user":
             _check_factory_path(str(entry.get("factory", "")), p, name)
         if name in out:

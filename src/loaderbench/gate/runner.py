@@ -19,6 +19,9 @@ from loaderbench.store.baseline import BaselineDoc, BaselineStore
 from loaderbench.store.environment import Environment, changes
 from loaderbench.store.fingerprint import Fingerprint
 
+#: Extra measurements the gate may take per case before it answers ``inconclusive`` (``--loader-max-extra``).
+DEFAULT_MAX_EXTRA = 3
+
 
 class Gate:
     """Compares each measured case with this machine's baseline.  Built once per pytest session.
@@ -32,7 +35,8 @@ class Gate:
     baseline's latest session (``torch 2.13.0 -> 2.14.1``), and a host the baseline
     was not recorded on gets the prior's between-host noise.  ``priors`` are the
     workloads' noise priors (``None``: the baseline's own sessions alone decide, and
-    a case needs ``min_sessions`` of them to fail a run).
+    a case needs ``min_sessions`` of them to fail a run).  ``record_command`` is the command the "no
+    baseline" status tells the user to run (the session passes the user's own options in it).
     """
 
     def __init__(
@@ -42,10 +46,11 @@ class Gate:
         *,
         thresholds: Thresholds | None = None,
         allow_mismatch: bool = False,
-        max_extra_measurements: int = 3,
+        max_extra_measurements: int = DEFAULT_MAX_EXTRA,
         settings: Settings = DEFAULT_SETTINGS,
         environment: Environment | None = None,
         priors: NoisePriors | None = None,
+        record_command: str = "pytest --benchmark --loader-baseline-save",
     ) -> None:
         if max_extra_measurements < 0:
             raise UsageError(f"max_extra_measurements={max_extra_measurements}: must be 0 or more. Use e.g. 3.")
@@ -59,8 +64,9 @@ class Gate:
         self.other_host = True
         self._verdicts: list[Verdict] = []
         self.new_cases: list[str] = []
+        self.mismatched: list[str] = []  # cases whose baseline entry has another LoaderConfig
         self.notes: list[str] = []
-        save_hint = "record one with: pytest --benchmark --loader-baseline-save"
+        save_hint = f"record one with: {record_command}"
         doc = store.load(fingerprint)
         self.doc: BaselineDoc | None = doc
         if doc is not None:
@@ -132,6 +138,10 @@ class Gate:
     def verdicts(self) -> tuple[Verdict, ...]:
         return tuple(self._verdicts)
 
+    def uncompared(self) -> list[str]:
+        """The measured cases this gate could not compare: no baseline entry, or one with another config."""
+        return [*self.new_cases, *self.mismatched]
+
     @property
     def failed(self) -> bool:
         return any(v.failed for v in self._verdicts)
@@ -153,6 +163,7 @@ class Gate:
             self.new_cases.append(cid)
             return []
         if dict(entry.config) != m.config.as_dict():
+            self.mismatched.append(cid)
             self.notes.append(f"{cid}: the baseline entry has a different LoaderConfig; not compared (re-record it)")
             return []
         current = [m]

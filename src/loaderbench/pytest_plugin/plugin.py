@@ -23,7 +23,9 @@ from loaderbench.cuda.spec import cuda_available
 from loaderbench.engine.cases import Case
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import DEVICES, TIERS
+from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.options import choice, number
+from loaderbench.pytest_plugin import exits, fixture
 from loaderbench.pytest_plugin.session import LoaderbenchSession, threshold_option
 from loaderbench.report.files import write_report_files
 from loaderbench.report.format import terminal_width
@@ -73,7 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--loader-scenarios",
         default=None,
         metavar="PATH",
-        help="Workload scenario file (TOML). Default: fixtures/workloads.toml under the rootdir.",
+        help="Workload scenario file (TOML). Default: fixtures/workloads.toml under the rootdir if it exists, "
+        "else the suite's own, packaged with loaderbench.",
     )
     group.addoption(
         "--loader-rounds",
@@ -128,12 +131,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="With --loader-baseline-save: drop stored cases that this run did not measure. Default: off.",
     )
     group.addoption(
+        "--loader-require-baseline",
+        action="store_true",
+        default=False,
+        help="Fail the run (exit 1) when no baseline matches this machine or a measured case has no matching "
+        "baseline entry, instead of only saying so. For gating CI jobs. Default: off.",
+    )
+    group.addoption(
         "--loader-threshold",
         type=threshold_option,
         default=None,
         metavar="SPEC",
-        help="Regression threshold: '10%%', per metric 'samples_per_s=5%%,ttfb_s=25%%', per case "
-        "'CASE:METRIC=20%%'. Default: 10%% for throughput, feed rate and memory, 25%% for ttfb_s and epoch_stall_s.",
+        help="Regression threshold: the tolerated change in the bad direction (10%%: up to 1.10x slower passes; "
+        "at most 100%%, a 2x change). '10%%', per metric 'samples_per_s=5%%,ttfb_s=25%%', per case "
+        "'CASE:METRIC=20%%' (CASE must be a case id of the run). Default: 10%% for throughput, feed rate and "
+        "memory, 25%% for ttfb_s and epoch_stall_s.",
     )
     group.addoption(
         "--loader-compare-anyway",
@@ -144,8 +156,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--loader-max-extra",
         type=number("--loader-max-extra", int, exclusive=False, fix="Use e.g. 3, or 0 for none"),
-        default=3,
-        help="Extra measurements the gate may take per case before answering 'inconclusive'. Default: 3.",
+        default=DEFAULT_MAX_EXTRA,
+        help="Extra measurements the gate may take per case before answering 'inconclusive'. "
+        f"Default: {DEFAULT_MAX_EXTRA}.",
     )
     group.addoption(
         "--loader-env-packages",
@@ -193,6 +206,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ABSession(config), AB_PLUGIN)
         config.option.benchmark = False
     config.stash[_SESSION_KEY] = LoaderbenchSession(config)
+    if not config.pluginmanager.has_plugin("loaderbench-compare-fail"):
+        config.pluginmanager.register(exits.CompareFailGuard(), "loaderbench-compare-fail")
 
 
 def session_of(config: pytest.Config) -> LoaderbenchSession:
@@ -231,9 +246,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cases = s.cases()
     params = [pytest.param(c, id=c.id, marks=_marks(c)) for c in cases]
     if not params:
-        params = [
-            pytest.param(None, id="no-cases", marks=pytest.mark.skip(reason="the tier/device selection has no cases"))
-        ]
+        params = [pytest.param(None, id="no-cases", marks=pytest.mark.skip(reason=s.no_case_reason()))]
     metafunc.parametrize(CASE_FIXTURE, params)
 
 
@@ -253,6 +266,9 @@ def _marks(case: Case) -> list[pytest.MarkDecorator]:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:  # a user's own benchmark: treated as a case (kept by --benchmark, skipped without it)
+        if fixture.FIXTURE in getattr(item, "fixturenames", ()) and item.get_closest_marker("loaderbench") is None:
+            item.add_marker(pytest.mark.loaderbench)
     if not session_of(config).enabled:
         skip = pytest.mark.skip(reason="benchmark cases run only under `pytest --benchmark`")
         for item in items:
@@ -264,6 +280,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         for i in items
         if i.get_closest_marker("loaderbench") is not None or CASE_FIXTURE in getattr(i, "fixturenames", ())
     ]
+    users = [fixture.workload_name(i.name) for i in keep if fixture.FIXTURE in getattr(i, "fixturenames", ())]
+    problem = session_of(config).unknown_threshold_case(users)
+    if problem:
+        raise pytest.UsageError(problem)
     deselected = [i for i in items if i not in keep]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
@@ -284,14 +304,40 @@ def loaderbench_session(request: pytest.FixtureRequest) -> LoaderbenchSession:
     return session_of(request.config)
 
 
+@pytest.fixture
+def loader_benchmark(request: pytest.FixtureRequest) -> fixture.LoaderBenchmark:
+    """Benchmark your own dataset: ``loader_benchmark(dataset_or_factory, LoaderConfig(...), device="cpu")``.
+    Measured, recorded and gated like the suite's own cases; skipped without ``pytest --benchmark``."""
+    return fixture.make(request, session_of(request.config))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    if item.get_closest_marker("loaderbench") is not None:
+        session_of(item.config).ran += 1  # reached its call phase: not skipped
+    return (yield)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = session_of(session.config)
     if not s.enabled:
         return
-    s.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop))
-    if s.failed_gate and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+    s.finish(interrupted=interrupted)
+    if interrupted or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        return
+    if session.config.option.collectonly:
+        return
+    if not s.ran:
+        # a benchmark run that benchmarked nothing must not look green to CI
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+        s.nothing_ran = "loaderbench: no benchmark case ran (exit 5): " + (
+            s.no_case_reason() or "every selected benchmark case was skipped or deselected"
+        )
+        session.shouldfail = s.nothing_ran
+        return
+    exits.fail_run(session, s.run_failures())
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

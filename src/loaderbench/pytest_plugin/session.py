@@ -4,11 +4,13 @@ baseline and records baselines.  ``plugin.py`` holds the options and hooks; this
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loaderbench import suite
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.spec import fork_hazard, parent_cuda_initialized
 from loaderbench.engine import allocator
@@ -18,15 +20,24 @@ from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import Tier, build_tier, explicit_tier
 from loaderbench.engine.workloads import calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import CaseFailed, LoaderbenchError
-from loaderbench.gate.model import Verdict
+from loaderbench.gate.model import Verdict, resolution
 from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
+from loaderbench.metrics import METRICS
+from loaderbench.report.format import fmt_change
 from loaderbench.report.terminal import verdict_texts
 from loaderbench.report.verdicts import summary_lines
 from loaderbench.store import environment, fingerprint
 from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineDoc, BaselineStore
+
+
+def _local(root: Path, packaged: Path) -> Path:
+    """``fixtures/<name>`` under the rootdir when it exists (this repository, or a user's own), else the
+    packaged copy: an installed loaderbench runs in any directory."""
+    local = root / "fixtures" / packaged.name
+    return local if local.exists() else packaged
 
 
 def threshold_option(text: str) -> Any:
@@ -37,16 +48,44 @@ def threshold_option(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"Could not parse value: {exc}") from None
 
 
+def per_sample_times(benchmark: Any, m: Measurement) -> None:
+    """Make pytest-benchmark's own figures the steady-state seconds per sample of each round (1/samples_per_s),
+    not the round's length, which the harness sizes to --loader-round-seconds in every run: then
+    ``pytest-benchmark compare`` and ``--benchmark-compare-fail`` move with samples_per_s."""
+    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
+    values = [1.0 / v for v in m.rounds.get("samples_per_s", ()) if v > 0]
+    if stats is None or not values:
+        return
+    stats.data[:] = values
+    for cached in [k for k in vars(stats) if k != "data"]:  # its cached_property figures, computed afresh
+        delattr(stats, cached)
+
+
+def record_command(opt: Any) -> str:
+    """The command that records a baseline for this run's selection, keeping the user's own options."""
+    args = ["pytest", "--benchmark"]
+    for flag, value, default in (
+        ("--loader-scenarios", opt.loader_scenarios, None),
+        ("--loader-baseline-dir", opt.loader_baseline_dir, None),
+        ("--loader-tier", opt.loader_tier, "smoke"),
+        ("--loader-device", opt.loader_device, "all"),
+        ("--loader-workloads", opt.loader_workloads, None),
+        ("--loader-config", opt.loader_config, None),
+    ):
+        if value is not None and value != default:
+            args.append(shlex.quote(f"{flag}={value}"))
+    return " ".join([*args, "--loader-baseline-save"])
+
+
 class LoaderbenchSession:
     """Runs cases, keeps their measurements, gates them, and records the baseline."""
 
     def __init__(self, config: pytest.Config) -> None:
         opt = config.option
+        self.config = config
         self.enabled: bool = opt.benchmark
         root = Path(str(config.rootpath))
-        self.scenarios_path = (
-            Path(opt.loader_scenarios) if opt.loader_scenarios else root / "fixtures" / "workloads.toml"
-        )
+        self.scenarios_path = Path(opt.loader_scenarios) if opt.loader_scenarios else _local(root, suite.WORKLOADS)
         self.baseline_dir = (
             Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
         )
@@ -57,6 +96,10 @@ class LoaderbenchSession:
         self.saving: bool = opt.loader_baseline_save
         self.append: bool = opt.loader_baseline_append
         self.prune: bool = opt.loader_baseline_prune
+        self.require_baseline: bool = opt.loader_require_baseline
+        self.save_failed: bool = False
+        self.ran: int = 0  # benchmark items that reached their call phase (not skipped)
+        self.nothing_ran: str = ""
         self.measurements: list[Measurement] = []
         self.failures: list[CaseFailed] = []
         self.tier: Tier | None = None
@@ -80,7 +123,7 @@ class LoaderbenchSession:
             self.fingerprint = fingerprint.current()
             packages = [p.strip() for p in opt.loader_env_packages.split(",") if p.strip()]
             self.environment = environment.current(packages=packages, repo=root)
-            self.priors = load_priors(root / "fixtures" / "noise.toml")
+            self.priors = load_priors(_local(root, suite.NOISE))
             self.store = BaselineStore(self.baseline_dir)
             if not self.saving:
                 self.gate = Gate(
@@ -91,6 +134,7 @@ class LoaderbenchSession:
                     max_extra_measurements=opt.loader_max_extra,
                     environment=self.environment,
                     priors=self.priors,
+                    record_command=record_command(opt),
                 )
                 reference = self.gate.doc
             else:
@@ -107,6 +151,38 @@ class LoaderbenchSession:
         if loops is not None and not calibrated():
             use_calibration(loops)
             self.calibration_note = f"cpu workload: the baseline's spin calibration ({loops:.4g} loops/s) reused"
+
+    def no_case_reason(self) -> str:
+        """Why the selection has no case (empty when it has some)."""
+        if self.tier is None or self.cases():
+            return ""
+        return (
+            f"the selection has no case: {self.tier.summary()}, --loader-device={self.device}; "
+            f"workloads from {self.scenarios_path}"
+        )
+
+    def unknown_threshold_case(self, fixture_names: list[str]) -> str:
+        """A usage message when ``--loader-threshold`` names a case no test of this run can measure (empty when all
+        are known): the tier's case ids, and ``NAME-...`` for each ``loader_benchmark`` test named ``NAME``."""
+        thresholds = self.config.option.loader_threshold
+        if thresholds is None or self.tier is None:
+            return ""
+        known = [c.id for c in self.tier.cases]
+        for case, _ in thresholds.cases:
+            if case in known or any(case.startswith(f"{name}-") for name in fixture_names):
+                continue
+            listed = [*known[:12], *(f"{n}-DEVICE-CONFIG" for n in fixture_names[:12])]
+            more = (
+                f" (and {len(known) + len(fixture_names) - len(listed)} more)"
+                if len(listed) < len(known) + len(fixture_names)
+                else ""
+            )
+            return (
+                f"--loader-threshold: case {case!r} is not a case of this run, so its threshold would never apply. "
+                f"Known case ids: {', '.join(listed) or 'none'}{more}. Fix the spelling (pytest --benchmark "
+                "--collect-only -q lists them)."
+            )
+        return ""
 
     def cases(self) -> list[Case]:
         if self.tier is None:
@@ -127,7 +203,9 @@ class LoaderbenchSession:
             failure = exc
         if failure is not None:  # outside the except block: pytest prints the message once, not chained
             self.failures.append(failure)
+            benchmark.skipped = True  # no "Benchmark fixture was not used" warning on top of the failure
             pytest.fail(str(failure), pytrace=False)
+        per_sample_times(benchmark, m)
         benchmark.extra_info.update(m.extra_info())
         if case.device == "cpu" and case.config.start_method == "fork":
             # evidence that fork-started workers came from a process without a CUDA context
@@ -164,15 +242,16 @@ class LoaderbenchSession:
                 calibration=calibration,
             )
         except LoaderbenchError as exc:
-            self.save_note = f"the baseline was NOT saved: {exc}"
+            self.save_failed = True
+            self.save_note = f"the baseline was NOT saved (the run fails): {exc}"
             return
         how = "added a session to" if self.append else "recorded"
         self.save_note = (
             f"{how} {len(self.measurements)} case(s) in {self.saved}"
             + (" (pruned cases absent from this run)" if self.prune else "")
-            + f"; its cases now hold {self._sessions()} recording session(s). The gate compares from one session on, "
-            "starting from each workload's noise prior; each further session "
-            "(--loader-baseline-save --loader-baseline-append, in a separate run) narrows the noise to the case's own."
+            + f"; its cases now hold {self._sessions()} recording session(s). {self._resolution()} Each further "
+            "session (--loader-baseline-save --loader-baseline-append, in a separate run) narrows the noise to the "
+            "case's own."
         )
 
     def _sessions(self) -> str:
@@ -181,9 +260,65 @@ class LoaderbenchSession:
         counts = sorted({e.sessions for e in doc.cases.values()}) if doc is not None else [0]
         return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
 
+    def _resolution(self) -> str:
+        """What the gate can now resolve on the saved cases: the smallest samples/s change it could flag."""
+        doc = self.store.load(self.fingerprint)
+        metric = METRICS["samples_per_s"]
+        figures = []
+        for m in self.measurements:
+            entry = doc.cases.get(m.case_id) if doc is not None else None
+            if entry is not None and metric.present(entry.runs):
+                prior = self.priors.get(m.workload, metric.name)
+                figures.append(resolution(metric, entry.runs, prior=prior))
+        known = sorted(f for f in figures if fmt_change(f)[0].isdigit())
+        if not known:
+            return (
+                "The gate cannot resolve a samples/s change on them yet (noise unknown or too large): "
+                "record more sessions."
+            )
+        span = fmt_change(known[0]) if known[0] == known[-1] else f"{fmt_change(known[0])} to {fmt_change(known[-1])}"
+        rest = len(figures) - len(known)
+        cannot = f"; {rest} case(s) cannot resolve one yet (too noisy)" if rest else ""
+        return (
+            f"The gate is active for them: it can now resolve samples/s changes of {span} or more "
+            f"(threshold {fmt_change(metric.threshold)}){cannot}."
+        )
+
     @property
     def failed_gate(self) -> bool:
         return self.gate is not None and self.gate.failed
+
+    def run_failures(self) -> list[tuple[str, int, str]]:
+        """Why this run fails although its tests passed: ``(summary key, count, reason)`` each; empty when it
+        does not.  The plugin turns these into exit code 1 and a word on pytest's final line."""
+        out: list[tuple[str, int, str]] = []
+        if self.failed_gate and self.gate is not None:
+            regressed = sorted({v.case_id for v in self.gate.verdicts if v.failed})
+            out.append(("regressed", len(regressed), f"{len(regressed)} case(s) regressed (see REGRESSIONS above)"))
+        if self.save_failed:
+            out.append(("baseline not saved", 1, "the baseline was NOT saved (see the loaderbench section)"))
+        if self.require_baseline and not self.saving and self.gate is not None:
+            uncompared = self.gate.uncompared()
+            if not self.gate.active:
+                out.append(
+                    (
+                        "no baseline",
+                        1,
+                        "--loader-require-baseline: no baseline matches this machine; "
+                        "record one with --loader-baseline-save, or pass --loader-compare-anyway",
+                    )
+                )
+            elif uncompared:
+                out.append(
+                    (
+                        "not compared",
+                        len(uncompared),
+                        f"--loader-require-baseline: {len(uncompared)} case(s) have "
+                        f"no matching baseline entry ({', '.join(uncompared)}); record them with "
+                        "--loader-baseline-save",
+                    )
+                )
+        return out
 
     def verdicts(self) -> tuple[Verdict, ...]:
         return self.gate.verdicts if self.gate is not None else ()

@@ -7,6 +7,7 @@ through :mod:`loaderbench.report.table`; the full evidence of each verdict is in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from loaderbench.gate.model import Verdict
@@ -44,8 +45,8 @@ def summary_lines(gate: Gate) -> list[str]:
     few = sorted({v.case_id for v in inconclusive if not gating and v.baseline_sessions < gate.min_sessions})
     rest = [v for v in inconclusive if gating or v.baseline_sessions >= gate.min_sessions]
     if rest:
-        lines.append("inconclusive (not a failure; the smallest change each can resolve, and why):")
-        lines.extend(inconclusive_lines(rest))
+        lines.append("inconclusive (not a failure; the smallest change each can resolve, why, and what to do):")
+        lines.extend(inconclusive_lines(rest, max_extra=gate.max_extra))
     if few:
         lines.append(
             f"not gated, baseline from fewer than {gate.min_sessions} sessions ({len(few)}): "
@@ -60,20 +61,34 @@ def summary_lines(gate: Gate) -> list[str]:
     return lines
 
 
-def inconclusive_lines(verdicts: Sequence[Verdict]) -> list[str]:
-    """One line per case: each undecided metric with its change and the change it could resolve."""
-    by_case: dict[str, list[Verdict]] = {}
-    for v in verdicts:
-        by_case.setdefault(v.case_id, []).append(v)
+def inconclusive_lines(verdicts: Sequence[Verdict], *, max_extra: int | None = None) -> list[str]:
+    """One line per undecided metric: its change, the change the gate could resolve (or ``cannot resolve`` and
+    why), the reason, and the next step."""
     out = []
-    for cid, vs in by_case.items():
-        parts = []
-        for v in vs:
-            limit = fmt_change(v.resolves)
-            limit = f"resolves >={limit}" if limit[0].isdigit() else "noise unknown or too large to resolve"
-            parts.append(f"{v.metric} {v.change} ({limit})")
-        out.append(f"  {cid}: " + "; ".join(parts))
+    for v in verdicts:
+        out.append(f"  {v.case_id}: {v.metric} {v.change} ({_resolvable(v)}); {v.reason.split('; next:')[0]}")
+        out.append(f"    next: {next_step(v, max_extra=max_extra)}")
     return out
+
+
+def _resolvable(v: Verdict) -> str:
+    limit = fmt_change(v.resolves)
+    if limit[0].isdigit():
+        return f"resolves >={limit}"
+    if math.isinf(v.resolves) or math.isnan(v.resolves):
+        return f"cannot resolve: the noise is unknown from {v.baseline_sessions} baseline session(s)"
+    return f"cannot resolve: noise ±{v.noise:.1%} from {v.baseline_sessions} baseline session(s) is too large"
+
+
+def next_step(v: Verdict, *, max_extra: int | None = None) -> str:
+    """What to do about an inconclusive verdict."""
+    record = "record more baseline sessions (--loader-baseline-save --loader-baseline-append, one per run)"
+    if math.isinf(v.resolves) or math.isnan(v.resolves):
+        return record
+    if v.resolves > v.threshold:
+        return f"{record}, or compare base and head in one job (--loader-ab)"
+    extra = f" (now {max_extra})" if max_extra is not None else ""
+    return f"rerun; or measure more: raise --loader-max-extra{extra} or --loader-rounds"
 
 
 def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:

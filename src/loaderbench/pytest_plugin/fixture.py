@@ -1,0 +1,88 @@
+"""The ``loader_benchmark`` fixture: benchmark a user's own dataset in the user's own test.
+
+::
+
+    def test_my_pipeline(loader_benchmark):
+        loader_benchmark(MyDataset(), LoaderConfig(num_workers=2, batch_size=32), device="cpu")
+
+The dataset (or a no-argument factory returning one) is measured by the same
+harness as the suite's own cases, recorded in the same baseline store under the
+test's name (``test_my_pipeline-cpu-w2-bs32``), judged by the same gate, and
+skipped without ``pytest --benchmark``.  It needs no ``fixtures/`` folder and no TOML.
+:func:`tier_configs` gives a tier's configs to parametrize over.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from loaderbench.config import LoaderConfig
+from loaderbench.engine.cases import Case
+from loaderbench.engine.tiers import build_tier
+from loaderbench.engine.workloads import Workload
+from loaderbench.errors import UsageError
+from loaderbench.measurement import Measurement
+from loaderbench.pytest_plugin.session import LoaderbenchSession
+
+FIXTURE = "loader_benchmark"
+_DEVICES = ("cpu", "cuda")
+
+
+def workload_name(node_name: str) -> str:
+    """The workload name (and so the baseline key's first part) of a test: its name, brackets made dashes."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", node_name).strip("-")
+
+
+def tier_configs(tier: str = "smoke", *, batch_size: int = 32) -> list[LoaderConfig]:
+    """The CPU LoaderConfigs tier ``tier`` sweeps on the suite's I/O workload, at ``batch_size``.  Parametrize a
+    ``loader_benchmark`` test over them::
+
+        @pytest.mark.parametrize("cfg", tier_configs("smoke"), ids=lambda c: c.id)
+    """
+    probe = Workload(name="io", kind="sleep", batch_size=batch_size, params={"latency_s": 0.001})
+    configs = {c.config.id: c.config for c in build_tier(tier, {"io": probe}).cases if c.device == "cpu"}
+    return list(configs.values())
+
+
+class LoaderBenchmark:
+    """Callable once per test: ``loader_benchmark(dataset_or_factory, config, device="cpu") -> Measurement``."""
+
+    def __init__(self, session: LoaderbenchSession, benchmark: Any, name: str) -> None:
+        self._session = session
+        self._benchmark = benchmark
+        self.name = name
+        self.measurement: Measurement | None = None
+
+    def __call__(self, dataset: Any, config: LoaderConfig | None = None, *, device: str = "cpu") -> Measurement:
+        if self.measurement is not None:
+            raise UsageError(
+                f"{FIXTURE}: called twice in {self.name}. Measure one config per test: parametrize the test "
+                "with pytest.mark.parametrize over LoaderConfigs."
+            )
+        if device not in _DEVICES:
+            raise UsageError(f"device={device!r}: not a device loader_benchmark measures. Use 'cpu' or 'cuda'.")
+        config = config if config is not None else LoaderConfig()
+        if not isinstance(config, LoaderConfig):
+            raise UsageError(
+                f"config={config!r}: not a LoaderConfig. Pass e.g. LoaderConfig(num_workers=2, batch_size=32)."
+            )
+        workload = Workload(
+            name=self.name,
+            kind="user",
+            batch_size=config.batch_size or 1,
+            description=f"{FIXTURE} in {self.name}",
+            params={"dataset": dataset},
+        )
+        self.measurement = self._session.run(Case(workload, config, device=device), self._benchmark)
+        return self.measurement
+
+
+def make(request: pytest.FixtureRequest, session: LoaderbenchSession) -> LoaderBenchmark:
+    """The fixture's value for ``request``'s test (a skip without ``--benchmark``)."""
+    if not session.enabled:
+        pytest.skip("loader_benchmark runs only under `pytest --benchmark`")
+    benchmark = request.getfixturevalue("benchmark")
+    return LoaderBenchmark(session, benchmark, workload_name(request.node.name))

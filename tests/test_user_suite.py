@@ -1,0 +1,52 @@
+"""The suite's own tiers from the installed package, in a directory with none of this repository's files, and a
+user's own scenario file there (pytester)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loaderbench import suite
+
+MINE = """
+[[workload]]
+name = "mine"
+kind = "sleep"
+latency_s = 0.001
+shape = [4]
+batch_size = 8
+"""
+
+
+def test_the_packaged_tiers_are_collected_in_any_directory(pytester: pytest.Pytester) -> None:
+    assert not (pytester.path / "fixtures").exists()
+    result = pytester.runpytest_subprocess("--benchmark", "--pyargs", "loaderbench.suite", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_pipeline[[]io-cpu-w0-bs*", "*test_harness_overhead*"])
+
+
+def test_a_users_scenario_file_runs_through_the_packaged_cases(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", mine=MINE)  # no tiers key: in every tier
+    result = pytester.runpytest_subprocess(
+        "--benchmark",
+        "--pyargs",
+        "loaderbench.suite",
+        "--loader-scenarios=mine.toml",
+        "--loader-config=w0-bs8",
+        "--loader-rounds=3",
+        "--loader-round-seconds=0.03",
+        "-k",
+        "not harness_overhead",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*mine-cpu-w0-bs8*"])
+
+
+def test_the_packaged_scenario_and_noise_files_match_the_repositorys() -> None:
+    root = Path(__file__).parent.parent / "fixtures"
+    assert suite.WORKLOADS.read_text() == (root / "workloads.toml").read_text(), "copy fixtures/workloads.toml over"
+    assert suite.NOISE.read_text() == (root / "noise.toml").read_text(), "copy fixtures/noise.toml over"
