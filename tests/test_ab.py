@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
 import sys
 import textwrap
 import time
@@ -144,6 +146,30 @@ def test_a_crashing_child_is_an_error_naming_it_and_keeps_its_files(tmp_path: Pa
         run_ab(spec("same"), arms, Schedule(max_pairs=2), cwd=tmp_path)
 
 
+TERM_PARENT = """
+import sys
+from pathlib import Path
+from loaderbench.ab.process import run_grouped
+child = [sys.executable, "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"]
+run_grouped(child + [sys.argv[1]], label="t", env={}, cwd=Path("."), log=Path(sys.argv[2]), timeout_s=None)
+"""
+
+
+def test_sigterm_to_the_runner_kills_the_childs_group(tmp_path: Path) -> None:
+    """A cancelled CI job sends SIGTERM: the child and its group must not run on as orphans."""
+    pid_file, log = tmp_path / "child.pid", tmp_path / "child.log"
+    parent = subprocess.Popen([sys.executable, "-c", TERM_PARENT, str(pid_file), str(log)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None, "the child never started"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode != 0 and b"interrupted by SIGTERM" in err
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
 def test_check_interpreter(tmp_path: Path) -> None:
     assert check_interpreter(sys.executable, label="X", cwd=tmp_path) == sys.executable
     assert check_interpreter("sh", label="X", cwd=tmp_path).endswith("/sh")  # a bare name: on $PATH
@@ -258,6 +284,57 @@ def test_end_to_end_finds_the_regression_and_not_the_unchanged_case(
     assert "## A/B: base vs head" in (project.path / "report" / "report.md").read_text()
     assert descendants() <= before
     print(f"end-to-end A/B: {wall:.1f} s")
+
+
+USER_TEST = """
+import os
+import time
+
+import torch
+from torch.utils.data import Dataset
+
+from loaderbench.config import LoaderConfig
+
+
+class Slow(Dataset):
+    def __init__(self):
+        self.cost = 0.004 if os.environ.get("AB_SLOW") else 0.0005
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        time.sleep(self.cost)
+        return torch.zeros(4)
+
+
+def test_my_pipeline(loader_benchmark):
+    loader_benchmark(Slow, LoaderConfig(batch_size=8))
+
+
+def test_not_a_benchmark():
+    pass
+"""
+
+
+def test_a_users_loader_benchmark_test_is_compared_in_each_arms_environment(pytester: pytest.Pytester) -> None:
+    """A repository with only its own ``loader_benchmark`` test (no suite, no fixtures/): the A/B runs that test
+    in both arms through pytest, pairs it, and finds the head's slowdown; the plain test is not run."""
+    pytester.makepyfile(test_mine=USER_TEST)
+    plain = wrapper(pytester.path, "plain.sh", "unset AB_SLOW")
+    slow = wrapper(pytester.path, "slow.sh", "export AB_SLOW=1")
+    before = descendants()
+    result = pytester.run(
+        str(slow), "-m", "pytest", "--benchmark", f"--loader-ab={plain}", "--loader-rounds=3",
+        "--loader-round-seconds=0.03", "--loader-ab-pairs=3", "-p", "no:cacheprovider", timeout=300,
+    )  # fmt: skip
+    out = result.stdout.str()
+    assert result.ret == 1, out + result.stderr.str()
+    assert "REGRESSIONS (" in out and "CUDA case(s) skipped" not in out  # no tier case in this A/B
+    row = next(ln for ln in out.splitlines() if ln.strip().startswith("test:test_mine.py::test_my_pipeline "))
+    assert "samples_per_s" in row and "slower" in row, row
+    assert "2 deselected" in out and "Traceback" not in out + result.stderr.str()
+    assert descendants() <= before
 
 
 def test_cli_ab_runs_heads_pytest_and_hands_its_environment_to_the_base(tmp_path: Path) -> None:

@@ -6,10 +6,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import faulthandler
+import json
 import multiprocessing.util
 import os
 import resource
+import shlex
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -294,6 +299,54 @@ def test_shared_memory_exhaustion(baseline: Path, fault: str) -> None:
     text = run_fault(baseline, faulty(fault), W2, kind="shm-exhausted")
     assert "shared memory (/dev/shm) ran out" in text and "/dev/shm:" in text and "bytes free" in text
     assert "--shm-size" in text and "num_workers=0" in text and "prefetch_factor" in text
+
+
+REAL_SHM_CHILD = """
+import json, sys
+from loaderbench import CaseFailed, LoaderConfig, Plan, Workload, measure
+big = Workload(name="big", kind="tensor-fill", batch_size=16, params={"shape": [3, 224, 224]})  # 9.6 MB batches
+config = LoaderConfig(batch_size=16, num_workers=2, multiprocessing_context="fork")
+try:
+    measure(big, config, plan=Plan(rounds=2, round_s=0.05, batch_timeout_s=60))
+    print(json.dumps({"kind": None}))
+except CaseFailed as exc:
+    print(json.dumps({"kind": exc.kind, "text": str(exc)}))
+"""
+
+
+def _private_shm_possible() -> str:
+    """Why a private, small /dev/shm cannot be mounted here ("" when it can)."""
+    if os.geteuid() != 0:
+        return "needs root to mount a private tmpfs on /dev/shm (unshare --mount)"
+    if shutil.which("unshare") is None:
+        return "needs util-linux's unshare"
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /dev/shm"],
+        capture_output=True,
+        check=False,
+    )
+    return "" if probe.returncode == 0 else f"cannot mount a tmpfs in a private mount namespace: {probe.stderr!r}"
+
+
+def test_real_shared_memory_exhaustion_becomes_one_paragraph() -> None:
+    """/dev/shm really full: a private mount namespace with a 4 MB tmpfs on /dev/shm, and a case whose workers
+    put 9.6 MB batches there.  torch's own error (not a simulated one) must become our message."""
+    why = _private_shm_possible()
+    if why:
+        pytest.skip(why)
+    script = f"mount -t tmpfs -o size=4m tmpfs /dev/shm && exec {sys.executable} -c {shlex.quote(REAL_SHM_CHILD)}"
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["kind"] == "shm-exhausted", out
+    assert "shared memory (/dev/shm) ran out" in out["text"] and "--shm-size" in out["text"], out["text"]
+    assert out["text"].startswith("case big-cpu-w2-bs16-fork failed: ") and "\n" not in out["text"]
 
 
 def test_too_many_open_files(baseline: Path) -> None:

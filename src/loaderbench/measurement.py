@@ -264,6 +264,15 @@ class Measurement:
     def from_json(cls, d: Mapping[str, Any]) -> Measurement:
         """Inverse of :meth:`to_json`; derived keys (``case_id``, a ``metrics`` summary) are ignored.
         Raises ``KeyError``/``TypeError``/``ValueError`` (or ``InvalidConfig``) on a malformed record."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a measurement record is a JSON object, not {type(d).__name__}")
+        try:
+            return cls._from_mapping(d)
+        except OverflowError as exc:  # int() of an infinite number
+            raise ValueError(f"a number out of range ({exc})") from None
+
+    @classmethod
+    def _from_mapping(cls, d: Mapping[str, Any]) -> Measurement:
         ideal = d.get("ideal_samples_per_s")
         memory = d.get("peak_memory_bytes")
         config = d["config"]

@@ -4,7 +4,8 @@ Run by the A/B runner in each arm's own interpreter and environment, in a fresh
 process per block: it builds the tier from the spec exactly as the pytest
 session does (so ``kind = "user"`` workloads are imported in the arm's own
 environment), runs each requested case once, and appends one JSON record per
-case to ``RECORDS`` (the protocol: :mod:`loaderbench.ab.records`).  The spin
+case to ``RECORDS`` (the protocol: :mod:`loaderbench.ab.records`); a user's ``loader_benchmark``
+tests among the cases run through pytest (:mod:`loaderbench.ab.user_tests`).  The spin
 calibration comes from ``$LOADERBENCH_SPIN_LOOPS_PER_S``, which the runner
 sets to the one value it measured, for both arms; glibc's malloc thresholds are
 pinned first (:mod:`loaderbench.engine.allocator`), as in the pytest session.
@@ -24,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from loaderbench.ab.records import PROTOCOL, ChildSpec, line, snapshot_variables
+from loaderbench.ab.records import PROTOCOL, TEST_PREFIX, ChildSpec, line, snapshot_variables
+from loaderbench.ab.user_tests import run_tests
 from loaderbench.config import LoaderConfig
 from loaderbench.engine import allocator
 from loaderbench.engine.cases import Case, run_case
@@ -83,6 +85,8 @@ def run(spec: ChildSpec, out: TextIO) -> int:
         _write(out, {"type": "error", "message": str(exc)})
         return 3
     for case_id in spec.cases:
+        if case_id.startswith(TEST_PREFIX):
+            continue  # a user's loader_benchmark test: run through pytest below
         case = cases.get(case_id)
         if case is None:
             _write(out, {"type": "missing", "case_id": case_id})
@@ -93,6 +97,7 @@ def run(spec: ChildSpec, out: TextIO) -> int:
             _write(out, {"type": "failure", "case_id": case_id, "message": str(exc)})
             continue
         _write(out, {"type": "measurement", "case_id": case_id, "measurement": m.to_json()})
+    run_tests(spec, spec.cases, lambda record: _write(out, record))
     _write(out, {"type": "done"})
     return 0
 

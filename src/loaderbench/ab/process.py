@@ -15,8 +15,9 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,31 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def _terminate_interrupts() -> Iterator[None]:
+    """While a child runs, SIGTERM (a cancelled CI job, a `kill`) interrupts like Ctrl-C, so the child's group
+    is killed on the way out instead of running on as an orphan.  Only the main thread receives signals; in
+    another thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"interrupted by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_grouped(
     argv: Sequence[str], *, label: str, env: Mapping[str, str], cwd: Path, log: Path, timeout_s: float | None
 ) -> Finished:
     """Run ``argv`` in its own process group with stdout and stderr to ``log``; the group is killed when the
-    child ends, on ``timeout_s``, and on any exception (KeyboardInterrupt included), before it propagates.
+    child ends, on ``timeout_s``, and on any exception (KeyboardInterrupt, and SIGTERM turned into one,
+    included), before it propagates.
     A program that cannot be started at all is an :class:`ABError` naming ``label``."""
     with open(log, "wb") as out:
         try:
@@ -121,12 +142,13 @@ def run_grouped(
             ) from None
     timed_out = False
     try:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-            if deadline is not None and time.monotonic() > deadline:
-                timed_out = True
-                break
-            time.sleep(0.02)
+        with _terminate_interrupts():
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                    break
+                time.sleep(0.02)
     finally:
         _kill_group(proc.pid)  # still the group's id: the leader is not reaped yet
         proc.wait()

@@ -4,8 +4,10 @@ items, prints its summary, writes the report files and sets the exit status.
 The plugin registers :class:`ABSession` when ``--loader-ab`` is given.  It selects the cases from the
 usual options (``--loader-tier``, ``--loader-device``, ``--loader-workloads``, ``--loader-config``,
 ``--loader-scenarios``, ``--loader-rounds``, ``--loader-round-seconds``, ``--loader-batch-timeout``,
-``--loader-threshold``, ``--loader-report``), collects no test items, probes BASE, and runs the A/B
-(:mod:`loaderbench.ab.runner`) between BASE and this interpreter (``sys.executable``, the head).  The
+``--loader-threshold``, ``--loader-report``) when the suite's own test is collected (or nothing is),
+adds every collected ``loader_benchmark`` test (by its node id: :mod:`loaderbench.ab.user_tests`),
+deselects every item, probes BASE, and runs the A/B (:mod:`loaderbench.ab.runner`) between BASE and
+this interpreter (``sys.executable``, the head).  The
 cases run in child processes, not as pytest-benchmark items, so there is no ``extra_info`` and
 ``--benchmark-json`` has no cases; the report files (``--loader-report``) hold every measurement of
 both arms and every verdict.  Exit status: 1 on a regression or on a case that failed in the head
@@ -29,14 +31,16 @@ import pytest
 from loaderbench.ab.child import select_cases
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.process import check_interpreter, probe
-from loaderbench.ab.records import BASE_ENVIRON, ChildSpec
+from loaderbench.ab.records import BASE_ENVIRON, TEST_PREFIX, ChildSpec
 from loaderbench.ab.render import markdown_section, progress_line, representatives, summary_lines, verdict_texts
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.errors import LoaderbenchError
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
+from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
 from loaderbench.report.files import write_report_files
+from loaderbench.suite import WORKLOADS, local_or_packaged
 
 
 def _stored_gate_options(opt: Any) -> list[tuple[str, bool]]:
@@ -73,7 +77,7 @@ class ABSession:
         self.cwd = Path(str(config.invocation_params.dir))
         self.label = f"--loader-ab={opt.loader_ab}"
         root = Path(str(config.rootpath))
-        scenarios = Path(opt.loader_scenarios) if opt.loader_scenarios else root / "fixtures" / "workloads.toml"
+        scenarios = Path(opt.loader_scenarios) if opt.loader_scenarios else local_or_packaged(root, WORKLOADS)
         timeout = opt.loader_batch_timeout
         spec = ChildSpec(
             scenarios=str((self.cwd / scenarios).resolve()),
@@ -84,6 +88,7 @@ class ABSession:
             batch_timeout_s=timeout if math.isfinite(timeout) else None,
             workloads=tuple(opt.loader_workloads.split(",")) if opt.loader_workloads else None,
             config=opt.loader_config,
+            rootdir=str(root),
         )
         self.skipped: list[str] = []
         self.skip_reason = ""
@@ -124,9 +129,20 @@ class ABSession:
             f"budget {self.schedule.budget_s:g} s, scenarios={s.scenarios}",
         ]
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection(self, session: pytest.Session) -> bool:
-        return True  # the A/B runs the cases in child processes: there are no test items to collect
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[Any]) -> None:
+        """The A/B's cases from what was collected: the tier's cases when the suite's own test is collected (or
+        nothing at all is, as in a directory with no tests), plus every ``loader_benchmark`` test by its node
+        id; then every item is deselected, since the cases run in the arms' child processes, not here."""
+        tests = tuple(f"{TEST_PREFIX}{i.nodeid}" for i in items if FIXTURE in getattr(i, "fixturenames", ()))
+        suite = any(CASE_FIXTURE in getattr(i, "fixturenames", ()) for i in items)
+        tier = self.spec.cases if suite or not items else ()
+        if not tier:
+            self.skipped = []  # the tier's CUDA cases are not part of this A/B at all
+        self.spec = dataclasses.replace(self.spec, cases=(*tier, *tests))
+        if items:
+            config.hook.pytest_deselected(items=list(items))
+            items[:] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:

@@ -9,6 +9,8 @@ appends to ``RECORDS``, flushing each line:
   (:func:`loaderbench.store.environment.current`), its environment variables (values of names that
   look secret are replaced by a hash), and the spin calibration it used;
 * ``{"type": "measurement", "case_id": ..., "measurement": Measurement.to_json()}`` per case measured;
+  a case id that starts with :data:`TEST_PREFIX` names a user's own ``loader_benchmark`` test by its
+  pytest node id (relative to ``ChildSpec.rootdir``), which the child runs through pytest;
 * ``{"type": "failure", "case_id": ..., "message": ...}`` per case that failed (``CaseFailed``);
 * ``{"type": "missing", "case_id": ...}`` per requested case the arm's own tier does not have;
 * ``{"type": "error", "message": ...}`` when the arm cannot build the cases at all;
@@ -33,6 +35,8 @@ from loaderbench.store.environment import Environment
 
 #: The protocol version a child writes and the runner reads.
 PROTOCOL = 1
+#: The prefix of a case id that is a ``loader_benchmark`` test's pytest node id.
+TEST_PREFIX = "test:"
 #: Set by ``loaderbench ab`` for the pytest it starts under HEAD: the environment (JSON) the command was
 #: started with, which the base arm's children get, so that what a HEAD wrapper script exports (an
 #: environment variable under test) reaches the head arm only.
@@ -47,7 +51,8 @@ IGNORED_NAMES = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
     """What a child measures: the tier selection (as the pytest options give it) and the case ids to run,
-    in order (CPU cases first).  ``batch_timeout_s`` None: no watchdog."""
+    in order (CPU cases first; ``loader_benchmark`` tests, :data:`TEST_PREFIX` plus their node id, after
+    them, run through pytest from ``rootdir``).  ``batch_timeout_s`` None: no watchdog."""
 
     scenarios: str
     tier: str
@@ -58,6 +63,7 @@ class ChildSpec:
     workloads: tuple[str, ...] | None = None
     config: str | None = None
     cases: tuple[str, ...] = ()
+    rootdir: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +77,7 @@ class ChildSpec:
             "workloads": None if self.workloads is None else list(self.workloads),
             "config": self.config,
             "cases": list(self.cases),
+            "rootdir": self.rootdir,
         }
 
     @classmethod
@@ -90,6 +97,7 @@ class ChildSpec:
             workloads=None if workloads is None else tuple(str(w) for w in workloads),
             config=None if data.get("config") is None else str(data["config"]),
             cases=tuple(str(c) for c in data.get("cases", ())),
+            rootdir=str(data.get("rootdir", "")),
         )
 
     @property

@@ -1,1 +1,6 @@
 """pytest_plugin"""
+
+#: The fixture a user's own benchmark test takes (:mod:`loaderbench.pytest_plugin.fixture`).
+FIXTURE = "loader_benchmark"
+#: The fixture the suite's own cases are parametrized over (one Case per test item).
+CASE_FIXTURE = "loaderbench_case"

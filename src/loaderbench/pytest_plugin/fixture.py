@@ -25,9 +25,10 @@ from loaderbench.engine.tiers import build_tier
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import UsageError
 from loaderbench.measurement import Measurement
+from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
 from loaderbench.pytest_plugin.session import LoaderbenchSession
 
-FIXTURE = "loader_benchmark"
+__all__ = ["CASE_FIXTURE", "FIXTURE", "LoaderBenchmark", "make", "tier_configs", "workload_name"]
 _DEVICES = ("cpu", "cuda")
 
 

@@ -31,7 +31,7 @@ from loaderbench.report.files import write_report_files
 from loaderbench.report.format import terminal_width
 from loaderbench.report.terminal import terminal_report
 
-CASE_FIXTURE = "loaderbench_case"
+CASE_FIXTURE = fixture.CASE_FIXTURE
 
 
 #: The harness's defaults, which the options' defaults are.

@@ -33,13 +33,6 @@ from loaderbench.store import environment, fingerprint
 from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineDoc, BaselineStore
 
 
-def _local(root: Path, packaged: Path) -> Path:
-    """``fixtures/<name>`` under the rootdir when it exists (this repository, or a user's own), else the
-    packaged copy: an installed loaderbench runs in any directory."""
-    local = root / "fixtures" / packaged.name
-    return local if local.exists() else packaged
-
-
 def threshold_option(text: str) -> Any:
     """argparse type for ``--loader-threshold``: bad specs are usage errors."""
     try:
@@ -85,7 +78,9 @@ class LoaderbenchSession:
         self.config = config
         self.enabled: bool = opt.benchmark
         root = Path(str(config.rootpath))
-        self.scenarios_path = Path(opt.loader_scenarios) if opt.loader_scenarios else _local(root, suite.WORKLOADS)
+        self.scenarios_path = (
+            Path(opt.loader_scenarios) if opt.loader_scenarios else suite.local_or_packaged(root, suite.WORKLOADS)
+        )
         self.baseline_dir = (
             Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
         )
@@ -123,7 +118,7 @@ class LoaderbenchSession:
             self.fingerprint = fingerprint.current()
             packages = [p.strip() for p in opt.loader_env_packages.split(",") if p.strip()]
             self.environment = environment.current(packages=packages, repo=root)
-            self.priors = load_priors(_local(root, suite.NOISE))
+            self.priors = load_priors(suite.local_or_packaged(root, suite.NOISE))
             self.store = BaselineStore(self.baseline_dir)
             if not self.saving:
                 self.gate = Gate(

@@ -226,8 +226,12 @@ def load(
         raw = path.read_bytes()
     except FileNotFoundError:
         raise error(f"{prefix}: file not found. {fix}.") from None
+    except IsADirectoryError:
+        raise error(f"{prefix}: is a directory, not a file. {fix}.") from None
     except OSError as exc:
         raise error(f"{prefix}: cannot read it ({exc.strerror}). Check the file's permissions.") from None
+    except ValueError:  # a NUL byte in the name: no file can have it
+        raise error(f"{prefix}: not a file name (it contains a NUL byte). {fix}.") from None
     if not raw.strip():
         raise error(f"{prefix}: the file is empty (a truncated write). {fix}.")
     try:

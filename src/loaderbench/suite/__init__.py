@@ -14,3 +14,10 @@ from pathlib import Path
 #: The packaged scenario and noise-prior files.
 WORKLOADS = Path(str(files(__name__) / "workloads.toml"))
 NOISE = Path(str(files(__name__) / "noise.toml"))
+
+
+def local_or_packaged(root: Path, packaged: Path) -> Path:
+    """``fixtures/<name>`` under the rootdir when it exists (this repository, or a user's own), else the
+    packaged copy: an installed loaderbench runs in any directory."""
+    local = root / "fixtures" / packaged.name
+    return local if local.exists() else packaged

@@ -1,0 +1,80 @@
+"""A user's own ``loader_benchmark`` tests in an A/B child: run through pytest, recorded as A/B records.
+
+The head's pytest collects the tests; their node ids (prefixed :data:`~loaderbench.ab.records.TEST_PREFIX`)
+are cases of the A/B like the tier's.  Each child runs them with ``pytest.main`` in its own process and
+environment, from the head's rootdir, so each arm imports the test module, its dataset and its conftest
+from its own environment (install each checkout into its own venv, as for user workloads).  The child's
+pytest runs them under ``--benchmark`` with an empty baseline directory (no gate, nothing saved) and the
+A/B's rounds; :class:`TestRecorder` turns each test's ``Measurement`` (what the fixture measured) into a
+``measurement`` record, a failing test into a ``failure`` record, and a test this arm did not run (not
+collected, skipped) into a ``missing`` record.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import pytest
+
+from loaderbench.ab.records import TEST_PREFIX, ChildSpec
+from loaderbench.pytest_plugin import FIXTURE
+
+Write = Callable[[dict[str, Any]], None]
+
+
+class TestRecorder:
+    """A pytest plugin for the child's run: one record per requested test."""
+
+    __test__ = False  # not a test class, whatever its name says
+
+    def __init__(self, wanted: dict[str, str], write: Write) -> None:
+        self.wanted = wanted  # node id -> case id
+        self.write = write
+        self.answered: set[str] = set()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        report = yield
+        case = self.wanted.get(item.nodeid)
+        if case is None or case in self.answered or report.skipped:
+            return report
+        if report.failed:
+            self.answered.add(case)
+            last = (report.longreprtext.strip().splitlines() or ["the test failed"])[-1]
+            self.write({"type": "failure", "case_id": case, "message": f"{call.when}: {last}"})
+        elif call.when == "call":
+            self.answered.add(case)
+            measured = getattr(getattr(item, "funcargs", {}).get(FIXTURE), "measurement", None)
+            if measured is None:
+                self.write({"type": "failure", "case_id": case, "message": f"the test never called {FIXTURE}"})
+            else:
+                self.write({"type": "measurement", "case_id": case, "measurement": measured.to_json()})
+        return report
+
+
+def pytest_args(spec: ChildSpec, node_ids: Sequence[str], baselines: str) -> list[str]:
+    """The child's pytest command line: the tests, from the head's rootdir, with the A/B's plan."""
+    root = spec.rootdir.rstrip("/") or "."
+    args = [f"{root}/{n}" for n in node_ids]
+    args += ["--benchmark", "-q", "-p", "no:cacheprovider", f"--rootdir={root}", f"--loader-baseline-dir={baselines}"]
+    args += [f"--loader-rounds={spec.rounds}", f"--loader-round-seconds={spec.round_s}"]
+    if math.isfinite(spec.timeout_s):
+        args.append(f"--loader-batch-timeout={spec.timeout_s}")
+    return args
+
+
+def run_tests(spec: ChildSpec, cases: Sequence[str], write: Write) -> int:
+    """Run the ``loader_benchmark`` tests among ``cases`` and record each; pytest's exit status."""
+    wanted = {c[len(TEST_PREFIX) :]: c for c in cases if c.startswith(TEST_PREFIX)}
+    if not wanted:
+        return 0
+    recorder = TestRecorder(wanted, write)
+    with tempfile.TemporaryDirectory(prefix="loaderbench-ab-baselines-") as baselines:
+        code = int(pytest.main(pytest_args(spec, list(wanted), baselines), plugins=[recorder]))
+    for case in wanted.values():
+        if case not in recorder.answered:
+            write({"type": "missing", "case_id": case})
+    return code
