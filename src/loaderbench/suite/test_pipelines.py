@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
+from loaderbench.config import LoaderConfig
 from loaderbench.engine.cases import Case
+from loaderbench.engine.plan import Plan
 from loaderbench.pytest_plugin.session import LoaderbenchSession
+from loaderbench.tools.meter import agreement
 from loaderbench.tools.overhead import NEAR_ZERO, harness_overhead
 
 
@@ -32,5 +35,29 @@ def test_harness_overhead(benchmark: Any, loaderbench_session: LoaderbenchSessio
         harness_over_bare_ratio=result.ratio,
         harness_samples_per_s=list(result.harness_samples_per_s),
         bare_samples_per_s=list(result.bare_samples_per_s),
+    )
+    assert result.ratio > 0
+
+
+@pytest.mark.loaderbench
+def test_harness_agreement(benchmark: Any, loaderbench_session: LoaderbenchSession) -> None:
+    """The suite's own benchmark with workers: the harness against an independently written timing loop
+    (:mod:`loaderbench.tools.meter`) on the 2-worker transfer case, the one a memory sampler inside the timed
+    rounds once slowed by 14%.  ``extra_info["harness_over_meter_ratio"]``: 1.0 means the harness bends nothing."""
+    s = loaderbench_session
+    transfer = next((c.workload for c in s.cases() if c.workload.name == "transfer"), None)
+    if s.device == "cuda" or transfer is None:
+        pytest.skip("the harness-agreement benchmark needs the transfer workload on CPU in this run's selection")
+    config = LoaderConfig(batch_size=transfer.batch_size, num_workers=2)
+    result = benchmark.pedantic(
+        agreement, args=(transfer, config), kwargs={"pairs": 2, "plan": Plan(rounds=s.plan.rounds)}, rounds=1
+    )
+    benchmark.extra_info.update(
+        workload=transfer.name,
+        device="cpu",
+        case_id=result.case_id,
+        harness_over_meter_ratio=result.ratio,
+        harness_samples_per_s=list(result.a),
+        meter_samples_per_s=list(result.b),
     )
     assert result.ratio > 0
