@@ -5,8 +5,8 @@ Phases, each timed on its own with the injectable clock:
 1. ``startup_s``: ``iter(loader)``, which creates the iterator and starts the workers;
 2. ``ttfb_s``: ``iter(loader)`` until the first batch is in hand;
 3. warm-up batches (not timed), then ``rounds`` steady-state rounds of equal
-   batch counts, each giving samples/s, batches/s and bytes/s, with no
-   instrument running; then one untimed round in which the memory sampler
+   batch counts, each giving samples/s, batches/s and bytes/s, with the
+   memory sampler paused; then one untimed round in which the memory sampler
    takes the steady state's peak (it samples every phase but the timed rounds);
 4. ``epoch_end_s``: the ``next()`` that raises ``StopIteration``;
 5. ``epoch_stall_s``: the next epoch's ``iter()`` until its first batch (where
