@@ -287,25 +287,8 @@ def test_end_to_end_finds_the_regression_and_not_the_unchanged_case(
 
 
 USER_TEST = """
-import os
-import time
-
-import torch
-from torch.utils.data import Dataset
-
 from loaderbench.config import LoaderConfig
-
-
-class Slow(Dataset):
-    def __init__(self):
-        self.cost = 0.004 if os.environ.get("AB_SLOW") else 0.0005
-
-    def __len__(self):
-        return 64
-
-    def __getitem__(self, i):
-        time.sleep(self.cost)
-        return torch.zeros(4)
+from slowdata import Slow
 
 
 def test_my_pipeline(loader_benchmark):
@@ -320,7 +303,7 @@ def test_not_a_benchmark():
 def test_a_users_loader_benchmark_test_is_compared_in_each_arms_environment(pytester: pytest.Pytester) -> None:
     """A repository with only its own ``loader_benchmark`` test (no suite, no fixtures/): the A/B runs that test
     in both arms through pytest, pairs it, and finds the head's slowdown; the plain test is not run."""
-    pytester.makepyfile(test_mine=USER_TEST)
+    pytester.makepyfile(test_mine=USER_TEST, slowdata=SLOWDATA)
     plain = wrapper(pytester.path, "plain.sh", "unset AB_SLOW")
     slow = wrapper(pytester.path, "slow.sh", "export AB_SLOW=1")
     before = descendants()

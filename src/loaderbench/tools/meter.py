@@ -30,7 +30,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch.utils.data import DataLoader
 
 from loaderbench.config import LoaderConfig
@@ -39,6 +38,7 @@ from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import Workload, load_scenarios
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.report.table import Column, text_table
+from loaderbench.tools.overhead import pinned_threads
 from loaderbench.tools.selfcheck_common import case_id, log, parse_cases
 
 DEFAULT_CASES = "io:w2,io-lognormal:w2,iterable-io:w2,skewed:w2,cpu:w2,transfer:w2,file:w2"
@@ -92,11 +92,9 @@ def meter(workload: Workload, config: LoaderConfig, *, length: int, timed_batche
 def agreement(workload: Workload, config: LoaderConfig, *, pairs: int = 5, plan: Plan | None = None) -> Agreement:
     """``pairs`` interleaved (harness, meter) measurements of one case."""
     plan = plan or Plan()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(plan.torch_threads)  # the harness pins the main process's threads: so does the meter
     harness: list[float] = []
     bare: list[float] = []
-    try:
+    with pinned_threads(plan.torch_threads):  # as the harness pins the main process's threads
         for _ in range(pairs):
             m = measure(workload, config, plan=plan)
             harness.append(m.samples_per_s)
@@ -106,8 +104,6 @@ def agreement(workload: Workload, config: LoaderConfig, *, pairs: int = 5, plan:
             bs = config.batch_size or 1
             length = (skip + m.steady_batches + tail) * bs
             bare.append(meter(workload, config, length=length, timed_batches=m.steady_batches, skip=skip))
-    finally:
-        torch.set_num_threads(threads)
     return Agreement(case_id(workload, config), tuple(harness), tuple(bare))
 
 

@@ -10,9 +10,11 @@ ratio of 1.0 means the harness costs nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -56,21 +58,29 @@ def bare_loop(workload: Workload, config: LoaderConfig, length: int) -> float:
     return length / (time.perf_counter() - t0)
 
 
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads in this process set to ``threads`` inside (the harness pins them for each
+    case, so a bare loop compared with it must too), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def harness_overhead(*, repeats: int = 7, config: LoaderConfig | None = None, plan: Plan | None = None) -> Overhead:
     config = config or LoaderConfig(batch_size=NEAR_ZERO.batch_size)
     plan = plan or Plan(rounds=5, round_s=0.2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(plan.torch_threads)  # the harness pins threads too; compare like with like
     harness: list[float] = []
     bare: list[float] = []
-    try:
+    with pinned_threads(plan.torch_threads):
         for _ in range(repeats):
             m = measure(NEAR_ZERO, config, plan=plan)
             harness.append(m.samples_per_s)
             steady = m.steady_batches * (config.batch_size or 1)
             bare.append(bare_loop(NEAR_ZERO, config, steady))
-    finally:
-        torch.set_num_threads(threads)
     return Overhead(tuple(harness), tuple(bare))
 
 

@@ -62,7 +62,16 @@ from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineStore
 from loaderbench.store.fingerprint import Fingerprint, current
 from loaderbench.tools import selfcheck_ab
 from loaderbench.tools.injector import slowed
-from loaderbench.tools.selfcheck_common import DEFAULT_CASES, case_id, fraction_list, geomean, log, parse_cases
+from loaderbench.tools.selfcheck_common import (
+    DEFAULT_CASES,
+    case_id,
+    fraction_list,
+    geomean,
+    load_lines,
+    load_summary,
+    log,
+    parse_cases,
+)
 
 _PLAN = Plan()
 
@@ -243,7 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     _log_result(r)
         docs = {k: BaselineStore(d).load(fingerprint) for k, d in snapshots}
         figures = _figures({k: doc.cases for k, doc in docs.items() if doc is not None}, cases, reruns, slowdowns, args)
-        figures["load_average"] = {"min": min(loads), "median": stats.median(loads), "max": max(loads)}
+        figures["load_average"] = load_summary(loads)
         figures["sessions"] = reruns  # every verdict of every session, for a closer look
     finally:
         if tmp is not None:
@@ -339,12 +348,7 @@ def render(figures: dict[str, Any], slowdowns: Sequence[float]) -> list[str]:
             notes.append(f"{row['case']}: A/A false alarms on {', '.join(row['aa_false_metrics'])}")
     lines = text_table([Column(title) for title in head], rows, gap=2)
     lines += [f"note: {n}" for n in notes]
-    load = figures.get("load_average")
-    if load:
-        lines.append(
-            f"1-minute load average at session start/end: min {load['min']:.1f}, median {load['median']:.1f}, "
-            f"max {load['max']:.1f} (the machine has {os.cpu_count()} CPUs; above that, other work competed)"
-        )
+    lines += load_lines(figures.get("load_average"), at="session")
     lines.append(f"total wall time: {figures['wall_s']:.0f} s")
     return lines
 

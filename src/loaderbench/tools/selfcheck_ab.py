@@ -43,7 +43,15 @@ from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.report.format import fmt_time
 from loaderbench.report.table import Column, text_table
-from loaderbench.tools.selfcheck_common import case_id, fraction_list, geomean, log, parse_cases
+from loaderbench.tools.selfcheck_common import (
+    case_id,
+    fraction_list,
+    geomean,
+    load_lines,
+    load_summary,
+    log,
+    parse_cases,
+)
 from loaderbench.tools.slow_interpreter import write_slowed_interpreter
 
 _SCHEDULE = Schedule()
@@ -214,8 +222,7 @@ def figures_of(jobs: list[dict[str, Any]], variants: Sequence[Variant]) -> dict[
         times = [j["wall_s"] for j in jobs if j["slowdown"] == variant.slowdown]
         if times:
             walls[variant.label] = {"median": stats.median(times), "max": max(times), "jobs": len(times)}
-    loads = [x for j in jobs for x in j["load"]]
-    load = {"min": min(loads), "median": stats.median(loads), "max": max(loads)} if loads else None
+    load = load_summary([x for j in jobs for x in j["load"]])
     return {"cases": rows, "wall_per_job_s": walls, "load_average": load}
 
 
@@ -245,12 +252,7 @@ def render(figures: dict[str, Any], variants: Sequence[Variant]) -> list[str]:
     lines += [f"note: {n}" for n in notes]
     for label, w in figures["wall_per_job_s"].items():
         lines.append(f"{label} jobs: wall time median {w['median']:.0f} s, max {w['max']:.0f} s ({w['jobs']} jobs)")
-    load = figures.get("load_average")
-    if load:
-        lines.append(
-            f"1-minute load average at job start/end: min {load['min']:.1f}, median {load['median']:.1f}, "
-            f"max {load['max']:.1f} (the machine has {os.cpu_count()} CPUs)"
-        )
+    lines += load_lines(figures.get("load_average"), at="job")
     lines.append(f"total wall time: {figures['wall_s']:.0f} s")
     return lines
 

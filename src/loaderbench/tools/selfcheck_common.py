@@ -5,9 +5,13 @@ mean of ratios, and the progress log on stderr."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from loaderbench import stats
 from loaderbench.config import LoaderConfig
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import UsageError
@@ -52,6 +56,21 @@ def geomean(values: list[float]) -> float:
     """The geometric mean of the positive, finite values; NaN when there are none."""
     values = [v for v in values if v > 0 and math.isfinite(v)]
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
+
+
+def load_summary(loads: Sequence[float]) -> dict[str, float] | None:
+    """The 1-minute load averages seen at the start and end of each session or job: min, median, max."""
+    return {"min": min(loads), "median": stats.median(loads), "max": max(loads)} if loads else None
+
+
+def load_lines(load: Mapping[str, Any] | None, *, at: str) -> list[str]:
+    """The report line for :func:`load_summary` (none without one); ``at`` says when it was read."""
+    if not load:
+        return []
+    return [
+        f"1-minute load average at {at} start/end: min {load['min']:.1f}, median {load['median']:.1f}, "
+        f"max {load['max']:.1f} (the machine has {os.cpu_count()} CPUs; above that, other work competed)"
+    ]
 
 
 def log(text: str, *, tool: str = "selfcheck") -> None:
