@@ -208,3 +208,47 @@ def test_a_negative_or_missing_id_value_names_the_bad_value(text: str, message: 
         LoaderConfig.from_id(text)
     assert message in str(info.value)
     assert "unknown token" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "pattern"),
+    [
+        ({"ranks": 0}, r"ranks=0: must be a positive integer"),
+        ({"ranks": True}, r"ranks=True: must be a positive integer"),
+        ({"pipeline": "nope"}, r"pipeline='nope': is not a known pipeline.*Use one of"),
+        ({"pipeline": "spdl", "num_workers": 2, "persistent_workers": True}, r"persistent_workers=True: .*spdl"),
+        ({"pipeline": "nodesthread", "num_workers": 1, "timeout": 5.0}, r"timeout=5.0: .*nodesthread"),
+    ],
+)
+def test_pipeline_and_ranks_errors_name_the_argument(fields: dict[str, Any], pattern: str) -> None:
+    with pytest.raises(InvalidConfig, match=pattern):
+        LoaderConfig(**fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        ({"num_workers": 2, "pipeline": "nodesthread"}, "w2-bs1-nodesthread"),
+        ({"num_workers": 2, "ranks": 4}, "w2-bs1-ranks4"),
+        ({"pipeline": "spdl", "ranks": 2, "batch_size": 8}, "w0-bs8-spdl-ranks2"),
+    ],
+)
+def test_pipeline_and_ranks_show_in_the_id_and_round_trip(fields: dict[str, Any], text: str) -> None:
+    cfg = LoaderConfig(**fields)
+    assert cfg.id == text
+    assert LoaderConfig.from_id(text) == cfg
+
+
+@pytest.mark.parametrize("batching", ["auto", "sampler"])
+def test_ranks_read_disjoint_shares_through_a_distributed_sampler(batching: str) -> None:
+    """Every index once across the ranks, with drop_last off (DistributedSampler pads the last rank)."""
+    data = TensorDataset(torch.arange(10))
+    cfg = LoaderConfig(batch_size=2, ranks=3, batching=batching, shuffle=True)  # type: ignore[arg-type]
+    seen: list[int] = []
+    for rank in range(3):
+        loader = DataLoader(data, **cfg.dataloader_kwargs(data, seed=5, rank=rank))
+        seen += [int(x) for (batch,) in loader for x in batch]
+    assert sorted(set(seen)) == list(range(10))
+    assert len(seen) == 12  # 10 samples padded to 3 ranks x 4
+    with pytest.raises(InvalidConfig, match=r"rank=3: is not a rank of ranks=3"):
+        cfg.dataloader_kwargs(data, rank=3)

@@ -15,22 +15,43 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import BatchSampler, Dataset, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from loaderbench import ids
-from loaderbench.engine.collates import pad_collate
-from loaderbench.errors import InvalidConfig
+from loaderbench.config_rules import (
+    COLLATES,
+    PIPELINES,
+    START_METHODS,
+    TORCH_HAS_IN_ORDER,
+    USER_COLLATE,
+    fail,
+    validate,
+)
+
+__all__ = [
+    "COLLATES",
+    "COVERED_ARGUMENTS",
+    "NOT_KNOBS",
+    "PIPELINES",
+    "TORCH_HAS_IN_ORDER",
+    "USER_COLLATE",
+    "LoaderConfig",
+]
 
 Batching = Literal["auto", "sampler"]
-
-#: ``in_order`` was added to ``DataLoader`` in torch 2.6.
-TORCH_HAS_IN_ORDER: bool = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 6)
 
 #: DataLoader arguments that a ``LoaderConfig`` field (or the harness) sets.
 COVERED_ARGUMENTS: dict[str, str] = {
     "batch_size": "batch_size (None disables auto-batching)",
     "shuffle": "shuffle (moved into the batch sampler when batching='sampler')",
-    "sampler": "the harness passes none; shuffle chooses Random/SequentialSampler",
+    "sampler": "shuffle chooses Random/SequentialSampler; ranks > 1 passes a DistributedSampler",
     "batch_sampler": "batching='sampler' builds a BatchSampler from batch_size/shuffle/drop_last",
     "num_workers": "num_workers",
     "collate_fn": "collate (a named, picklable collate function)",
@@ -52,24 +73,6 @@ NOT_KNOBS: dict[str, str] = {
     "pin_memory_device": "deprecated since torch 2.5; the current accelerator is used when pin_memory=True",
 }
 
-_START_METHODS = ("fork", "spawn", "forkserver")
-
-
-def _identity_list(batch: list[Any]) -> list[Any]:
-    """Collate that keeps the samples as a list (no stacking, no copy)."""
-    return batch
-
-
-#: ``collate="user"``: the workload's own collate function (``collate = "module:function"`` in its entry).
-USER_COLLATE = "user"
-
-#: Named collate functions.  Module-level functions, so they pickle under spawn.
-COLLATES: dict[str, Callable[[Any], Any] | None] = {
-    "default": None,
-    "list": _identity_list,
-    "pad": pad_collate,
-}
-
 
 def _timeout(text: str) -> float:
     value = float(text)
@@ -85,7 +88,7 @@ _ID_TOKENS: tuple[ids.Token, ...] = (
     ids.Token("batch_size", prefix="bs", parse=ids.digits, example="bs64"),
     ids.Token("batching", word="bsampler", value="sampler"),
     ids.Token("prefetch_factor", prefix="pf", parse=ids.digits, example="pf4"),
-    *ids.choices("multiprocessing_context", {m: m for m in _START_METHODS}),
+    *ids.choices("multiprocessing_context", {m: m for m in START_METHODS}),
     ids.Token("persistent_workers", word="persist", value=True),
     ids.Token("pin_memory", word="pin", value=True),
     ids.Token("in_order", word="unordered", value=False),
@@ -94,11 +97,9 @@ _ID_TOKENS: tuple[ids.Token, ...] = (
     ids.Token("timeout", prefix="to", parse=_timeout, example="to30"),
     ids.Token("collate", prefix="collate_", parse=str, example="collate_list"),
     *ids.choices("sharing_strategy", {"share_filesystem": "file_system", "share_filedescriptor": "file_descriptor"}),
+    *ids.choices("pipeline", {p: p for p in PIPELINES if p != "dataloader"}),
+    ids.Token("ranks", prefix="ranks", parse=ids.digits, example="ranks2"),
 )
-
-
-def _fail(name: str, value: object, why: str, fix: str) -> InvalidConfig:
-    return InvalidConfig(f"{name}={value!r}: {why}. {fix}.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +127,11 @@ class LoaderConfig:
     batching: Batching = "auto"
     collate: str = "default"
     sharing_strategy: str = "file_descriptor"
+    pipeline: str = "dataloader"
+    ranks: int = 1
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate(self)
 
     # --- identity -----------------------------------------------------------------
     @property
@@ -161,6 +164,10 @@ class LoaderConfig:
             parts.append(f"collate_{self.collate}")
         if self.sharing_strategy != "file_descriptor":
             parts.append(f"share_{self.sharing_strategy.replace('_', '')}")
+        if self.pipeline != "dataloader":
+            parts.append(self.pipeline)
+        if self.ranks != 1:
+            parts.append(f"ranks{self.ranks}")
         return "-".join(parts)
 
     @classmethod
@@ -182,7 +189,7 @@ class LoaderConfig:
         iterable = isinstance(dataset, IterableDataset)
         self.check_kind(iterable=iterable)
         if self.shuffle and not iterable and len(dataset) == 0:  # type: ignore[arg-type]
-            raise _fail(
+            raise fail(
                 "shuffle",
                 True,
                 "the dataset is empty and torch's RandomSampler refuses num_samples=0",
@@ -193,14 +200,14 @@ class LoaderConfig:
         """Raise ``InvalidConfig`` if torch rejects this config for a map-style/iterable dataset."""
         if iterable:
             if self.shuffle:
-                raise _fail(
+                raise fail(
                     "shuffle",
                     True,
                     "DataLoader cannot shuffle an IterableDataset",
                     "Shuffle inside the dataset instead",
                 )
             if self.batching == "sampler":
-                raise _fail(
+                raise fail(
                     "batching",
                     "sampler",
                     "an IterableDataset has no indices, so DataLoader refuses a batch_sampler",
@@ -208,14 +215,23 @@ class LoaderConfig:
                 )
 
     def dataloader_kwargs(
-        self, dataset: Dataset[Any], *, seed: int = 0, user_collate: Callable[[Any], Any] | None = None
+        self,
+        dataset: Dataset[Any],
+        *,
+        seed: int = 0,
+        user_collate: Callable[[Any], Any] | None = None,
+        rank: int = 0,
     ) -> dict[str, Any]:
         """The exact keyword arguments for ``DataLoader(dataset, **kwargs)``; ``user_collate`` is the
-        collate function that ``collate="user"`` stands for."""
+        collate function that ``collate="user"`` stands for.  With ``ranks > 1`` a map-style dataset is
+        read through a ``DistributedSampler`` for ``rank`` (shuffled with ``seed``; call its
+        ``set_epoch`` between epochs); an iterable dataset shards itself by rank and worker."""
         self.check_dataset(dataset)
+        if not 0 <= rank < self.ranks:
+            raise fail("rank", rank, f"is not a rank of ranks={self.ranks}", f"Use 0..{self.ranks - 1}")
         if self.collate == USER_COLLATE:
             if user_collate is None:
-                raise _fail(
+                raise fail(
                     "collate",
                     USER_COLLATE,
                     "names the workload's own collate function, and this workload has none",
@@ -231,8 +247,17 @@ class LoaderConfig:
             "collate_fn": collate_fn,
         }
         shuffle_generator = torch.Generator().manual_seed(seed) if self.shuffle else None
-        if self.batching == "sampler":
-            assert self.batch_size is not None  # guaranteed by _validate
+        if self.ranks > 1 and not isinstance(dataset, IterableDataset):
+            sampler: DistributedSampler[Any] = DistributedSampler(
+                dataset, num_replicas=self.ranks, rank=rank, shuffle=self.shuffle, seed=seed, drop_last=self.drop_last
+            )
+            if self.batching == "sampler":
+                assert self.batch_size is not None  # guaranteed by validate
+                kwargs["batch_sampler"] = BatchSampler(sampler, self.batch_size, self.drop_last)
+            else:
+                kwargs.update(sampler=sampler, batch_size=self.batch_size, drop_last=self.drop_last)
+        elif self.batching == "sampler":
+            assert self.batch_size is not None  # guaranteed by validate
             base = (
                 RandomSampler(dataset, generator=shuffle_generator)  # type: ignore[arg-type]
                 if self.shuffle
@@ -261,6 +286,8 @@ class LoaderConfig:
             "timeout": self.timeout,
             "collate_fn": None if self.collate == "default" else self.collate,
         }
+        if self.ranks > 1:
+            out["sampler"] = f"DistributedSampler(num_replicas={self.ranks})"
         if self.batching == "sampler":
             out["batch_sampler"] = {
                 "sampler": "RandomSampler" if self.shuffle else "SequentialSampler",
@@ -292,92 +319,3 @@ class LoaderConfig:
         if self.num_workers == 0:
             return None
         return self.multiprocessing_context or multiprocessing.get_start_method(allow_none=False)
-
-
-def _validate(cfg: LoaderConfig) -> None:
-    bs = cfg.batch_size
-    if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
-        raise _fail(
-            "batch_size",
-            bs,
-            "must be a positive integer or None",
-            "Use e.g. batch_size=32, or None to disable batching",
-        )
-    if isinstance(cfg.num_workers, bool) or not isinstance(cfg.num_workers, int) or cfg.num_workers < 0:
-        raise _fail("num_workers", cfg.num_workers, "must be a non-negative integer", "Use 0 for in-process loading")
-    if not isinstance(cfg.timeout, (int, float)) or cfg.timeout < 0:
-        raise _fail("timeout", cfg.timeout, "must be non-negative", "Use 0 to wait forever")
-    no_workers = cfg.num_workers == 0
-    if no_workers and cfg.prefetch_factor is not None:
-        raise _fail(
-            "prefetch_factor",
-            cfg.prefetch_factor,
-            "only applies to worker processes and torch rejects it with num_workers=0",
-            "Set num_workers>=1 or prefetch_factor=None",
-        )
-    if cfg.prefetch_factor is not None and cfg.prefetch_factor < 0:
-        raise _fail("prefetch_factor", cfg.prefetch_factor, "must be non-negative", "Use 1 or more")
-    if cfg.prefetch_factor == 0:
-        raise _fail(
-            "prefetch_factor",
-            0,
-            "torch accepts it at construction but fails with AssertionError at iter(loader)",
-            "Use prefetch_factor>=1",
-        )
-    if no_workers and cfg.persistent_workers:
-        raise _fail(
-            "persistent_workers",
-            True,
-            "needs worker processes (num_workers=0)",
-            "Set num_workers>=1 or persistent_workers=False",
-        )
-    if cfg.multiprocessing_context is not None:
-        if cfg.multiprocessing_context not in multiprocessing.get_all_start_methods():
-            raise _fail(
-                "multiprocessing_context",
-                cfg.multiprocessing_context,
-                "is not a start method on this platform",
-                f"Use one of {multiprocessing.get_all_start_methods()}",
-            )
-        if no_workers:
-            raise _fail(
-                "multiprocessing_context",
-                cfg.multiprocessing_context,
-                "only applies to worker processes and torch rejects it with num_workers=0",
-                "Set num_workers>=1 or multiprocessing_context=None",
-            )
-    if no_workers and cfg.timeout > 0:
-        raise _fail(
-            "timeout",
-            cfg.timeout,
-            "torch accepts it with num_workers=0 but fails with AssertionError at iter(loader)",
-            "Set num_workers>=1 or timeout=0",
-        )
-    if bs is None and cfg.drop_last:
-        raise _fail(
-            "drop_last",
-            True,
-            "has no meaning without batching (batch_size=None)",
-            "Set drop_last=False or a batch_size",
-        )
-    if cfg.batching not in ("auto", "sampler"):
-        raise _fail("batching", cfg.batching, "is not a batching mode", "Use 'auto' or 'sampler'")
-    if cfg.batching == "sampler" and bs is None:
-        raise _fail("batching", "sampler", "a batch_sampler needs a batch size (batch_size=None)", "Set batch_size>=1")
-    if not cfg.in_order and not TORCH_HAS_IN_ORDER:
-        raise _fail(
-            "in_order",
-            False,
-            f"DataLoader has no in_order before torch 2.6 (torch {torch.__version__})",
-            "Upgrade torch or drop in_order",
-        )
-    if cfg.collate not in COLLATES and cfg.collate != USER_COLLATE:
-        raise _fail("collate", cfg.collate, "is not a known collate", f"Use one of {[*sorted(COLLATES), USER_COLLATE]}")
-    strategies = torch.multiprocessing.get_all_sharing_strategies()  # type: ignore[no-untyped-call]
-    if cfg.sharing_strategy not in strategies:
-        raise _fail(
-            "sharing_strategy",
-            cfg.sharing_strategy,
-            "is not a sharing strategy on this platform",
-            f"Use one of {sorted(strategies)}",
-        )

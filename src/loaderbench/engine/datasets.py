@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 
@@ -138,13 +139,21 @@ class RepeatDataset(_Sized):
         return self.base[index % self.base_len]
 
 
-def shard_bounds(length: int) -> range:
-    """The indices this process should yield: the whole range in the main
-    process, a strided share inside worker ``k`` of ``n`` (every index once)."""
+def dist_rank() -> tuple[int, int]:
+    """``(rank, ranks)`` of this process under ``torch.distributed`` (``(0, 1)`` outside it).  Read in
+    the main process when a dataset is built: spawned workers do not inherit the process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_bounds(length: int, rank: int = 0, ranks: int = 1) -> range:
+    """The indices this process should yield: the whole range in a single main process, a strided
+    share inside worker ``k`` of ``n``, and with ``ranks`` ranks a strided share of ``rank`` (and of
+    its worker): every index exactly once across all ranks and workers."""
     info = get_worker_info()
-    if info is None:
-        return range(length)
-    return range(info.id, length, info.num_workers)
+    workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+    return range(rank * workers + worker, length, ranks * workers)
 
 
 class IterableSleepDataset(IterableDataset[torch.Tensor]):
@@ -156,12 +165,13 @@ class IterableSleepDataset(IterableDataset[torch.Tensor]):
 
     def __init__(self, length: int, *, latency_s: float, shape: Sequence[int], with_index: bool = False) -> None:
         self.length, self.latency_s, self.shape, self.with_index = length, latency_s, tuple(shape), with_index
+        self.rank, self.ranks = dist_rank()
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[Any]:
-        for index in shard_bounds(self.length):
+        for index in shard_bounds(self.length, self.rank, self.ranks):
             if self.latency_s > 0:
                 time.sleep(self.latency_s)
             sample = torch.zeros(self.shape)
@@ -173,11 +183,12 @@ class IterableSpinDataset(IterableDataset[torch.Tensor]):
 
     def __init__(self, length: int, *, loops: int, shape: Sequence[int]) -> None:
         self.length, self.loops, self.shape = length, loops, tuple(shape)
+        self.rank, self.ranks = dist_rank()
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for _ in shard_bounds(self.length):
+        for _ in shard_bounds(self.length, self.rank, self.ranks):
             spin(self.loops)
             yield torch.zeros(self.shape)

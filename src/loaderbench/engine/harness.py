@@ -43,7 +43,7 @@ from typing import Any
 
 import psutil
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.data._utils import signal_handling
 
 from loaderbench.clock import Clock, perf_clock
@@ -53,6 +53,7 @@ from loaderbench.engine.batches import tensor_bytes
 from loaderbench.engine.cleanup import reap, remove_leftover_segments, shm_segments
 from loaderbench.engine.collates import ExplainingCollate
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
+from loaderbench.engine.datasets import dist_rank
 from loaderbench.engine.explain import explain_failure
 from loaderbench.engine.memory import PeakMemorySampler
 from loaderbench.engine.plan import Epoch, Plan, estimate_samples_per_s, plan_epoch, warmup_batches
@@ -98,13 +99,14 @@ def measure(
         torch.multiprocessing.set_sharing_strategy(config.sharing_strategy)  # type: ignore[no-untyped-call]
         dog.phase("sizing the epoch (a pilot of a few samples in the main process)")
         epoch = plan_epoch(workload, config, plan, estimate_samples_per_s(workload, config, where, clock=clock))
+        rank = _rank_of(config, cid, dog.current_phase)
         dog.phase("building the dataset")
-        dataset = workload.build(epoch.length, where)
+        dataset = workload.build(epoch.length * config.ranks, where)  # each rank reads its share
         with warnings.catch_warnings(record=True) as caught:
             # torch warns (at construction and at iter()) about over-subscription and pinning
             # without an accelerator; the case records them instead of failing on them
             warnings.simplefilter("always")
-            kwargs = config.dataloader_kwargs(dataset, seed=plan.seed, user_collate=workload.user_collate())
+            kwargs = config.dataloader_kwargs(dataset, seed=plan.seed, user_collate=workload.user_collate(), rank=rank)
             # a pass-through that, if collation fails, names where the samples differ (in the worker)
             kwargs["collate_fn"] = ExplainingCollate(kwargs["collate_fn"], auto_batching=config.batch_size is not None)
             loader = DataLoader(dataset, **kwargs)
@@ -168,6 +170,27 @@ def measure(
         session=PROCESS_SESSION,
         recorded=now(),
     )
+
+
+def _rank_of(config: LoaderConfig, cid: str, phase: str) -> int:
+    """This process's rank; a config of ``ranks > 1`` must run in exactly that many ranks."""
+    rank, ranks = dist_rank()
+    if config.ranks > 1 and ranks != config.ranks:
+        raise CaseFailed(
+            f"case {cid} failed: ranks={config.ranks} but this process runs in a group of {ranks} rank(s). "
+            f"Run it with --loader-ranks={config.ranks} (torch.distributed.run starts the ranks).",
+            case=cid,
+            phase=phase,
+            kind="ranks",
+        )
+    return rank if config.ranks > 1 else 0
+
+
+def _set_epoch(loader: DataLoader[Any], epoch: int) -> None:
+    """Tell a ``DistributedSampler`` the epoch, as a training loop must, so its shuffle changes."""
+    for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
 
 
 def _release_frames(exc: BaseException) -> None:
@@ -273,6 +296,7 @@ def _run(
                     gc.collect()
                     phases["epoch_shutdown_s"] = clock() - t
                 dog.phase("starting the next epoch")
+                _set_epoch(loader, 1)
                 t = clock()
                 live[:] = [iter(loader)]
                 workers |= _worker_pids(live[0])
