@@ -24,7 +24,8 @@ def test_case_ids_are_unique(tier: str) -> None:
 def test_smoke_covers_the_promised_slice() -> None:
     cases = build_tier("smoke", WORKLOADS).cases
     smoke_workloads = {w.name for w in WORKLOADS.values() if "smoke" in w.params["tiers"]}
-    assert {c.workload.name for c in cases} == smoke_workloads
+    assert {c.workload.name for c in cases} == smoke_workloads | {"big-index-1m"}  # the canary's one case
+    assert [c.config.start_method for c in cases if c.workload.name == "big-index-1m"] == ["spawn"]
     cfgs = [c.config for c in cases]
     assert {c.num_workers for c in cfgs} >= {0, 1, 2, 4}
     assert {c.start_method for c in cfgs if c.num_workers} >= {"fork", "spawn", "forkserver"}
@@ -87,3 +88,12 @@ def test_a_bad_tiers_key_is_refused_naming_the_key(tmp_path: Path, tiers: str, m
     path.write_text(f'[[workload]]\nname = "mine"\nkind = "sleep"\nlatency_s = 0.001\ntiers = {tiers}\n')
     with pytest.raises(WorkloadError, match=re.escape(message)):
         load_scenarios(path)
+
+
+def test_standard_has_the_decode_big_index_and_rank_axes() -> None:
+    cases = build_tier("standard", WORKLOADS).cases
+    big = {(c.workload.params["index_size"], c.config.start_method) for c in cases if c.workload.kind == "big-index"}
+    assert big >= {(n, m) for n in (1_000, 100_000, 1_000_000) for m in ("fork", "spawn", "forkserver")}
+    for name in ("decode", "decode-cold"):
+        workers = {c.config.num_workers for c in cases if c.workload.name == name and c.config.pipeline == "dataloader"}
+        assert workers >= {0, 1, 2, 4}, name

@@ -3,6 +3,11 @@ installed loaderbench runs them too: ``pytest --benchmark --pyargs loaderbench.s
 
 from __future__ import annotations
 
-from loaderbench.suite.test_pipelines import test_harness_agreement, test_harness_overhead, test_pipeline
+from loaderbench.suite.test_pipelines import (
+    test_harness_agreement,
+    test_harness_overhead,
+    test_pipeline,
+    test_round_length_agreement,
+)
 
-__all__ = ["test_harness_agreement", "test_harness_overhead", "test_pipeline"]
+__all__ = ["test_harness_agreement", "test_harness_overhead", "test_pipeline", "test_round_length_agreement"]

@@ -125,6 +125,27 @@ class FileDataset(_Sized):
         return torch.frombuffer(data, dtype=torch.uint8)
 
 
+class BigIndexDataset(_Sized):
+    """Holds an index of ``index_size`` file paths, as a dataset over a large image folder does.
+
+    Spawn and forkserver pickle the whole dataset into every worker, so start-up and the first batch
+    grow with the index (pytorch#131931): the big-index canary.  Each sample looks its path up, sleeps
+    ``latency_s`` (the read) and returns a small tensor.
+    """
+
+    def __init__(self, length: int, *, index_size: int, latency_s: float, shape: Sequence[int]) -> None:
+        super().__init__(length)
+        self.latency_s, self.shape = latency_s, tuple(shape)
+        self.paths = [f"/data/imagenet/train/n{i // 1300:08d}/n{i // 1300:08d}_{i:07d}.JPEG" for i in range(index_size)]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index < 0 or index >= self.length:
+            raise IndexError(index)
+        path = self.paths[index % len(self.paths)]
+        time.sleep(self.latency_s)
+        return torch.full(self.shape, float(len(path)))
+
+
 class RepeatDataset(_Sized):
     """Wraps a fixed-size dataset so an epoch has ``length`` samples (index ``i % len(base)``)."""
 

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loaderbench.config import TORCH_HAS_IN_ORDER, LoaderConfig
-from loaderbench.cuda.spec import CudaSpec
+from loaderbench.config import PIPELINES, TORCH_HAS_IN_ORDER, LoaderConfig
 from loaderbench.engine.cases import Case
+from loaderbench.engine.cuda_tiers import CUDA_DESCRIPTIONS, cuda_smoke, cuda_standard
 from loaderbench.engine.workloads import TIER_NAMES, Workload
 from loaderbench.errors import InvalidConfig, LoaderbenchError, UsageError
 
@@ -86,7 +86,46 @@ def smoke(workloads: Mapping[str, Workload]) -> list[Case]:
     add("transfer", "pin_memory in-process", num_workers=0, pin_memory=True)
     if TORCH_HAS_IN_ORDER:
         add("skewed", "in_order=False under a heavy-tailed load", num_workers=2, in_order=False)
+    for pipeline in RIVALS:
+        add("decode", f"decode through {PIPELINES[pipeline]}, 2 workers or threads", num_workers=2, pipeline=pipeline)
+    if "big-index-1m" in workloads:  # the canary: a 10^6-path index pickled into each spawn worker
+        w = workloads["big-index-1m"]
+        cases.append(Case(w, _cfg(w, num_workers=2, multiprocessing_context="spawn"), why="big-index canary, spawn"))
     return cases
+
+
+#: The pipelines other than DataLoader (a case of one that is not installed skips with one reason).
+RIVALS: tuple[str, ...] = ()  # the rival pipelines join the tiers once the harness runs them
+
+#: Standard-tier axes beyond the knobs: the decode workloads' workers (or threads) for every pipeline,
+#: the big-index canary's start methods, and ranks x workers per rank on io and cpu.
+DECODE_WORKERS = (0, 1, 2, 4)
+BIG_INDEX_START_METHODS = ("fork", "spawn", "forkserver")
+RANK_AXIS: dict[str, tuple[int, ...]] = {"ranks": (), "num_workers": (0, 1, 2)}  # ranks join with the launcher
+
+
+def _axes(workloads: Mapping[str, Workload]) -> list[tuple[Workload, str, dict[str, Any]]]:
+    out: list[tuple[Workload, str, dict[str, Any]]] = []
+    for w in workloads.values():
+        if w.kind == "decode":
+            out += [
+                (w, f"{PIPELINES[p]}, {n} workers or threads", {"pipeline": p, "num_workers": n})
+                for p in ("dataloader", *RIVALS)
+                for n in DECODE_WORKERS
+            ]
+        elif w.kind == "big-index":
+            out += [
+                (w, f"index start-up under {m}", {"num_workers": 2, "multiprocessing_context": m})
+                for m in BIG_INDEX_START_METHODS
+            ]
+    for name in ("io", "cpu"):
+        if name in workloads:
+            out += [
+                (workloads[name], f"{r} ranks x {n} workers per rank", {"ranks": r, "num_workers": n})
+                for r in RANK_AXIS["ranks"]
+                for n in RANK_AXIS["num_workers"]
+            ]
+    return out
 
 
 #: Knob values for the standard and full tiers (base: 2 workers, natural batch size).
@@ -105,8 +144,6 @@ KNOB_VALUES: dict[str, tuple[Any, ...]] = {
     "collate": ("default", "list"),
     "sharing_strategy": ("file_descriptor", "file_system"),
 }
-
-_WORKER_ONLY = ("prefetch_factor", "persistent_workers", "multiprocessing_context", "timeout")
 
 
 def _resolve(workload: Workload, settings: Mapping[str, Any]) -> LoaderConfig:
@@ -140,6 +177,12 @@ def standard(workloads: Mapping[str, Workload]) -> list[Case]:
             if cfg is not None and (key := f"{w.name}/{cfg.id}") not in seen:
                 seen.add(key)
                 cases.append(Case(w, cfg, why=why))
+    in_standard = {w.name: w for w in _in_tier(workloads, "standard")}
+    for w, why, settings in _axes(in_standard):
+        cfg = _valid(w, settings)
+        if cfg is not None and (key := f"{w.name}/{cfg.id}") not in seen:
+            seen.add(key)
+            cases.append(Case(w, cfg, why=why))
     return cases
 
 
@@ -224,109 +267,16 @@ def full(workloads: Mapping[str, Workload]) -> list[Case]:
     return cases
 
 
-#: The CUDA cases' worker base: spawn (never fork from a CUDA process), persistent, pinned.
-_CUDA_BASE: dict[str, Any] = {
-    "num_workers": 4,
-    "multiprocessing_context": "spawn",
-    "persistent_workers": True,
-    "pin_memory": True,
-}
-
-
-def cuda_smoke(workloads: Mapping[str, Workload]) -> list[Case]:
-    cases: list[Case] = []
-
-    def add(name: str, why: str, spec: dict[str, Any], **changes: Any) -> None:
-        if name in workloads:
-            w = workloads[name]
-            settings = {**_CUDA_BASE, **changes}
-            if settings["num_workers"] == 0:
-                settings = {k: v for k, v in settings.items() if k not in _WORKER_ONLY}
-            cases.append(Case(w, _cfg(w, **settings), device="cuda", consumer=CudaSpec(**spec), why=why))
-
-    add("transfer", "pure feed, pinned + non_blocking: the H2D path against its limit", {"step_ms": 0.0})
-    add("transfer", "pure feed, pinned, blocking copies", {"step_ms": 0.0, "non_blocking": False})
-    add("transfer", "pure feed, pageable memory", {"step_ms": 0.0, "non_blocking": False}, pin_memory=False)
-    add("transfer", "pure feed, 8 workers", {"step_ms": 0.0}, num_workers=8)
-    add("transfer", "pure feed, in-process loading", {"step_ms": 0.0}, num_workers=0)
-    for step in (5.0, 20.0):
-        add("transfer", f"{step:g} ms step, plain loop", {"step_ms": step})
-        add("transfer", f"{step:g} ms step, side-stream prefetcher", {"step_ms": step, "pipeline": "prefetcher"})
-    add(
-        "transfer",
-        "20 ms step, pageable, plain loop (the copy is on the critical path)",
-        {"step_ms": 20.0, "non_blocking": False},
-        pin_memory=False,
-    )
-    add(
-        "transfer",
-        "20 ms step, pageable, side-stream prefetcher (the copy overlaps the step)",
-        {"step_ms": 20.0, "non_blocking": False, "pipeline": "prefetcher"},
-        pin_memory=False,
-    )
-    add(
-        "transfer",
-        "5 ms step, forkserver, prefetch 4",
-        {"step_ms": 5.0},
-        multiprocessing_context="forkserver",
-        prefetch_factor=4,
-    )
-    add("cpu", "cpu-heavy loading feeding a 5 ms step", {"step_ms": 5.0})
-    add("cpu", "cpu-heavy loading, prefetcher", {"step_ms": 5.0, "pipeline": "prefetcher"})
-    return cases
-
-
-def cuda_standard(workloads: Mapping[str, Workload]) -> list[Case]:
-    cases: list[Case] = list(cuda_smoke(workloads))
-    seen = {c.id for c in cases}
-    variations: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-    for n in (0, 1, 2, 4, 8):
-        variations.append((f"{n} workers", {"step_ms": 5.0}, {"num_workers": n}))
-    for pf in (1, 2, 4, 8):
-        variations.append((f"prefetch {pf}", {"step_ms": 5.0}, {"prefetch_factor": pf}))
-    for step in (0.0, 1.0, 5.0, 20.0):
-        for pipeline in ("plain", "prefetcher"):
-            for nb in (True, False):
-                variations.append(
-                    (
-                        f"{step:g} ms, {pipeline}, non_blocking={nb}",
-                        {"step_ms": step, "pipeline": pipeline, "non_blocking": nb},
-                        {},
-                    )
-                )
-    variations.append(("pageable, 5 ms", {"step_ms": 5.0}, {"pin_memory": False}))
-    variations.append(("not persistent, 5 ms", {"step_ms": 5.0}, {"persistent_workers": False}))
-    variations.append(("forkserver, 5 ms", {"step_ms": 5.0}, {"multiprocessing_context": "forkserver"}))
-    for name in ("transfer", "cpu"):
-        if name not in workloads:
-            continue
-        w = workloads[name]
-        for why, spec, changes in variations:
-            settings = {**_CUDA_BASE, **changes}
-            if settings["num_workers"] == 0:
-                settings = {k: v for k, v in settings.items() if k not in _WORKER_ONLY}
-            case = Case(w, _cfg(w, **settings), device="cuda", consumer=CudaSpec(**spec), why=why)
-            if case.id not in seen:
-                seen.add(case.id)
-                cases.append(case)
-    return cases
-
-
 DESCRIPTIONS = {
     "smoke": "every smoke workload at 0 and 2 workers, plus 1/4 workers, fork/spawn/forkserver, "
-    "persistent on/off, prefetch 1/2/4, pin on/off and in_order off, each on the workload where it bites",
+    "persistent on/off, prefetch 1/2/4, pin on/off and in_order off, each on the workload where it bites; "
+    "decode through every pipeline at 2 workers or threads; the big-index canary (10^6 paths, spawn)",
     "standard": "every value of every knob at least once, one factor at a time against a 2-worker base, "
-    "on io, cpu and transfer; the other workloads at 0 and 2 workers",
+    "on io, cpu and transfer; the other workloads at 0 and 2 workers; decode (warm and cold) at 0/1/2/4 "
+    "workers or threads through every pipeline; big-index at each index size and start method; io and cpu "
+    "at 2 ranks x 0/1/2 workers per rank",
     "full": "every pair of knob values at least once (greedy covering array, invalid pairs skipped) on io, "
     "cpu and transfer, plus the advice scenarios",
-}
-
-CUDA_DESCRIPTIONS = {
-    "smoke": "CUDA: pure feed pinned/blocking/pageable, 0/4/8 workers, 5 and 20 ms steps with the plain loop "
-    "and the side-stream prefetcher, forkserver + prefetch 4, a cpu-heavy workload",
-    "standard": "CUDA: the smoke cases plus workers 0-8, prefetch 1-8, steps 0/1/5/20 ms x pipeline x "
-    "non_blocking, pageable, non-persistent and forkserver, on transfer and cpu",
-    "full": "CUDA: as standard",
 }
 
 

@@ -24,10 +24,26 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from loaderbench.engine import datasets as ds
+from loaderbench.engine import decode
 from loaderbench.errors import WorkloadError
 from loaderbench.machine import affinity_cpus
 
-KINDS = ("sleep", "spin", "tensor-fill", "skewed", "file", "tensor", "iterable-sleep", "iterable-spin", "user")
+KINDS = (
+    "sleep",
+    "spin",
+    "tensor-fill",
+    "skewed",
+    "file",
+    "tensor",
+    "iterable-sleep",
+    "iterable-spin",
+    "decode",
+    "big-index",
+    "user",
+)
+
+#: Decode seconds per sample measured in this process, by workload (see :meth:`Workload.sample_cost_s`).
+_decode_costs: dict[tuple[str, str], float] = {}
 
 
 #: Environment variable that hands a calibration to this process (the A/B runner gives both arms one).
@@ -135,8 +151,10 @@ class Workload:
 
     def sample_cost_s(self) -> float | None:
         """Mean seconds of work per sample in one process, where the cost model defines it."""
-        if self.kind == "sleep" or self.kind == "iterable-sleep":
+        if self.kind in ("sleep", "iterable-sleep", "big-index"):
             return float(self._p("latency_s"))
+        if self.kind == "decode":  # measured when the dataset was first built in this process
+            return _decode_costs.get((self.name, repr(sorted(self.params.items()))))
         if self.kind in ("spin", "iterable-spin"):
             return float(self._p("cost_s"))
         if self.kind == "skewed":
@@ -148,14 +166,15 @@ class Workload:
         """What the cost model allows with ``num_workers`` workers on ``cpus`` CPUs.
 
         Sleeps release the GIL and overlap across workers without limit;
-        GIL-holding spins run on at most ``cpus`` workers at once.  Workloads
+        GIL-holding spins, and decodes (CPU-bound though they release the GIL),
+        run on at most ``cpus`` workers at once.  Workloads
         without a cost model return ``None``.
         """
         cost = self.sample_cost_s()
         if cost is None or cost <= 0:
             return None
         parallel = max(1, num_workers)
-        if self.kind in ("spin", "iterable-spin"):
+        if self.kind in ("spin", "iterable-spin", "decode"):
             parallel = min(parallel, cpus if cpus is not None else affinity_cpus())
         return parallel / cost
 
@@ -190,6 +209,12 @@ class Workload:
             return ds.IterableSleepDataset(length, latency_s=self._p("latency_s"), shape=shape)
         if kind == "iterable-spin":
             return ds.IterableSpinDataset(length, loops=self._loops(), shape=shape)
+        if kind == "decode":
+            return self._build_decode(length, workdir)
+        if kind == "big-index":
+            return ds.BigIndexDataset(
+                length, index_size=int(self._p("index_size")), latency_s=float(self._p("latency_s")), shape=shape
+            )
         return self._build_user(length)
 
     def user_collate(self) -> Callable[[Any], Any] | None:
@@ -217,6 +242,32 @@ class Workload:
         # The files were just written, so the page cache is warm: this measures
         # the read path through the kernel, not the storage device.
         return ds.FileDataset(length, directory=str(directory), n_files=n_files)
+
+    def _build_decode(self, length: int, workdir: str | os.PathLike[str] | None) -> Dataset[Any]:
+        if workdir is None:
+            raise WorkloadError(f"workload {self.name!r}: kind='decode' needs a workdir to write its JPEGs into.")
+        cache = str(self.params.get("cache", "warm"))
+        if cache not in ("warm", "cold"):
+            raise WorkloadError(f"workload {self.name!r}: cache={cache!r} is not a page-cache state. Use warm or cold.")
+        width, height = int(self.params.get("width", 500)), int(self.params.get("height", 375))
+        quality, n_files = int(self.params.get("quality", 90)), int(self.params.get("n_files", 256))
+        seed = int(self.params.get("seed", 0))
+        directory = Path(workdir) / f"jpegs-{width}x{height}-q{quality}-n{n_files}-s{seed}"
+        decode.make_jpegs(directory, n_files=n_files, width=width, height=height, quality=quality, seed=seed)
+        if cache == "cold":
+            decode.check_cold(directory, self.name)
+        dataset = decode.DecodeDataset(
+            length,
+            directory=str(directory),
+            n_files=n_files,
+            crop=int(self.params.get("crop", 224)),
+            seed=seed,
+            cold=cache == "cold",
+        )
+        key = (self.name, repr(sorted(self.params.items())))
+        if key not in _decode_costs:
+            _decode_costs[key] = decode.decode_cost_s(dataset)
+        return dataset
 
     def _build_user(self, length: int) -> Dataset[Any]:
         source = self.params.get("dataset")  # a Dataset or a no-argument factory (the loader_benchmark fixture)

@@ -14,7 +14,7 @@ from loaderbench.config import LoaderConfig
 from loaderbench.engine.cases import Case
 from loaderbench.engine.plan import Plan
 from loaderbench.pytest_plugin.session import LoaderbenchSession
-from loaderbench.tools.meter import agreement
+from loaderbench.tools.meter import agreement, round_length_agreement
 from loaderbench.tools.overhead import NEAR_ZERO, harness_overhead
 
 
@@ -59,5 +59,30 @@ def test_harness_agreement(benchmark: Any, loaderbench_session: LoaderbenchSessi
         harness_over_meter_ratio=result.ratio,
         harness_samples_per_s=list(result.a),
         meter_samples_per_s=list(result.b),
+    )
+    assert result.ratio > 0
+
+
+@pytest.mark.loaderbench
+def test_round_length_agreement(benchmark: Any, loaderbench_session: LoaderbenchSession) -> None:
+    """Round length must not change the answer: the 2-worker decode case (real JPEG decode, the kind of
+    worker case whose short rounds once undercounted workers) at the default round length and at 4x it,
+    paired.  ``extra_info["default_over_long_ratio"]``: 1.0 means the round length does not matter."""
+    s = loaderbench_session
+    decode = next((c.workload for c in s.cases() if c.workload.name == "decode"), None)
+    if s.device == "cuda" or decode is None:
+        pytest.skip("the round-length benchmark needs the decode workload on CPU in this run's selection")
+    config = LoaderConfig(batch_size=decode.batch_size, num_workers=2)
+    plan = Plan(rounds=s.plan.rounds, round_s=s.plan.round_s)
+    result = benchmark.pedantic(
+        round_length_agreement, args=(decode, config), kwargs={"factor": 4, "pairs": 1, "plan": plan}, rounds=1
+    )
+    benchmark.extra_info.update(
+        workload=decode.name,
+        device="cpu",
+        case_id=result.case_id,
+        default_over_long_ratio=result.ratio,
+        default_samples_per_s=list(result.a),
+        long_samples_per_s=list(result.b),
     )
     assert result.ratio > 0

@@ -115,9 +115,10 @@ def round_length_agreement(
     longer = dataclasses.replace(plan, round_s=plan.round_s * factor)
     short: list[float] = []
     long: list[float] = []
-    for _ in range(pairs):
-        short.append(measure(workload, config, plan=plan).samples_per_s)
-        long.append(measure(workload, config, plan=longer).samples_per_s)
+    with tempfile.TemporaryDirectory(prefix="loaderbench-rounds-") as workdir:  # files generated once, shared
+        for _ in range(pairs):
+            short.append(measure(workload, config, plan=plan, workdir=workdir).samples_per_s)
+            long.append(measure(workload, config, plan=longer, workdir=workdir).samples_per_s)
     labels = (f"rounds {plan.round_s:g} s", f"rounds {longer.round_s:g} s")
     return Agreement(case_id(workload, config), tuple(short), tuple(long), labels)
 
