@@ -7,6 +7,7 @@ import ctypes
 import errno
 import faulthandler
 import json
+import multiprocessing.process
 import multiprocessing.util
 import os
 import resource
@@ -156,8 +157,34 @@ def descendants() -> set[int]:
     return {p.pid for p in me.children(recursive=True) if not _infrastructure(p, me.pid)}
 
 
+#: Every process this test process started (DataLoader workers included), recorded by ``record_started``.
+STARTED: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def record_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record the pid of every process started here (fork, spawn or forkserver alike), so a leak check can tell
+    this test's shared-memory segments from another program's: torch names a segment ``torch_<creator pid>_...``.
+    Counting every ``torch_*`` in /dev/shm made these tests fail whenever another torch job (a second pytest, a
+    benchmark) on the machine held a segment for longer than the check's grace period."""
+    start = multiprocessing.process.BaseProcess.start
+
+    def recording(self: multiprocessing.process.BaseProcess) -> None:
+        start(self)
+        if self.pid is not None:
+            STARTED.add(self.pid)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", recording)
+
+
+def _ours(name: str) -> bool:
+    creator = name.split("_")[1] if name.count("_") >= 1 else ""
+    return creator.isdigit() and (int(creator) == os.getpid() or int(creator) in STARTED)
+
+
 def torch_segments() -> set[str]:
-    return {p.name for p in SHM.glob("torch_*")} if SHM.is_dir() else set()
+    """This process's and its started processes' torch segments in /dev/shm."""
+    return {p.name for p in SHM.glob("torch_*") if _ours(p.name)} if SHM.is_dir() else set()
 
 
 @dataclass
