@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "earlier, where scaling stops)",
     )
     t.add_argument(
+        "--ranks",
+        type=number("--ranks", int, minimum=1, exclusive=False, fix="Use your ranks per node, e.g. 8"),
+        default=1,
+        help="data-parallel ranks sharing this machine (torchrun --nproc-per-node): measure every setting in that "
+        "many ranks and answer workers per rank (default: 1)",
+    )
+    t.add_argument(
         "--rounds",
         type=number("--rounds", int, minimum=2, exclusive=False, fix="Use e.g. 5"),
         default=5,
@@ -161,6 +168,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         max_workers=args.max_workers,
         rounds=args.rounds,
         round_s=args.round_seconds,
+        ranks=args.ranks,
     )
     bar = None if args.no_progress else ProgressBar(err)
     try:

@@ -18,6 +18,7 @@ bad arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -47,6 +48,8 @@ def select_cases(spec: ChildSpec) -> list[Case]:
     if spec.config:
         tier = explicit_tier(tier, workloads, LoaderConfig.from_id(spec.config))
     cases = [c for c in tier.cases if spec.device == "all" or c.device == spec.device]
+    if spec.ranks != 1:  # --loader-ranks: as the pytest session runs them
+        cases = [dataclasses.replace(c, config=c.config.replace(ranks=spec.ranks)) for c in cases]
     return sorted(cases, key=lambda c: c.device == "cuda")
 
 

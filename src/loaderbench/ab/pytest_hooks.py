@@ -89,6 +89,7 @@ class ABSession:
             workloads=tuple(opt.loader_workloads.split(",")) if opt.loader_workloads else None,
             config=opt.loader_config,
             rootdir=str(root),
+            ranks=getattr(opt, "loader_ranks", 1),
         )
         self.skipped: list[str] = []
         self.skip_reason = ""

@@ -64,6 +64,7 @@ class ChildSpec:
     config: str | None = None
     cases: tuple[str, ...] = ()
     rootdir: str = ""
+    ranks: int = 1  # --loader-ranks: each case in that many ranks
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +79,7 @@ class ChildSpec:
             "config": self.config,
             "cases": list(self.cases),
             "rootdir": self.rootdir,
+            **({"ranks": self.ranks} if self.ranks != 1 else {}),
         }
 
     @classmethod
@@ -98,6 +100,7 @@ class ChildSpec:
             config=None if data.get("config") is None else str(data["config"]),
             cases=tuple(str(c) for c in data.get("cases", ())),
             rootdir=str(data.get("rootdir", "")),
+            ranks=int(data.get("ranks", 1)),
         )
 
     @property

@@ -61,6 +61,8 @@ def pytest_args(spec: ChildSpec, node_ids: Sequence[str], baselines: str) -> lis
     args = [f"{root}/{n}" for n in node_ids]
     args += ["--benchmark", "-q", "-p", "no:cacheprovider", f"--rootdir={root}", f"--loader-baseline-dir={baselines}"]
     args += [f"--loader-rounds={spec.rounds}", f"--loader-round-seconds={spec.round_s}"]
+    if spec.ranks != 1:
+        args.append(f"--loader-ranks={spec.ranks}")
     if math.isfinite(spec.timeout_s):
         args.append(f"--loader-batch-timeout={spec.timeout_s}")
     return args

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.consumer import CudaConsumer
 from loaderbench.cuda.spec import CudaSpec, check_start_method
-from loaderbench.engine.consumers import Consumer, Runner, default_runner
+from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import Workload
 from loaderbench.measurement import Measurement, case_id
+from loaderbench.ranks.launch import in_process_group, launch
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +31,25 @@ class Case:
         return case_id(self.workload.name, self.device, self.config, self.consumer.id if self.consumer else "")
 
 
-def run_case(case: Case, plan: Plan, *, runner: Runner = default_runner) -> Measurement:
-    """Measure ``case``: on CUDA through a :class:`CudaConsumer` (never a fork start method), released
-    afterwards also when the case fails.  Raises :class:`~loaderbench.errors.CaseFailed` on a fault."""
-    consumer: Consumer | None = None
+def make_consumer(case: Case) -> Consumer:
+    """The case's consumer: on CUDA a :class:`CudaConsumer` (never with a fork start method), else the plain
+    CPU one.  The caller closes it."""
     if case.device == "cuda":
         check_start_method(case.config)
-        consumer = CudaConsumer(case.consumer or CudaSpec(), batch_size=case.config.batch_size or 1)
+        return CudaConsumer(case.consumer or CudaSpec(), batch_size=case.config.batch_size or 1)
+    return CpuConsumer()
+
+
+def run_case(case: Case, plan: Plan, *, runner: Runner = default_runner) -> Measurement:
+    """Measure ``case``: on CUDA through a :class:`CudaConsumer` (never a fork start method), released
+    afterwards also when the case fails.  A case of ``ranks > 1`` runs in that many ranks started by
+    ``torch.distributed.run`` (:func:`loaderbench.ranks.launch.launch`), unless this process already is one
+    of them.  Raises :class:`~loaderbench.errors.CaseFailed` on a fault."""
+    if case.config.ranks > 1 and not in_process_group():
+        return launch(case, plan, runner=runner)
+    consumer: Consumer | None = None
+    if case.device == "cuda":
+        consumer = make_consumer(case)
     try:
         return measure(case.workload, case.config, device=case.device, plan=plan, consumer=consumer, runner=runner)
     finally:

@@ -101,7 +101,7 @@ RIVALS: tuple[str, ...] = ()  # the rival pipelines join the tiers once the harn
 #: the big-index canary's start methods, and ranks x workers per rank on io and cpu.
 DECODE_WORKERS = (0, 1, 2, 4)
 BIG_INDEX_START_METHODS = ("fork", "spawn", "forkserver")
-RANK_AXIS: dict[str, tuple[int, ...]] = {"ranks": (), "num_workers": (0, 1, 2)}  # ranks join with the launcher
+RANK_AXIS = {"ranks": (2,), "num_workers": (0, 1, 2)}
 
 
 def _axes(workloads: Mapping[str, Workload]) -> list[tuple[Workload, str, dict[str, Any]]]:

@@ -70,6 +70,8 @@ class LoaderBenchmark:
             raise UsageError(
                 f"config={config!r}: not a LoaderConfig. Pass e.g. LoaderConfig(num_workers=2, batch_size=32)."
             )
+        if self._session.ranks > 1 and config.ranks == 1:  # --loader-ranks=N runs it in N ranks
+            config = config.replace(ranks=self._session.ranks)
         workload = Workload(
             name=self.name,
             kind="user",

@@ -91,6 +91,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"Target duration of one round in seconds (sizes the epoch). Default: {_PLAN.round_s:g}.",
     )
     group.addoption(
+        "--loader-ranks",
+        type=number("--loader-ranks", int, minimum=1, exclusive=False, fix="Use e.g. 2 (on CUDA: the GPU count)"),
+        default=1,
+        metavar="N",
+        help="Run each case in N ranks started by torch.distributed.run (gloo on CPU, NCCL on CUDA, one rank per "
+        "GPU), each over a DistributedSampler, in lockstep at a per-step all-reduce. Default: 1 (one process).",
+    )
+    group.addoption(
         "--loader-batch-timeout",
         type=number("--loader-batch-timeout", float, fix="Use e.g. 120"),
         default=_PLAN.batch_timeout_s,
@@ -222,7 +230,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return ["loaderbench: benchmark cases skipped (run `pytest --benchmark` for the main job)"]
     return [
         f"loaderbench: {s.tier.summary()}",
-        f"loaderbench: device={s.device}, rounds={s.plan.rounds}, "
+        f"loaderbench: device={s.device}, rounds={s.plan.rounds}, ranks={s.ranks}, "
         f"round_s={s.plan.round_s:g}, scenarios={s.scenarios_path}",
     ]
 

@@ -4,6 +4,7 @@ baseline and records baselines.  ``plugin.py`` holds the options and hooks; this
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
+from loaderbench.ranks.launch import OTHER_NODE
 from loaderbench.report.format import fmt_change
 from loaderbench.report.terminal import verdict_texts
 from loaderbench.report.verdicts import summary_lines
@@ -64,10 +66,19 @@ def record_command(opt: Any) -> str:
         ("--loader-device", opt.loader_device, "all"),
         ("--loader-workloads", opt.loader_workloads, None),
         ("--loader-config", opt.loader_config, None),
+        ("--loader-ranks", getattr(opt, "loader_ranks", 1), 1),
     ):
         if value is not None and value != default:
             args.append(shlex.quote(f"{flag}={value}"))
     return " ".join([*args, "--loader-baseline-save"])
+
+
+def with_ranks(tier: Tier, ranks: int) -> Tier:
+    """``tier`` with every case run in ``ranks`` ranks (``--loader-ranks``; 1 leaves it as it is)."""
+    if ranks == 1:
+        return tier
+    cases = tuple(dataclasses.replace(c, config=c.config.replace(ranks=ranks)) for c in tier.cases)
+    return dataclasses.replace(tier, cases=cases, description=f"{tier.description}; in {ranks} ranks each")
 
 
 class LoaderbenchSession:
@@ -85,6 +96,7 @@ class LoaderbenchSession:
             Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
         )
         self.device: str = opt.loader_device
+        self.ranks: int = getattr(opt, "loader_ranks", 1)
         self.plan = Plan(
             rounds=opt.loader_rounds, round_s=opt.loader_round_seconds, batch_timeout_s=opt.loader_batch_timeout
         )
@@ -115,6 +127,7 @@ class LoaderbenchSession:
             tier = build_tier(opt.loader_tier, workloads, only=only)
             if opt.loader_config:
                 tier = explicit_tier(tier, workloads, LoaderConfig.from_id(opt.loader_config))
+            tier = with_ranks(tier, self.ranks)
             self.fingerprint = fingerprint.current()
             packages = [p.strip() for p in opt.loader_env_packages.split(",") if p.strip()]
             self.environment = environment.current(packages=packages, repo=root)
@@ -196,6 +209,9 @@ class LoaderbenchSession:
             m = run_case(case, self.plan, runner=runner)
         except CaseFailed as exc:
             failure = exc
+        if failure is not None and failure.kind == OTHER_NODE:
+            benchmark.skipped = True
+            pytest.skip(str(failure))
         if failure is not None:  # outside the except block: pytest prints the message once, not chained
             self.failures.append(failure)
             benchmark.skipped = True  # no "Benchmark fixture was not used" warning on top of the failure

@@ -15,6 +15,7 @@ from typing import Any
 
 from loaderbench.report.format import fmt_bytes, fmt_percent, fmt_rate, fmt_time, wrap
 from loaderbench.report.table import Column, markdown_table, text_table
+from loaderbench.tune.ranks import core_note
 from loaderbench.tune.run import TuneResult
 from loaderbench.tune.search import Trial, ordered
 
@@ -112,11 +113,26 @@ def fastest_note(result: TuneResult) -> list[str]:
     return ["", f"{top.config.id} measured fastest ({fmt_rate(top.median)}), but {why}."]
 
 
+def ranks_lines(result: TuneResult) -> list[str]:
+    """With ``--ranks``: the answer is per rank, and how ranks x workers sit on the cores."""
+    ranks = result.spec.ranks
+    if ranks == 1:
+        return []
+    return [
+        "",
+        f"Per rank, in each of {ranks} ranks (torchrun --nproc-per-node={ranks}), each DataLoader over a "
+        "DistributedSampler (call sampler.set_epoch(epoch) every epoch); measured as the job's samples/s, all ranks "
+        "stepping together.",
+        core_note(ranks, result.recommended.num_workers),
+    ]
+
+
 def render_tune(result: TuneResult, *, width: int = 120) -> list[str]:
     spec, search = result.spec, result.search
     metric = "GPU feed samples/s" if spec.device == "cuda" else "samples/s"
     lines = [
         f"loaderbench tune {spec.factory}: batch_size={spec.batch_size}, device={spec.device}"
+        + (f", {spec.ranks} ranks" if spec.ranks > 1 else "")
         + (f", step {spec.step_ms:g} ms" if spec.step_ms else "")
         + f"; {len(search.trials)} configurations, "
         f"{sum(len(t.measurements) for t in search.trials.values())} measurements in {result.elapsed_s:.1f} s "
@@ -127,6 +143,7 @@ def render_tune(result: TuneResult, *, width: int = 120) -> list[str]:
         "",
         *("    " + line if line else "" for line in snippet(result)),
         *(w for line in fastest_note(result) for w in (wrap(line, width, indent=0) or [""])),
+        *(w for line in ranks_lines(result) for w in (wrap(line, width, indent=0) or [""])),
         "",
         f"Bottleneck: {result.bottleneck.kind}",
     ]
@@ -195,6 +212,7 @@ def tune_markdown(result: TuneResult) -> str:
         "```python",
         *snippet(result),
         "```",
+        *ranks_lines(result),
         "",
         f"**Bottleneck: {result.bottleneck.kind}**",
         "",
@@ -215,6 +233,7 @@ def tune_context(result: TuneResult) -> dict[str, Any]:
             "batch_size": spec.batch_size,
             "device": spec.device,
             "step_ms": spec.step_ms,
+            "ranks": spec.ranks,
             "budget_s": spec.budget_s,
             "elapsed_s": result.elapsed_s,
             "recommended_config_id": result.recommended.id,

@@ -20,12 +20,14 @@ from typing import Any
 
 from loaderbench.config import USER_COLLATE, LoaderConfig
 from loaderbench.cuda import CudaConsumer, CudaSpec, cuda_available
+from loaderbench.engine.cases import Case
 from loaderbench.engine.consumers import Consumer, CpuConsumer, StepConsumer, back_to_back
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import Workload, import_callable, load_factory
 from loaderbench.errors import UsageError, WorkloadError
 from loaderbench.measurement import Measurement
+from loaderbench.ranks.launch import launch
 from loaderbench.tune.probe import Bottleneck, Probe, check_picklable, classify, probe
 from loaderbench.tune.search import Progress, Search, Trial, TuneSpec
 
@@ -134,7 +136,7 @@ def tune(
         check_picklable(dataset, spec)
     del dataset
     params: dict[str, Any] = {"factory": spec.factory}
-    base = LoaderConfig(batch_size=spec.batch_size)
+    base = LoaderConfig(batch_size=spec.batch_size, ranks=spec.ranks)
     if spec.collate:
         params["collate"] = spec.collate
         base = base.replace(collate=USER_COLLATE)  # the harness resolves it through Workload.user_collate()
@@ -149,6 +151,9 @@ def tune(
             next_epoch=next_epoch,
             min_batches_per_round=max(4, queue),  # round 1 (dropped) then absorbs what the warm-up left queued
         )
+        if spec.ranks > 1:  # the job's rate, in ranks that share this machine's cores
+            cuda = CudaSpec(step_ms=spec.step_ms) if spec.device == "cuda" else None
+            return drop_first_round(launch(Case(workload, cfg, spec.device, cuda), plan, step_ms=spec.step_ms))
         m = measure(workload, cfg, device=spec.device, plan=plan, consumer=make_consumer(), runner=back_to_back)
         return drop_first_round(m)
 

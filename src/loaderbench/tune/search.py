@@ -60,6 +60,7 @@ class TuneSpec:
     round_s: float = 0.1
     alpha: float = 0.05
     tie: float = 0.03
+    ranks: int = 1  # data-parallel ranks sharing this machine's cores: the answer is workers per rank
 
     def __post_init__(self) -> None:
         if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
@@ -70,6 +71,8 @@ class TuneSpec:
             raise UsageError(f"device={self.device!r}: not a device. Use 'cpu' or 'cuda'.")
         if not (math.isfinite(self.step_ms) and self.step_ms >= 0):
             raise UsageError(f"step_ms={self.step_ms!r}: must be >= 0 milliseconds. Use 0 for no consumer step.")
+        if isinstance(self.ranks, bool) or not isinstance(self.ranks, int) or self.ranks < 1:
+            raise UsageError(f"ranks={self.ranks!r}: must be a positive integer. Use 1, or your ranks per node.")
         if self.max_workers is not None and self.max_workers < 1:
             raise UsageError(f"max_workers={self.max_workers!r}: must be at least 1. Use e.g. 16, or None.")
 
@@ -80,7 +83,7 @@ class TuneSpec:
 
     @property
     def worker_cap(self) -> int:
-        return self.max_workers or auto_worker_cap()
+        return self.max_workers or max(4, auto_worker_cap() // self.ranks)  # the ranks share the cores
 
 
 def auto_worker_cap(cpus: int | None = None) -> int:
@@ -100,6 +103,11 @@ def heuristics() -> dict[str, int]:
         "num_workers = CPU count (os.cpu_count())": os.cpu_count() or 1,
         "Lightning-style: affinity CPUs - 1": max(1, affinity_cpus() - 1),
     }
+
+
+def rank_rules(ranks: int) -> dict[str, int]:
+    """With ranks sharing the machine: the rule of thumb that splits the CPUs among them."""
+    return {f"affinity CPUs / {ranks} ranks": max(1, affinity_cpus() // ranks)} if ranks > 1 else {}
 
 
 MeasureFn = Callable[[LoaderConfig, bool], Measurement]
@@ -291,7 +299,7 @@ class Search:
 
     def heuristic_configs(self) -> list[tuple[str, int, LoaderConfig]]:
         """(rule of thumb, its worker count, its config) for each of :func:`heuristics`."""
-        return [(name, n, self.workers(n)) for name, n in heuristics().items()]
+        return [(name, n, self.workers(n)) for name, n in {**heuristics(), **rank_rules(self.spec.ranks)}.items()]
 
     def heuristic_points(self) -> None:
         self.phase = "heuristics"
