@@ -26,6 +26,8 @@ def test_smoke_covers_the_promised_slice() -> None:
     smoke_workloads = {w.name for w in WORKLOADS.values() if "smoke" in w.params["tiers"]}
     assert {c.workload.name for c in cases} == smoke_workloads | {"big-index-1m"}  # the canary's one case
     assert [c.config.start_method for c in cases if c.workload.name == "big-index-1m"] == ["spawn"]
+    decode_pipelines = {c.config.pipeline for c in cases if c.workload.name == "decode"}
+    assert decode_pipelines == {"dataloader", "nodesthread", "nodesprocess", "stateful", "spdl"}
     cfgs = [c.config for c in cases]
     assert {c.num_workers for c in cfgs} >= {0, 1, 2, 4}
     assert {c.start_method for c in cfgs if c.num_workers} >= {"fork", "spawn", "forkserver"}
@@ -95,5 +97,8 @@ def test_standard_has_the_decode_big_index_and_rank_axes() -> None:
     big = {(c.workload.params["index_size"], c.config.start_method) for c in cases if c.workload.kind == "big-index"}
     assert big >= {(n, m) for n in (1_000, 100_000, 1_000_000) for m in ("fork", "spawn", "forkserver")}
     for name in ("decode", "decode-cold"):
-        workers = {c.config.num_workers for c in cases if c.workload.name == name and c.config.pipeline == "dataloader"}
-        assert workers >= {0, 1, 2, 4}, name
+        for pipeline in ("dataloader", "nodesthread", "nodesprocess", "stateful", "spdl"):
+            workers = {c.config.num_workers for c in cases if c.workload.name == name and c.config.pipeline == pipeline}
+            assert workers >= {0, 1, 2, 4}, (name, pipeline)
+    ranked = {(c.workload.name, c.config.num_workers) for c in cases if c.config.ranks == 2}
+    assert ranked >= {(w, n) for w in ("io", "cpu") for n in (0, 1, 2)}

@@ -48,7 +48,18 @@ PIPELINES: Mapping[str, str] = {
 }
 
 #: Knobs (fields that differ from their default) each pipeline other than ``dataloader`` has no
-#: equivalent for; a config that sets one is rejected rather than silently ignored.
+#: equivalent for; a config that sets one is rejected rather than silently ignored.  The rest map onto
+#: each pipeline's own (see :mod:`loaderbench.pipelines`): ``num_workers`` -> mapper threads/processes
+#: or SPDL's concurrency and threads (0: torchdata maps inline in the main thread; SPDL, which has no
+#: in-process mode, runs one task at a time on one pipeline thread), ``prefetch_factor`` (x
+#: ``num_workers``) -> ``Prefetcher`` depth / SPDL's sink size, ``pin_memory`` -> ``PinMemory`` / a
+#: pinning stage, ``in_order`` -> ``ParallelMapper(in_order)`` / ``output_order``, the start method ->
+#: the process mapper's context, and batch size, shuffle, ``drop_last``, collate and ``ranks`` (the
+#: ``DistributedSampler``) -> the very sampler and collate function ``DataLoader`` builds.  None of
+#: the rivals persists its workers across epochs, has a per-batch timeout, or takes a batch sampler
+#: apart from batch_size/shuffle/drop_last (``batching='sampler'`` would read the same batches); only the
+#: process mapper passes tensors between processes, so only it has a sharing strategy.  The map-style
+#: rivals (nodes, SPDL) refuse an ``IterableDataset`` when the case is built.
 PIPELINE_UNSUPPORTED: Mapping[str, frozenset[str]] = {
     "nodesthread": frozenset(
         {"persistent_workers", "multiprocessing_context", "timeout", "batching", "sharing_strategy"}

@@ -208,6 +208,7 @@ class Measurement:
             "device": self.device,
             "config": self.config.describe_kwargs(),
             "config_id": self.config.id,
+            "pipeline": self.config.pipeline,
             "case_id": self.case_id,
             "consumer": self.consumer,
             "loaderbench_config": self.config.as_dict(),

@@ -13,6 +13,15 @@ Phases, each timed on its own with the injectable clock:
    ``persistent_workers`` matters);
 6. ``shutdown_s``: releasing the loader until every worker has exited.
 
+The loader is built through the pipeline that ``config.pipeline`` names
+(:mod:`loaderbench.pipelines`): torch's ``DataLoader`` or a rival (torchdata's
+``StatefulDataLoader`` and nodes, SPDL), each driven through the same phases.
+CPU time (user + system) of this process and every worker process is read
+just before the first timed round and just after the last (never inside one,
+and from the known worker pids, without a scan of /proc that would let the
+workers refill their queues): ``extra['cpu_s_per_sample']`` is it over the
+samples of the timed rounds.
+
 The epoch length is sized from the workload's cost model (or a short pilot in
 this process) so that each round lasts about ``Plan.round_s``.
 
@@ -35,7 +44,6 @@ import contextlib
 import gc
 import os
 import tempfile
-import time
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -43,8 +51,6 @@ from typing import Any
 
 import psutil
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
-from torch.utils.data._utils import signal_handling
 
 from loaderbench.clock import Clock, perf_clock
 from loaderbench.config import LoaderConfig
@@ -55,13 +61,16 @@ from loaderbench.engine.collates import ExplainingCollate
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
 from loaderbench.engine.datasets import dist_rank
 from loaderbench.engine.explain import explain_failure
-from loaderbench.engine.memory import PeakMemorySampler
+from loaderbench.engine.memory import PeakMemorySampler, known_processes, tree_cpu_seconds
 from loaderbench.engine.plan import Epoch, Plan, estimate_samples_per_s, plan_epoch, warmup_batches
 from loaderbench.engine.watchdog import Hung, Watchdog
 from loaderbench.engine.workloads import Workload
-from loaderbench.errors import CaseFailed, LoaderbenchError, WorkloadError
+from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, WorkloadError
 from loaderbench.machine import affinity_cpus
 from loaderbench.measurement import PROCESS_SESSION, Measurement, case_id, now
+from loaderbench.pipelines import registry
+from loaderbench.pipelines.base import Pipeline
+from loaderbench.pipelines.dataloader import await_a_dead_worker
 
 
 def measure(
@@ -89,7 +98,7 @@ def measure(
     workers: set[int] = set()
     exits: dict[int, int] = {}
     notes: list[str] = []
-    loader: DataLoader[Any] | None = None
+    loader: Pipeline | None = None
     tmp = tempfile.TemporaryDirectory(prefix="loaderbench-") if workdir is None else None
     where: str | os.PathLike[str] = tmp.name if tmp is not None else workdir  # type: ignore[assignment]
     dog = Watchdog(cid, plan.batch_timeout_s, before=children_before)
@@ -100,6 +109,7 @@ def measure(
         dog.phase("sizing the epoch (a pilot of a few samples in the main process)")
         epoch = plan_epoch(workload, config, plan, estimate_samples_per_s(workload, config, where, clock=clock))
         rank = _rank_of(config, cid, dog.current_phase)
+        _check_pipeline(config, cid, dog.current_phase)
         dog.phase("building the dataset")
         dataset = workload.build(epoch.length * config.ranks, where)  # each rank reads its share
         with warnings.catch_warnings(record=True) as caught:
@@ -109,16 +119,19 @@ def measure(
             kwargs = config.dataloader_kwargs(dataset, seed=plan.seed, user_collate=workload.user_collate(), rank=rank)
             # a pass-through that, if collation fails, names where the samples differ (in the worker)
             kwargs["collate_fn"] = ExplainingCollate(kwargs["collate_fn"], auto_batching=config.batch_size is not None)
-            loader = DataLoader(dataset, **kwargs)
+            loader = _build(config, dataset, kwargs, cid, dog.current_phase)
             result = _run(loader, config, epoch, plan, clock, runner, consumer, dog, workers, exits, notes)
+            notes.extend(n for n in loader.notes if n not in notes)
         for w in caught:
             text = f"torch warned: {str(w.message).splitlines()[0]}"
             if text not in notes:
                 notes.append(text)
-        rounds, phases, steady, nbytes, memory = result
+        rounds, phases, steady, nbytes, memory, cpu_s = result
         if "epoch_end_s" not in phases:
             notes.append("the epoch did not end where planned, so epoch_end_s is not measured")
         extra = dict(consumer.finish())
+        if cpu_s is not None and steady:
+            extra["cpu_s_per_sample"] = cpu_s / (steady * epoch.batch_size)
     except Hung as exc:
         _release_frames(exc)
         raise dog.failure(config.timeout) from None
@@ -186,13 +199,6 @@ def _rank_of(config: LoaderConfig, cid: str, phase: str) -> int:
     return rank if config.ranks > 1 else 0
 
 
-def _set_epoch(loader: DataLoader[Any], epoch: int) -> None:
-    """Tell a ``DistributedSampler`` the epoch, as a training loop must, so its shuffle changes."""
-    for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-
-
 def _release_frames(exc: BaseException) -> None:
     """Drop the locals of the failed frames (batches, loader, iterators), so a failed case's tensors and
     shared-memory segments are freed now, not whenever the exception chain is collected."""
@@ -200,31 +206,22 @@ def _release_frames(exc: BaseException) -> None:
         traceback.clear_frames(exc.__traceback__)
 
 
-def _exit_codes(it: Iterator[Any]) -> dict[int, int]:
-    """Exit codes of the iterator's workers that have exited (negative: killed by that signal)."""
-    out: dict[int, int] = {}
-    for w in getattr(it, "_workers", ()):
-        with contextlib.suppress(Exception):
-            if w.pid is not None and w.exitcode is not None:
-                out[int(w.pid)] = int(w.exitcode)
-    return out
+def _check_pipeline(config: LoaderConfig, cid: str, phase: str) -> None:
+    """A case whose pipeline is not installed fails with the one reason (the plugin skips it earlier)."""
+    reason = registry.unavailable_reason(config.pipeline)
+    if reason is not None:
+        raise CaseFailed(f"case {cid} failed: {reason}.", case=cid, phase=phase, kind="pipeline")
 
 
-def _await_a_dead_worker(live: list[Iterator[Any]], timeout_s: float = 2.0) -> None:
-    """A broken pipe to a worker usually means it is dying: give the kernel a moment to finish it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(code != 0 for it in live for code in _exit_codes(it).values()):
-            return
-        time.sleep(0.01)
-
-
-def _worker_pids(it: Iterator[Any]) -> set[int]:
-    return {int(w.pid) for w in getattr(it, "_workers", ()) if w.pid is not None}
+def _build(config: LoaderConfig, dataset: Any, kwargs: dict[str, Any], cid: str, phase: str) -> Pipeline:
+    try:
+        return registry.build(config.pipeline, dataset, kwargs, config)
+    except InvalidConfig as exc:  # e.g. a map-only pipeline over an iterable dataset
+        raise CaseFailed(f"case {cid} failed: {exc}", case=cid, phase=phase, kind="pipeline") from None
 
 
 def _run(
-    loader: DataLoader[Any],
+    loader: Pipeline,
     config: LoaderConfig,
     epoch: Epoch,
     plan: Plan,
@@ -235,7 +232,7 @@ def _run(
     workers: set[int],
     exits: dict[int, int],
     notes: list[str],
-) -> tuple[dict[str, tuple[float, ...]], dict[str, float], int, int, PeakMemorySampler]:
+) -> tuple[dict[str, tuple[float, ...]], dict[str, float], int, int, PeakMemorySampler, float | None]:
     phases: dict[str, float] = {}
     per_round: dict[str, list[float]] = {"samples_per_s": [], "batches_per_s": [], "bytes_per_s": [], "round_s": []}
     live: list[Iterator[Any]] = []  # the live iterator, so a failure can shut its workers down
@@ -243,6 +240,7 @@ def _run(
     samples = k * epoch.batch_size
     bytes_per_sample = 0
     steady = 0
+    cpu_s: float | None = None
 
     def round_fn() -> None:
         nonlocal steady
@@ -266,9 +264,9 @@ def _run(
         try:
             dog.phase("starting the workers (iter(loader))")
             t0 = clock()
-            live.append(iter(loader))
+            live.append(loader.start())
             phases["startup_s"] = clock() - t0
-            workers |= _worker_pids(live[0])
+            workers |= loader.worker_pids(live[0])
             dog.phase("waiting for the first batch")
             first = next(live[0])
             phases["ttfb_s"] = clock() - t0
@@ -282,7 +280,9 @@ def _run(
             consumer.sync()  # untimed: GPU work queued during warm-up must not run into round 1
             dog.phase("measuring the steady-state rounds")
             with memory.paused():  # no instrument inside the timed rounds
+                cpu_before = tree_cpu_seconds(known_processes(workers))  # before the first round (no /proc scan)
                 runner(round_fn, plan.rounds, memory.sample)
+                cpu_s = _cpu_delta(cpu_before, tree_cpu_seconds(known_processes(workers)))  # and after the last
             dog.phase("sampling memory (an untimed round)")
             phases.update(_memory_round(live[0], k, consumer, clock, dog))
             if "epoch_end_s" not in phases:
@@ -292,62 +292,50 @@ def _run(
                 if not config.persistent_workers:
                     dog.phase("shutting down the first epoch's workers")
                     t = clock()
-                    _release(live, notes, "the first epoch's")  # releases the first epoch's workers
+                    _release(loader, live, notes, "the first epoch's")  # releases the first epoch's workers
                     gc.collect()
                     phases["epoch_shutdown_s"] = clock() - t
                 dog.phase("starting the next epoch")
-                _set_epoch(loader, 1)
+                loader.set_epoch(1)
                 t = clock()
-                live[:] = [iter(loader)]
-                workers |= _worker_pids(live[0])
+                live[:] = [loader.start()]
+                workers |= loader.worker_pids(live[0])
                 next(live[0])
                 phases["epoch_stall_s"] = clock() - t
             dog.phase("shutting down the workers")
             t = clock()
-            _release(live, notes, "the last epoch's")
-            loader._iterator = None  # a persistent iterator is held by the loader
+            _release(loader, live, notes, "the last epoch's")
+            loader.close()  # a persistent iterator is held by the loader
             gc.collect()  # torch's _shutdown_workers joins (or terminates) the workers here
             phases["shutdown_s"] = clock() - t
         except (ConnectionError, EOFError, RuntimeError) as exc:
             if not isinstance(exc, RuntimeError) or "exited unexpectedly" in str(exc):
-                _await_a_dead_worker(live)  # so its exit code (the signal that killed it) can be reported
+                await_a_dead_worker(loader, live)  # so its exit code (the signal that killed it) can be reported
             raise
         finally:
             for it in live:
-                exits.update(_exit_codes(it))
-                _shutdown(it)
+                exits.update(loader.exit_codes(it))
+                loader.stop(it)
             live.clear()
-            loader._iterator = None
+            with contextlib.suppress(Exception):
+                loader.close()
     rounds = {name: tuple(values) for name, values in per_round.items()}
-    return rounds, phases, steady, bytes_per_sample, memory
+    return rounds, phases, steady, bytes_per_sample, memory, cpu_s
 
 
-def _release(live: list[Iterator[Any]], notes: list[str], which: str) -> None:
-    """Shut the live iterator's workers down here, not in its ``__del__``: a worker that dies during
-    shutdown makes torch raise from its SIGCHLD handler, and raised inside ``__del__`` that becomes an
-    unraisable exception (a page of traceback in pytest) instead of a note on a case that measured."""
+def _release(loader: Pipeline, live: list[Iterator[Any]], notes: list[str], which: str) -> None:
+    """Shut the live iterator's workers down now (see the pipeline's ``release``)."""
     for it in live:
-        stop = getattr(it, "_shutdown_workers", None)
-        if stop is None:
-            continue
-        try:
-            stop()
-        except (RuntimeError, ConnectionError, EOFError, OSError) as exc:
-            notes.append(f"{which} workers did not shut down cleanly: {str(exc).splitlines()[0]} (the rounds stand)")
-            if getattr(it, "_worker_pids_set", False):  # torch's SIGCHLD handler must forget the dead worker
-                with contextlib.suppress(Exception):
-                    signal_handling._remove_worker_pids(id(it))  # type: ignore[attr-defined]
-                    it._worker_pids_set = False  # type: ignore[attr-defined]
+        loader.release(it, notes, which)
     live.clear()
 
 
-def _shutdown(it: Iterator[Any]) -> None:
-    """Stop a failed iterator's workers now (torch would only do it when the iterator is collected,
-    and a traceback can keep it alive)."""
-    stop = getattr(it, "_shutdown_workers", None)
-    if stop is not None:
-        with contextlib.suppress(Exception):
-            stop()
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float | None:
+    """CPU seconds spent between two :func:`tree_cpu_seconds` readings (a process started in between
+    counts from zero; one that exited in between is lost, so the figure is then None)."""
+    if not after or any(pid not in after for pid in before):
+        return None
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _memory_round(it: Iterator[Any], batches: int, consumer: Consumer, clock: Clock, dog: Watchdog) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Peak memory of the main process plus all its worker processes.
+"""Peak memory (and CPU time) of the main process plus all its worker processes.
 
 The figure is PSS (proportional set size): each shared page is divided among
 the processes that map it, so the sum over the main process and its workers
@@ -10,8 +10,10 @@ pytorch#13246.  Where PSS is unavailable (non-Linux) it falls back to RSS, and
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 
 import psutil
 
@@ -50,6 +52,35 @@ def tree_memory(procs: list[psutil.Process] | None = None) -> tuple[int, str]:
         if proc_kind == "rss":
             kind = "rss"
     return total, kind
+
+
+def known_processes(pids: Iterable[int]) -> list[psutil.Process]:
+    """This process and those of ``pids`` that are alive: no /proc scan, so it takes well under a
+    millisecond for a handful of workers (a scan of /proc takes a few)."""
+    out = [psutil.Process()]
+    for pid in sorted(set(pids)):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            out.append(psutil.Process(pid))
+    return out
+
+
+def tree_cpu_seconds(procs: list[psutil.Process] | None = None) -> dict[int, float]:
+    """pid -> CPU seconds (user + system, every thread) of ``procs`` (default: this process and its
+    descendants, which scans /proc).  The harness reads it only outside the timed rounds, for the
+    processes it knows (:func:`known_processes`).  This process is read to the nanosecond
+    (``time.process_time``); others in clock ticks (10 ms on most kernels)."""
+    out: dict[int, float] = {}
+    me = os.getpid()
+    for proc in procs if procs is not None else tree_processes():
+        if proc.pid == me:
+            out[me] = time.process_time()
+            continue
+        try:
+            times = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+        out[proc.pid] = float(times.user + times.system)
+    return out
 
 
 class PeakMemorySampler:

@@ -95,7 +95,7 @@ def smoke(workloads: Mapping[str, Workload]) -> list[Case]:
 
 
 #: The pipelines other than DataLoader (a case of one that is not installed skips with one reason).
-RIVALS: tuple[str, ...] = ()  # the rival pipelines join the tiers once the harness runs them
+RIVALS = tuple(p for p in PIPELINES if p != "dataloader")
 
 #: Standard-tier axes beyond the knobs: the decode workloads' workers (or threads) for every pipeline,
 #: the big-index canary's start methods, and ranks x workers per rank on io and cpu.
@@ -110,7 +110,7 @@ def _axes(workloads: Mapping[str, Workload]) -> list[tuple[Workload, str, dict[s
         if w.kind == "decode":
             out += [
                 (w, f"{PIPELINES[p]}, {n} workers or threads", {"pipeline": p, "num_workers": n})
-                for p in ("dataloader", *RIVALS)
+                for p in PIPELINES
                 for n in DECODE_WORKERS
             ]
         elif w.kind == "big-index":

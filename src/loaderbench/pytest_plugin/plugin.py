@@ -25,6 +25,7 @@ from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import DEVICES, TIERS
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.options import choice, number
+from loaderbench.pipelines.registry import unavailable_reason
 from loaderbench.pytest_plugin import exits, fixture
 from loaderbench.pytest_plugin.session import LoaderbenchSession, threshold_option
 from loaderbench.report.files import write_report_files
@@ -270,6 +271,9 @@ def _marks(case: Case) -> list[pytest.MarkDecorator]:
     skip = _cuda_skip() if case.device == "cuda" else None
     if skip is not None:
         marks.append(skip)
+    missing = unavailable_reason(case.config.pipeline)  # a rival pipeline that is not installed: one reason
+    if missing is not None:
+        marks.append(pytest.mark.skip(reason=missing))
     return marks
 
 

@@ -1,6 +1,7 @@
 """``report.md``: the run as Markdown, fit for a CI job summary (``$GITHUB_STEP_SUMMARY``) or a PR comment.
 
-Order: the headline (best configuration per workload), the gate's verdicts,
+Order: the headline (best configuration per workload), the "which pipeline"
+tables (when cases ran through more than one pipeline), the gate's verdicts,
 the advice claims this run could check, the plots, every case per workload in
 a collapsed ``<details>`` block, and the flags and notes.  GitHub renders
 ``<details>`` in job summaries, so the page stays short.
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from loaderbench.measurement import FLAGS, Measurement
-from loaderbench.report import advice
+from loaderbench.report import advice, pipelines
 from loaderbench.report.cases import (
     SEVERITY,
     best,
@@ -177,6 +178,7 @@ def markdown_report(
         "",
     ]
     lines += ["## Fastest configuration per workload", "", *headline(measurements, verdicts), ""]
+    lines += pipelines.markdown_section(measurements)
     for block in sections:
         lines += [block.rstrip(), ""]
     if verdicts is not None:

@@ -5,8 +5,9 @@ configuration marked ``*``: speed-up over the ``num_workers=0`` case, TTFB,
 the next-epoch stall, peak memory, efficiency against the cost model's ideal,
 flags for instability, and the gate's verdict when a baseline was compared.
 CUDA groups show accelerator utilisation and H2D bandwidth over the measured
-limit instead of efficiency and stall.  Then the flags and notes, and the
-advice claims the run could check.  Every line fits ``width`` columns.
+limit instead of efficiency and stall.  Then, when cases ran through more
+than one pipeline, the "which pipeline" tables; then the flags and notes, and
+the advice claims the run could check.  Every line fits ``width`` columns.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from loaderbench.measurement import FLAGS, Measurement
-from loaderbench.report import advice
+from loaderbench.report import advice, pipelines
 from loaderbench.report.cases import (
     best,
     efficiency,
@@ -143,6 +144,10 @@ def terminal_report(
     for ms in grouped.values():
         lines.append("")
         lines.extend(group_table(ms, width=width, verdicts=verdicts))
+    compared = pipelines.terminal_section(measurements, width=width)
+    if compared:
+        lines.append("")
+        lines.extend(compared)
     warned = warnings_section(measurements, width=width)
     if warned:
         lines.append("")
