@@ -33,6 +33,7 @@ from loaderbench.report.files import ReportFiles, write_report_files
 from loaderbench.report.format import terminal_width
 from loaderbench.report.terminal import terminal_report
 from loaderbench.store.results import read_results
+from loaderbench.tune.pipelines import parse_pipelines
 from loaderbench.tune.progress import ProgressBar
 from loaderbench.tune.render import render_tune, tune_context, tune_markdown
 from loaderbench.tune.run import load_callable, tune
@@ -107,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="target length of one round in seconds (default: 0.1)",
     )
+    t.add_argument(
+        "--pipelines",
+        metavar="NAMES",
+        default="",
+        help="after the DataLoader search, try its best setting on these other pipelines (comma-separated: "
+        "nodesthread, nodesprocess, stateful, spdl; or all = every installed one) and recommend one only when it "
+        "is statistically faster; measured after --budget, which they add to (default: none)",
+    )
     t.add_argument("--report", metavar="DIR", default=None, help="also write report.md, results.json and plots here")
     t.add_argument("--app-dir", metavar="DIR", default=".", help="prepended to sys.path for the import (default: .)")
     t.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -158,6 +167,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise UsageError(f"--device=cuda: {why}. Run on a machine with a CUDA GPU, or use --device cpu.")
     if args.collate:
         load_callable(args.collate, option="--collate")
+    pipelines = parse_pipelines(args.pipelines) if args.pipelines else ()
     spec = TuneSpec(
         factory=args.factory,
         collate=args.collate,
@@ -172,7 +182,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     bar = None if args.no_progress else ProgressBar(err)
     try:
-        result = tune(spec, progress=bar)
+        result = tune(spec, progress=bar, pipelines=pipelines)
     finally:
         if bar is not None:
             bar.close()

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from loaderbench.report.format import fmt_bytes, fmt_percent, fmt_rate, fmt_time, wrap
+from loaderbench.report.pipelines import fmt_cpu
 from loaderbench.report.table import Column, markdown_table, text_table
+from loaderbench.tune.pipelines import cpu_s_per_sample
 from loaderbench.tune.ranks import core_note
 from loaderbench.tune.run import TuneResult
 from loaderbench.tune.search import Trial, ordered
@@ -160,7 +162,46 @@ def render_tune(result: TuneResult, *, width: int = 120) -> list[str]:
     lines += trials_table(list(search.trials.values()), result, width=width)
     for cfg, why in search.failures.items():
         lines.extend(wrap(f"{cfg.id}: failed: {why}", width, indent=4))
-    return lines
+    return lines + rivals_lines(result, width=width)
+
+
+def _rival_rows(result: TuneResult, *, code: str = "") -> list[list[str]]:
+    """(pipeline, config, samples/s, CPU per sample, verdict) for the DataLoader setting and each rival."""
+    if result.rivals is None:
+        return []
+    base = result.rivals.baseline
+    rows = [
+        [
+            "dataloader",
+            f"{code}{base.config.id}{code}",
+            fmt_rate(base.median),
+            fmt_cpu(cpu_s_per_sample(base)),
+            "the search's setting",
+        ]
+    ]
+    for r in result.rivals.rivals:
+        cid = f"{code}{r.config.id}{code}" if r.config is not None else "-"
+        rate = fmt_rate(r.trial.median) if r.trial is not None else "-"
+        rows.append([r.pipeline, cid, rate, fmt_cpu(cpu_s_per_sample(r.trial)), r.verdict])
+    return rows
+
+
+RIVAL_COLUMNS = [
+    Column("pipeline"),
+    Column("config"),
+    Column("per s", "r", width=9),
+    Column("cpu/sample", "r"),
+    Column("vs the DataLoader setting"),
+]
+
+
+def rivals_lines(result: TuneResult, *, width: int) -> list[str]:
+    """With ``--pipelines``: the DataLoader setting on each other pipeline, and the verdict."""
+    if result.rivals is None:
+        return []
+    lines = ["", "Other pipelines (the recommended setting on each):"]
+    lines += text_table(RIVAL_COLUMNS, _rival_rows(result), indent=2, width=width)
+    return [*lines, "", *wrap(result.rivals.summary, width, indent=0)]
 
 
 def trials_table(trials: Sequence[Trial], result: TuneResult, *, width: int) -> list[str]:
@@ -220,6 +261,9 @@ def tune_markdown(result: TuneResult) -> str:
         "",
         *markdown_table(columns, rows),
     ]
+    if result.rivals is not None:
+        lines += ["", "### Other pipelines", "", *markdown_table(RIVAL_COLUMNS, _rival_rows(result, code="`")), ""]
+        lines.append(f"**{result.rivals.summary}**")
     return "\n".join(lines)
 
 
@@ -244,6 +288,30 @@ def tune_context(result: TuneResult) -> dict[str, Any]:
             "worker_cap": spec.worker_cap,
             "cap_note": result.search.cap_note,
             "failures": {cfg.id: why for cfg, why in result.search.failures.items()},
+            "pipelines": None if result.rivals is None else rivals_context(result),
             "summary_markdown": tune_markdown(result),
         }
+    }
+
+
+def rivals_context(result: TuneResult) -> dict[str, Any]:
+    """``--pipelines`` in the ``results.json`` context: each pipeline's config, rate and verdict."""
+    assert result.rivals is not None
+    win = result.rivals.winner
+    return {
+        "recommended_pipeline": win.pipeline if win is not None else "dataloader",
+        "summary": result.rivals.summary,
+        "rivals": [
+            {
+                "pipeline": r.pipeline,
+                "config_id": r.config.id if r.config is not None else None,
+                "samples_per_s": r.trial.median if r.trial is not None else None,
+                "cpu_s_per_sample": cpu_s_per_sample(r.trial),
+                "skipped": r.skipped or None,
+                "failed": r.failed or None,
+                "faster": r.faster,
+                "verdict": r.verdict,
+            }
+            for r in result.rivals.rivals
+        ],
     }

@@ -28,6 +28,7 @@ from loaderbench.engine.workloads import Workload, import_callable, load_factory
 from loaderbench.errors import UsageError, WorkloadError
 from loaderbench.measurement import Measurement
 from loaderbench.ranks.launch import launch
+from loaderbench.tune.pipelines import Rivals, compare_pipelines
 from loaderbench.tune.probe import Bottleneck, Probe, check_picklable, classify, probe
 from loaderbench.tune.search import Progress, Search, Trial, TuneSpec
 
@@ -41,10 +42,14 @@ class TuneResult:
     probe: Probe
     bottleneck: Bottleneck
     elapsed_s: float
+    #: With ``pipelines``: the recommended setting on each other pipeline (None: none was asked for).
+    rivals: Rivals | None = None
 
     @property
     def measurements(self) -> list[Measurement]:
-        return [m for t in self.search.trials.values() for m in t.measurements]
+        out = [m for t in self.search.trials.values() for m in t.measurements]
+        rivals = [] if self.rivals is None else [r.trial for r in self.rivals.rivals if r.trial is not None]
+        return out + [m for t in rivals for m in t.measurements]  # the report's "which pipeline" table shows them
 
     def trial(self, config: LoaderConfig) -> Trial | None:
         return self.search.trials.get(config)
@@ -121,8 +126,10 @@ def tune(
     *,
     progress: Callable[[Progress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    pipelines: tuple[str, ...] = (),
 ) -> TuneResult:
-    """Tune ``spec.factory``'s DataLoader settings on this machine.
+    """Tune ``spec.factory``'s DataLoader settings on this machine; then, for each of ``pipelines`` (see
+    :mod:`loaderbench.tune.pipelines`), try the recommended setting on that pipeline.
 
     Raises :class:`UsageError` / :class:`WorkloadError` for bad input (before anything is measured)
     and :class:`CaseFailed` when even the DataLoader defaults cannot be measured.
@@ -159,6 +166,7 @@ def tune(
 
     search = Search(spec, measure_one, base=base, clock=clock, progress=progress)
     best = with_persistence(search, search.search().config)
+    rivals = compare_pipelines(search, best, pipelines) if pipelines else None
     return TuneResult(
         spec=spec,
         search=search,
@@ -167,4 +175,5 @@ def tune(
         probe=pr,
         bottleneck=classify(search, pr, spec),
         elapsed_s=clock() - start,
+        rivals=rivals,
     )

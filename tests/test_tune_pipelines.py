@@ -1,0 +1,166 @@
+"""``loaderbench tune --pipelines``: the best DataLoader setting tried on the other pipelines.
+
+The decision logic runs on a fake measure (chosen samples/s per pipeline) and a fake clock, so no worker starts
+and nothing is timed; one small real ``loaderbench tune --pipelines nodesthread`` run and the usage error end
+it.  No assertion here depends on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from loaderbench import cli
+from loaderbench.config import LoaderConfig
+from loaderbench.config_rules import PIPELINES
+from loaderbench.errors import CaseFailed, UsageError
+from loaderbench.measurement import Measurement
+from loaderbench.pipelines import registry
+from loaderbench.tune.pipelines import Rivals, compare_pipelines, parse_pipelines
+from loaderbench.tune.search import Search, TuneSpec
+
+
+class FakeMeasure:
+    """measure(config, next_epoch) at a chosen rate per pipeline, with a little deterministic spread."""
+
+    def __init__(self, rates: dict[str, float]) -> None:
+        self.rates = rates
+        self.now = 0.0
+        self.calls: list[LoaderConfig] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, config: LoaderConfig, next_epoch: bool) -> Measurement:
+        self.now += 1.0
+        self.calls.append(config)
+        rate = self.rates[config.pipeline]
+        if rate <= 0:
+            raise CaseFailed(f"{config.id}: the pipeline broke")
+        k = len(self.calls)
+        return Measurement(
+            workload="fake",
+            device="cpu",
+            config=config,
+            rounds={"samples_per_s": tuple(rate * (1 + 0.002 * ((i * 7 + k) % 5 - 2)) for i in range(5))},
+            phases={"ttfb_s": 0.05},
+            steady_batches=100,
+            bytes_per_sample=16,
+            peak_memory_bytes=100_000_000,
+            memory_kind="pss",
+            ideal_samples_per_s=None,
+            torch_threads=1,
+            cpus=2,
+            extra={"cpu_s_per_sample": 1.0 / rate},
+        )
+
+
+BEST = LoaderConfig(batch_size=8, num_workers=2, persistent_workers=True)
+
+
+def compare(rates: dict[str, float], pipelines: tuple[str, ...]) -> tuple[Rivals, FakeMeasure]:
+    fake = FakeMeasure(rates)
+    search = Search(TuneSpec(factory="m:f", batch_size=8), fake, base=LoaderConfig(batch_size=8), clock=fake.clock)
+    search.run(BEST, force=True)
+    return compare_pipelines(search, BEST, pipelines), fake
+
+
+def test_a_clearly_faster_rival_is_recommended() -> None:
+    rivals, fake = compare(
+        {"dataloader": 1000.0, "nodesthread": 1500.0, "stateful": 1000.0}, ("nodesthread", "stateful")
+    )
+    by = {r.pipeline: r for r in rivals.rivals}
+    assert rivals.winner is by["nodesthread"] and by["nodesthread"].faster
+    assert "1.50x, faster (Mann-Whitney p=" in by["nodesthread"].verdict
+    assert not by["stateful"].faster and "not a significant difference" in by["stateful"].verdict
+    assert rivals.summary.startswith("Use nodesthread (")
+    # the setting is mapped with registry.nearest: nodes has no persistent workers, stateful keeps them
+    assert (
+        by["nodesthread"].config == registry.nearest(BEST, "nodesthread")
+        and not by["nodesthread"].config.persistent_workers
+    )
+    assert by["stateful"].config == BEST.replace(pipeline="stateful")
+    assert {c.pipeline for c in fake.calls} == {"dataloader", "nodesthread", "stateful"}
+
+
+def test_a_tied_rival_leaves_the_dataloader_setting() -> None:
+    rivals, _ = compare({"dataloader": 1000.0, "spdl": 1010.0, "nodesprocess": 700.0}, ("spdl", "nodesprocess"))
+    by = {r.pipeline: r for r in rivals.rivals}
+    assert rivals.winner is None and not by["spdl"].faster and not by["nodesprocess"].faster
+    assert "not a significant difference" in by["spdl"].verdict and "slower" in by["nodesprocess"].verdict
+    assert rivals.summary == "The DataLoader setting stays: no other pipeline was statistically faster."
+
+
+def test_a_pipeline_that_is_not_installed_is_skipped_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.REQUIRES, "spdl", (("loaderbench_no_such_module", "spdl"),))
+    registry.unavailable_reason.cache_clear()
+    try:
+        reason = registry.unavailable_reason("spdl")
+        assert reason is not None
+        rivals, fake = compare({"dataloader": 1000.0, "spdl": 5000.0, "nodesthread": 0.0}, ("spdl", "nodesthread"))
+        spdl, nodes = rivals.rivals
+        assert spdl.skipped == reason and spdl.trial is None and not spdl.faster
+        assert "spdl" not in {c.pipeline for c in fake.calls}
+        assert nodes.failed and "the pipeline broke" in nodes.verdict  # a rival that fails is reported, not raised
+        assert rivals.winner is None and "no other pipeline could be measured" in rivals.summary
+        assert "spdl" not in parse_pipelines("all")
+    finally:
+        monkeypatch.undo()
+        registry.unavailable_reason.cache_clear()
+
+
+def test_parse_pipelines() -> None:
+    assert parse_pipelines("nodesthread, spdl,nodesthread") == ("nodesthread", "spdl")
+    assert parse_pipelines("dataloader") == ()
+    assert set(parse_pipelines("all")) == set(registry.installed()) - {"dataloader"}
+    with pytest.raises(UsageError) as info:
+        parse_pipelines("nodesthread,ray")
+    assert "--pipelines='nodesthread,ray'" in str(info.value) and all(p in str(info.value) for p in PIPELINES)
+
+
+def test_an_unknown_pipeline_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["tune", "m:f", "--pipelines=dataloader,ray"]) == 2
+    err = capsys.readouterr().err
+    assert "--pipelines='dataloader,ray': 'ray' is not a known pipeline" in err and "nodesprocess" in err
+    assert "Traceback" not in err
+
+
+SLEEPY = """
+import time
+import torch
+from torch.utils.data import Dataset
+
+
+class Sleepy(Dataset):
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        time.sleep(0.0005)
+        return torch.full((4,), float(i))
+
+
+def make():
+    return Sleepy()
+"""
+
+
+def test_tune_with_pipelines_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = f"tune_rivals_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{module}.py").write_text(SLEEPY)
+    argv = ["tune", f"{module}:make", "--budget=3", "--batch-size=8", "--rounds=2", "--round-seconds=0.02"]
+    argv += ["--max-workers=1", "--pipelines=nodesthread", "--no-progress", "--app-dir", str(tmp_path)]
+    argv += ["--report", str(tmp_path / "out")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Other pipelines (the recommended setting on each):" in out
+    assert "nodesthread" in out and ("The DataLoader setting stays" in out or "Use nodesthread" in out)
+    if registry.unavailable_reason("nodesthread") is not None:
+        assert "skipped: " in out
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    rivals = doc["context"]["tune"]["pipelines"]
+    assert [r["pipeline"] for r in rivals["rivals"]] == ["nodesthread"]
+    assert rivals["recommended_pipeline"] in ("dataloader", "nodesthread")
