@@ -88,13 +88,19 @@ def test_a_cold_read_leaves_none_of_the_file_in_the_page_cache(tmp_path: Path) -
     assert warm == 1.0
     dataset[2]
     assert decode.resident_fraction(path) == 0.0
+    # every file is cold from the first read on: the files were just written, and the cost was measured on them
+    fresh = small_decode("cold", name="decode-cold-fresh").build(6, tmp_path / "fresh")
+    assert isinstance(fresh, decode.DecodeDataset)
+    files = sorted(Path(fresh.directory).glob("*.jpg"))
+    assert len(files) == 6 and [decode.resident_fraction(f) for f in files] == [0.0] * 6
+    assert decode.cold_unavailable(tmp_path) is None
 
 
 def test_cold_cache_on_a_memory_file_system_is_refused_with_the_fix(tmp_path: Path) -> None:
     shm = Path("/dev/shm")
     if decode.file_system_of(shm) != "tmpfs":
         pytest.skip("no tmpfs at /dev/shm")
-    with pytest.raises(WorkloadError, match=r"cache='cold' cannot drop pages .* tmpfs .* --basetemp"):
+    with pytest.raises(WorkloadError, match=r"cache='cold' cannot drop pages .* tmpfs .* Point TMPDIR at a directory"):
         decode.check_cold(shm, "decode-cold")
     with pytest.raises(WorkloadError, match=r"cache='lukewarm' is not a page-cache state"):
         small_decode("lukewarm").build(4, tmp_path)

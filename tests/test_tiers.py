@@ -102,3 +102,14 @@ def test_standard_has_the_decode_big_index_and_rank_axes() -> None:
             assert workers >= {0, 1, 2, 4}, (name, pipeline)
     ranked = {(c.workload.name, c.config.num_workers) for c in cases if c.config.ranks == 2}
     assert ranked >= {(w, n) for w in ("io", "cpu") for n in (0, 1, 2)}
+
+
+def test_loader_ranks_runs_a_case_the_tier_already_has_in_ranks_once() -> None:
+    from loaderbench.engine.tiers import with_ranks
+
+    cases = build_tier("standard", WORKLOADS).cases
+    ranked = with_ranks(cases, 2)
+    ids = [c.id for c in ranked]
+    assert len(ids) == len(set(ids)) and all(c.config.ranks == 2 for c in ranked)
+    assert "io-cpu-w1-bs32-ranks2" in ids
+    assert with_ranks(cases, 1) == cases

@@ -18,7 +18,6 @@ bad arguments.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -33,6 +32,7 @@ from loaderbench.engine import allocator
 from loaderbench.engine.cases import Case, run_case
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import build_tier, explicit_tier
+from loaderbench.engine.tiers import with_ranks as ranked_cases
 from loaderbench.engine.workloads import load_scenarios, spin_loops_per_s
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.store import environment
@@ -49,7 +49,7 @@ def select_cases(spec: ChildSpec) -> list[Case]:
         tier = explicit_tier(tier, workloads, LoaderConfig.from_id(spec.config))
     cases = [c for c in tier.cases if spec.device == "all" or c.device == spec.device]
     if spec.ranks != 1:  # --loader-ranks: as the pytest session runs them
-        cases = [dataclasses.replace(c, config=c.config.replace(ranks=spec.ranks)) for c in cases]
+        cases = list(ranked_cases(cases, spec.ranks))
     return sorted(cases, key=lambda c: c.device == "cuda")
 
 

@@ -15,14 +15,14 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loaderbench.ab.errors import ABError
+from loaderbench.interrupts import terminate_interrupts
 
 #: Seconds the probe may take (it imports torch, which is slow on a cold disk).
 PROBE_TIMEOUT_S = 180.0
@@ -98,25 +98,6 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def _terminate_interrupts() -> Iterator[None]:
-    """While a child runs, SIGTERM (a cancelled CI job, a `kill`) interrupts like Ctrl-C, so the child's group
-    is killed on the way out instead of running on as an orphan.  Only the main thread receives signals; in
-    another thread nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"interrupted by {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_grouped(
     argv: Sequence[str], *, label: str, env: Mapping[str, str], cwd: Path, log: Path, timeout_s: float | None
 ) -> Finished:
@@ -142,7 +123,7 @@ def run_grouped(
             ) from None
     timed_out = False
     try:
-        with _terminate_interrupts():
+        with terminate_interrupts():
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
                 if deadline is not None and time.monotonic() > deadline:

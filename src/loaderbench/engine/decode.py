@@ -25,7 +25,6 @@ import math
 import mmap
 import os
 import random
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +92,27 @@ def file_system_of(path: Path) -> str:
     return kind
 
 
+def cold_unavailable(directory: Path) -> str | None:
+    """Why reads under ``directory`` cannot be made cold (no ``posix_fadvise``, an in-memory file system), or
+    ``None``."""
+    if not hasattr(os, "posix_fadvise"):
+        return "posix_fadvise is missing on this platform"
+    kind = file_system_of(directory)
+    if kind in _MEMORY_FILE_SYSTEMS:
+        return f"{str(directory)!r} is on {kind}, which keeps files only in memory"
+    return None
+
+
+def drop_pages(directory: Path) -> None:
+    """Drop every generated file's pages from the page cache (the files were just written or read)."""
+    for path in sorted(directory.glob("*.jpg")):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def check_cold(directory: Path, workload: str) -> None:
     """Raise :class:`WorkloadError` where dropping pages cannot make reads cold."""
     if not hasattr(os, "posix_fadvise"):
@@ -104,8 +124,8 @@ def check_cold(directory: Path, workload: str) -> None:
     if kind in _MEMORY_FILE_SYSTEMS:
         raise WorkloadError(
             f"workload {workload!r}: cache='cold' cannot drop pages of {str(directory)!r} (a {kind} file system "
-            "keeps files only in memory). Put the benchmark's temporary directory on a disk (pytest --basetemp, "
-            "or TMPDIR) or use the warm-cache workload."
+            "keeps files only in memory). Point TMPDIR at a directory on a disk (each case writes its files "
+            "under the temporary directory) or use the warm-cache workload."
         )
 
 
@@ -198,14 +218,15 @@ class DecodeDataset(Dataset[Any]):
         return chw.sub_(mean).div_(std), index % 1000
 
 
-def decode_cost_s(dataset: DecodeDataset, *, warmup: int = 2, samples: int = 12) -> float:
-    """Measured seconds per sample in this process: the median of ``samples`` timed fetches after
-    ``warmup`` untimed ones (the first pays for Pillow's plugin imports and first page faults)."""
+def decode_cost_s(dataset: DecodeDataset, *, warmup: int = 2, samples: int = 48) -> float:
+    """Measured seconds per sample in this process: the mean of ``samples`` fetches spread over the files
+    (one sample's cost depends on its file and its random crop), after ``warmup`` untimed ones (the first
+    pays for Pillow's plugin imports and first page faults).  The mean, because the ideal is a rate."""
     for i in range(warmup):
         dataset[i % len(dataset)]
-    times = []
-    for i in range(warmup, warmup + samples):
-        t0 = time.perf_counter()
-        dataset[i % len(dataset)]
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    stride = max(1, dataset.n_files // samples)
+    indices = [(warmup + k * stride) % len(dataset) for k in range(samples)]
+    t0 = time.perf_counter()
+    for i in indices:
+        dataset[i]
+    return (time.perf_counter() - t0) / samples

@@ -15,6 +15,7 @@ out of the covering requirement.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -300,6 +301,18 @@ def build_tier(
             )
         cases = [c for c in cases if c.workload.name in wanted]
     return Tier(name, tuple(cases), f"{DESCRIPTIONS[name]}; {CUDA_DESCRIPTIONS[name]}")
+
+
+def with_ranks(cases: Iterable[Case], ranks: int) -> tuple[Case, ...]:
+    """``cases`` with each run in ``ranks`` ranks (``--loader-ranks``; 1 leaves them as they are).  A tier's
+    own multi-rank cases and its one-rank cases rewritten to ``ranks`` can name the same case: it runs once."""
+    if ranks == 1:
+        return tuple(cases)
+    out: dict[str, Case] = {}
+    for case in cases:
+        ranked = dataclasses.replace(case, config=case.config.replace(ranks=ranks))
+        out.setdefault(ranked.id, ranked)
+    return tuple(out.values())
 
 
 def explicit_tier(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loaderbench.ab.pytest_hooks import ABSession
 from loaderbench.cuda.spec import cuda_available
+from loaderbench.engine import decode
 from loaderbench.engine.cases import Case
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import DEVICES, TIERS
@@ -272,7 +275,10 @@ def _marks(case: Case) -> list[pytest.MarkDecorator]:
     if skip is not None:
         marks.append(skip)
     missing = unavailable_reason(case.config.pipeline)  # a rival pipeline that is not installed: one reason
-    if missing is not None:
+    if case.workload.kind == "decode" and case.workload.params.get("cache") == "cold":
+        where = decode.cold_unavailable(Path(tempfile.gettempdir()))
+        missing = missing or (where and f"cache='cold' cannot drop pages here: {where}; point TMPDIR at a disk")
+    if missing:
         marks.append(pytest.mark.skip(reason=missing))
     return marks
 

@@ -19,6 +19,7 @@ from loaderbench.engine.cases import Case, run_case
 from loaderbench.engine.consumers import default_runner
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import Tier, build_tier, explicit_tier
+from loaderbench.engine.tiers import with_ranks as ranked_cases
 from loaderbench.engine.workloads import calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.gate.model import Verdict, resolution
@@ -77,7 +78,7 @@ def with_ranks(tier: Tier, ranks: int) -> Tier:
     """``tier`` with every case run in ``ranks`` ranks (``--loader-ranks``; 1 leaves it as it is)."""
     if ranks == 1:
         return tier
-    cases = tuple(dataclasses.replace(c, config=c.config.replace(ranks=ranks)) for c in tier.cases)
+    cases = ranked_cases(tier.cases, ranks)
     return dataclasses.replace(tier, cases=cases, description=f"{tier.description}; in {ranks} ranks each")
 
 

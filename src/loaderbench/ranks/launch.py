@@ -41,10 +41,12 @@ import torch
 import torch.distributed as dist
 
 from loaderbench.cuda.spec import check_start_method
+from loaderbench.engine.cleanup import remove_leftover_segments, shm_segments
 from loaderbench.engine.consumers import Runner, default_runner
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
 from loaderbench.errors import CaseFailed
+from loaderbench.interrupts import terminate_interrupts
 from loaderbench.measurement import Measurement
 
 if TYPE_CHECKING:
@@ -109,6 +111,10 @@ def _environment() -> dict[str, str]:
     if calibrated():
         env[CALIBRATION_ENV] = repr(spin_loops_per_s())
     return env
+
+
+#: How often the launcher walks torchrun's process tree (each walk costs about a millisecond of CPU).
+_SCAN_INTERVAL_S = 1.0
 
 
 class _Tree:
@@ -220,18 +226,25 @@ def _wait(proc: subprocess.Popen[bytes], limit: float | None) -> bool:
     tree = _Tree(psutil.Process(proc.pid))
     deadline = None if limit is None else time.monotonic() + limit
     timed_out = False
+    shm_before = shm_segments()
+    scanned = -math.inf
     try:
-        while proc.poll() is None:
-            tree.scan()
-            if deadline is not None and time.monotonic() > deadline:
-                timed_out = True
-                break
-            time.sleep(0.1)
+        with terminate_interrupts():  # a cancelled job (SIGTERM) kills the ranks on the way out, as Ctrl-C does
+            while proc.poll() is None:
+                if time.monotonic() - scanned >= _SCAN_INTERVAL_S:  # a /proc walk: rarely, not every poll
+                    tree.scan()
+                    scanned = time.monotonic()
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                    break
+                time.sleep(0.1)
     finally:
         tree.kill()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything left in torchrun's own session
         proc.wait()
+        # killed ranks and workers cannot unlink what they shared under the file_system strategy
+        remove_leftover_segments(shm_before, tree.seen)
     return timed_out
 
 
