@@ -79,6 +79,20 @@ def test_the_job_sums_the_ranks_rates_and_keeps_the_slowest_phases() -> None:
     assert Measurement.from_json(job.to_json()).extra["rank_samples_per_s"] == job.extra["rank_samples_per_s"]
 
 
+def test_the_job_s_cpu_time_per_sample_is_every_rank_s_and_its_o_flag_counts_every_rank() -> None:
+    a, b = _rank(100.0, 0.0, 0.0), _rank(100.0, 0.0, 0.0)
+    a = dataclasses.replace(a, extra={**a.extra, "cpu_s_per_sample": 0.001})
+    b = dataclasses.replace(b, extra={**b.extra, "cpu_s_per_sample": 0.003})
+    job = combine([a, b])
+    assert job.extra["cpu_s_per_sample"] == pytest.approx(0.002)
+    assert job.extra["rank_cpu_s_per_sample"] == [0.001, 0.003]
+    assert "cpu_s_per_sample" not in combine([a, _rank(100.0, 0.0, 0.0)]).extra  # unknown on one rank: unknown
+    two_by_two = dataclasses.replace(job, config=LoaderConfig(num_workers=2, ranks=2), cpus=2)
+    assert "O" in [f.letter for f in two_by_two.flags]  # 4 loading processes on 2 CPUs
+    one_each = dataclasses.replace(job, config=LoaderConfig(num_workers=1, ranks=2), cpus=2)
+    assert "O" not in [f.letter for f in one_each.flags]
+
+
 def test_unknown_memory_on_one_rank_leaves_the_job_s_unknown() -> None:
     a, b = _rank(1.0, 0.0, 0.0), _rank(1.0, 0.0, 0.0)
     b = Measurement(**{**{f: getattr(b, f) for f in b.__slots__}, "peak_memory_bytes": None})

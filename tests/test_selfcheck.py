@@ -209,3 +209,11 @@ def test_the_meter_compares_round_lengths() -> None:
 def test_the_meter_refuses_zero_pairs(capsys: pytest.CaptureFixture[str]) -> None:
     assert meter.main(["--pairs", "0", "--scenarios", str(ROOT / "fixtures" / "workloads.toml")]) == 2
     assert "--pairs=0" in capsys.readouterr().err
+
+
+def test_rank_scaling_refuses_a_bad_rank_list(capsys: pytest.CaptureFixture[str]) -> None:
+    from loaderbench.tools import rank_scaling
+
+    assert rank_scaling.main(["--ranks", "0"]) == 2
+    assert "--ranks='0': not a comma-separated list of integers >= 1" in capsys.readouterr().err
+    assert rank_scaling.main(["--workloads", "nope"]) == 2

@@ -32,6 +32,7 @@ from loaderbench.config_rules import (
     TORCH_HAS_IN_ORDER,
     USER_COLLATE,
     fail,
+    loading_processes,
     validate,
 )
 
@@ -312,6 +313,11 @@ class LoaderConfig:
         if self.num_workers == 0:
             return None
         return 2 if self.prefetch_factor is None else self.prefetch_factor
+
+    @property
+    def loading_processes(self) -> int:
+        """Processes that load batches: every rank's workers, or each rank's main process without workers."""
+        return loading_processes(self.ranks, self.num_workers)
 
     @property
     def start_method(self) -> str | None:

@@ -70,6 +70,12 @@ PIPELINE_UNSUPPORTED: Mapping[str, frozenset[str]] = {
 }
 
 
+def loading_processes(ranks: int, workers: int) -> int:
+    """Processes that load batches with ``ranks`` ranks of ``workers`` workers each (without workers, each
+    rank's main process loads): the count that over-subscribes the cores when it exceeds them."""
+    return ranks * max(1, workers)
+
+
 def fail(name: str, value: object, why: str, fix: str) -> InvalidConfig:
     """The one form of a config error: ``name=value: why. fix.``"""
     return InvalidConfig(f"{name}={value!r}: {why}. {fix}.")

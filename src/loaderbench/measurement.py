@@ -189,8 +189,9 @@ class Measurement:
             out.append(FLAGS["U"].with_detail(f"{riqr:.1%}"))
         if self.steady_batches < MIN_STEADY_BATCHES:
             out.append(FLAGS["F"].with_detail(f"{self.steady_batches}"))
-        if self.config.num_workers > self.cpus:
-            out.append(FLAGS["O"].with_detail(f"num_workers={self.config.num_workers} on {self.cpus} CPUs"))
+        if self.config.loading_processes > self.cpus:
+            ranks = f"{self.config.ranks} ranks x " if self.config.ranks > 1 else ""
+            out.append(FLAGS["O"].with_detail(f"{ranks}num_workers={self.config.num_workers} on {self.cpus} CPUs"))
         if self.notes:
             out.append(FLAGS["N"])
         return tuple(out)

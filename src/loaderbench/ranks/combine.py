@@ -92,6 +92,14 @@ def combine(per_rank: Sequence[Measurement], *, ideal_samples_per_s: float | Non
     for name in PER_RANK_EXTRAS:
         if name in first.extra:
             extra[f"rank_{name}"] = [m.extra.get(name) for m in per_rank]
+    cpu: list[Any] = [m.extra.get("cpu_s_per_sample") for m in per_rank]
+    weights = [m.steady_batches for m in per_rank]
+    if all(isinstance(c, (int, float)) for c in cpu) and sum(weights) > 0:
+        # every rank's CPU time over every rank's samples (rank 0's alone was the job's figure before)
+        extra["cpu_s_per_sample"] = sum(c * w for c, w in zip(cpu, weights, strict=True)) / sum(weights)
+        extra["rank_cpu_s_per_sample"] = cpu
+    else:
+        extra.pop("cpu_s_per_sample", None)
     return dataclasses.replace(
         first,
         rounds=rounds,

@@ -135,7 +135,23 @@ def run(case: Case, plan: Plan, step_ms: float, out: Path) -> int:
     if case.device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "nccl"
-    dist.init_process_group(backend, timeout=timedelta(seconds=group_timeout_s(plan)))
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=group_timeout_s(plan)))
+    except Exception as exc:  # the rendezvous failed: say why, not only "exited with code 1"
+        first = (str(exc).splitlines() or [""])[0]
+        reason = f"case {case.id} failed: rank {rank} of {ranks} could not join the process group ({backend}): "
+        return _fail(
+            out,
+            rank,
+            ranks,
+            CaseFailed(
+                f"{reason}{type(exc).__name__}: {first}. Check the rendezvous endpoint and that every node runs "
+                "the same case.",
+                case=case.id,
+                phase="joining the process group",
+                kind="rank-error",
+            ),
+        )
     ready_at = time.time()
     try:
         m = measure_rank(case, plan, step_ms, rank, ranks)
@@ -157,8 +173,8 @@ def run(case: Case, plan: Plan, step_ms: float, out: Path) -> int:
     dist.gather_object(payload, gathered, dst=0)
     if gathered is not None:
         per_rank = [Measurement.from_json(p["measurement"]) for p in sorted(gathered, key=lambda p: p["rank"])]
-        workers = ranks * max(1, case.config.num_workers)  # with no workers, each rank's main process loads
-        job = combine(per_rank, ideal_samples_per_s=case.workload.ideal_samples_per_s(workers, affinity_cpus()))
+        loaders = case.config.loading_processes
+        job = combine(per_rank, ideal_samples_per_s=case.workload.ideal_samples_per_s(loaders, affinity_cpus()))
         write_json(out / RESULT, {"measurement": job.to_json(), "ready_at": [p["ready_at"] for p in gathered]})
     dist.destroy_process_group()
     return 0

@@ -34,7 +34,7 @@ SYNC_METRICS = ("data_wait_s", "step_s", "collective_wait_s")
 def all_reduce_step(device: str = "cpu") -> Callable[[], None]:
     """An all-reduce of one small tensor over the default process group, blocking until every rank joined
     (on CUDA, ``.item()`` waits for NCCL's kernel, as a step that reads its loss does)."""
-    flag = torch.ones(1, device=device)
+    flag = torch.zeros(1, device=device)  # zeros: summing it every step never overflows
 
     def reduce() -> None:
         dist.all_reduce(flag)

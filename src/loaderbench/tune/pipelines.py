@@ -29,15 +29,16 @@ CONFIRM = 2
 
 
 def parse_pipelines(value: str) -> tuple[str, ...]:
-    """The rival pipelines named by ``--pipelines`` (``all``: every installed one); ``dataloader`` is the
-    search itself and is dropped.  Raises :class:`UsageError` naming the option for an unknown name."""
+    """The rival pipelines named by ``--pipelines`` (``all``: every one; those not installed are then
+    reported as skipped with the reason); ``dataloader`` is the search itself and is dropped.  Raises
+    :class:`UsageError` naming the option for an unknown name."""
     names = [n.strip() for n in value.split(",") if n.strip()]
     if not names:
         raise UsageError(f"--pipelines={value!r}: names no pipeline. Use a comma-separated list of {list(PIPELINES)}.")
     out: list[str] = []
     for name in names:
         if name == "all":
-            out.extend(registry.installed())
+            out.extend(PIPELINES)
         elif name not in PIPELINES:
             raise UsageError(
                 f"--pipelines={value!r}: {name!r} is not a known pipeline. "

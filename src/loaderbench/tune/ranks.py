@@ -9,13 +9,14 @@ says where ranks x workers over-subscribe the cores.
 
 from __future__ import annotations
 
+from loaderbench.config_rules import loading_processes
 from loaderbench.machine import affinity_cpus
 
 
 def oversubscribed(ranks: int, workers: int, cpus: int) -> bool:
     """Whether ``ranks`` ranks of ``workers`` workers each (or of their main process, without workers) want
     more cores than ``cpus``."""
-    return ranks * max(1, workers) > cpus
+    return loading_processes(ranks, workers) > cpus
 
 
 def first_oversubscribed(ranks: int, cpus: int) -> int:
