@@ -101,12 +101,19 @@ def test_each_pipeline_runs_every_phase_and_says_which_it_was(pipeline: str, wor
     assert not _leaked(shm)
 
 
-@pytest.mark.parametrize("pipeline", [needs("nodesprocess"), needs("stateful")])
+SPIN = Workload(name="spin", kind="spin", batch_size=4, params={"cost_s": 0.002, "shape": [2]})
+
+
+@pytest.mark.parametrize("pipeline", [needs("dataloader"), needs("nodesprocess"), needs("stateful")])
 def test_process_pipelines_count_their_workers_memory_and_cpu(pipeline: str) -> None:
     config = config_for(pipeline, batch_size=4, num_workers=2, shuffle=True, in_order=False, prefetch_factor=3)
     m = measure(SLEEPY, config, plan=TINY)
     assert m.extra["cpu_s_per_sample"] > 0
     assert m.notes == ()
+    # 2 ms of CPU per sample spent in the workers: counted only if the workers' CPU time is (the main process
+    # only receives and collates, a few microseconds per sample)
+    spun = measure(SPIN, config_for(pipeline, batch_size=4, num_workers=2), plan=TINY)
+    assert spun.extra["cpu_s_per_sample"] >= 0.001, spun.extra
 
 
 @pytest.mark.parametrize("pipeline", [needs("nodesthread"), needs("spdl")])
