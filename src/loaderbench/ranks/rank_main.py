@@ -129,6 +129,21 @@ def _fail(out: Path, rank: int, ranks: int, exc: CaseFailed) -> int:
     return 1
 
 
+def _check_same_case(case: Case, rank: int, ranks: int) -> None:
+    """Every rank must measure the same case: nodes whose runs fell out of step (one skipped or failed a case
+    before launching) would otherwise join one rendezvous with different cases."""
+    ids: list[Any] = [None] * ranks
+    dist.all_gather_object(ids, case.id)
+    if len(set(ids)) > 1:
+        raise CaseFailed(
+            f"case {case.id} failed: rank {rank} of {ranks}: the ranks run different cases "
+            f"({', '.join(sorted(set(ids)))}). Run the same pytest command, with the same selection, on every node.",
+            case=case.id,
+            phase="joining the process group",
+            kind="ranks",
+        )
+
+
 def run(case: Case, plan: Plan, step_ms: float, out: Path) -> int:
     rank, ranks = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     backend = "gloo"
@@ -154,6 +169,7 @@ def run(case: Case, plan: Plan, step_ms: float, out: Path) -> int:
         )
     ready_at = time.time()
     try:
+        _check_same_case(case, rank, ranks)
         m = measure_rank(case, plan, step_ms, rank, ranks)
     except CaseFailed as exc:
         return _fail(out, rank, ranks, exc)
