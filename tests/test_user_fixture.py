@@ -127,3 +127,28 @@ def test_sweep(loader_benchmark, cfg):
     result = pytester.runpytest_subprocess("--benchmark", "--collect-only", "-q", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.stdout.fnmatch_lines(["*test_sweep[[]w0-bs16[]]*", "*test_sweep[[]w2-bs16-spawn[]]*"])
+
+
+def test_a_users_benchmark_through_a_pipeline_that_is_not_installed_skips_with_the_reason(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        "from loaderbench.pipelines import registry\n"
+        "registry.REQUIRES['spdl'] = (('loaderbench_no_such_module', 'spdl'),)\n"
+        "registry.unavailable_reason.cache_clear()\n"
+    )
+    pytester.makepyfile(
+        test_rival="""
+import torch
+from torch.utils.data import TensorDataset
+
+from loaderbench.config import LoaderConfig
+
+
+def test_spdl(loader_benchmark):
+    loader_benchmark(TensorDataset(torch.zeros(64, 2)), LoaderConfig(num_workers=1, batch_size=8, pipeline="spdl"))
+"""
+    )
+    result = pytester.runpytest_subprocess("--benchmark", "-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*pipeline 'spdl'*needs spdl*pip install*loaderbench[[]rivals[]]*"])

@@ -25,6 +25,7 @@ from loaderbench.engine.tiers import build_tier
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import UsageError
 from loaderbench.measurement import Measurement
+from loaderbench.pipelines.registry import unavailable_reason
 from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
 from loaderbench.pytest_plugin.session import LoaderbenchSession
 
@@ -72,6 +73,9 @@ class LoaderBenchmark:
             )
         if self._session.ranks > 1 and config.ranks == 1:  # --loader-ranks=N runs it in N ranks
             config = config.replace(ranks=self._session.ranks)
+        missing = unavailable_reason(config.pipeline)
+        if missing is not None:  # a rival pipeline that is not installed: a skip with the one reason, as for cases
+            pytest.skip(missing)
         workload = Workload(
             name=self.name,
             kind="user",
