@@ -23,6 +23,7 @@ from loaderbench.measurement import Measurement, from_extra_info
 from loaderbench.pipelines import registry
 from loaderbench.pytest_plugin import plugin
 from loaderbench.report import markdown, pipelines, terminal
+from test_harness import FailingWorkload  # the same failing dataset as the harness tests
 
 TINY = Plan(rounds=2, round_s=0.01, warmup_batches=1, min_batches_per_round=2)
 SLEEPY = Workload(name="sleepy", kind="sleep", batch_size=4, params={"latency_s": 1e-4})
@@ -61,22 +62,6 @@ def _leaked(before: set[str]) -> set[str]:
         new &= _shm()
     ours = _children() | {os.getpid()}
     return {n for n in new if not (psutil.pid_exists(int(n.split("_")[1])) and int(n.split("_")[1]) not in ours)}
-
-
-class Failing(Dataset[torch.Tensor]):
-    def __len__(self) -> int:
-        return 1000
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if index == 40:
-            raise KeyError("sample 40 is missing")
-        return torch.zeros(2)
-
-
-@dataclass(frozen=True, slots=True)
-class FailingWorkload(Workload):
-    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
-        return Failing()
 
 
 # --- every pipeline through every phase -----------------------------------------------------------------------------

@@ -13,8 +13,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils import signal_handling
+
+from loaderbench.pipelines.base import set_sampler_epoch
 
 
 class DataLoaderPipeline:
@@ -63,9 +65,8 @@ class DataLoaderPipeline:
                 stop()
 
     def set_epoch(self, epoch: int) -> None:
-        for sampler in (self.loader.sampler, getattr(self.loader.batch_sampler, "sampler", None)):
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(epoch)
+        batches = self.loader.batch_sampler  # None without auto-batching: then the sampler itself
+        set_sampler_epoch(batches if batches is not None else self.loader.sampler, epoch)
 
     def close(self) -> None:
         self.loader._iterator = None  # a persistent iterator is held by the loader

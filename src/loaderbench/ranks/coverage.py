@@ -19,9 +19,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from loaderbench.config import LoaderConfig
+from loaderbench.pipelines.base import set_sampler_epoch
 
 
 def epoch_indices(config: LoaderConfig, dataset: Dataset[Any], *, epoch: int = 0, seed: int = 0) -> list[list[int]]:
@@ -31,9 +32,7 @@ def epoch_indices(config: LoaderConfig, dataset: Dataset[Any], *, epoch: int = 0
     for rank in range(config.ranks):
         kwargs = config.replace(num_workers=0).dataloader_kwargs(dataset, seed=seed, rank=rank)
         loader: DataLoader[Any] = DataLoader(dataset, **kwargs)
-        for sampler in (kwargs.get("sampler"), getattr(kwargs.get("batch_sampler"), "sampler", None)):
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(epoch)
+        set_sampler_epoch(kwargs.get("batch_sampler", kwargs.get("sampler")), epoch)
         got: list[int] = []
         for batch in loader:
             got.extend(int(i) for i in torch.as_tensor(batch).reshape(-1).tolist())

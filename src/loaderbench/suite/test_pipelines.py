@@ -13,6 +13,7 @@ import pytest
 from loaderbench.config import LoaderConfig
 from loaderbench.engine.cases import Case
 from loaderbench.engine.plan import Plan
+from loaderbench.engine.workloads import Workload
 from loaderbench.pytest_plugin.session import LoaderbenchSession
 from loaderbench.tools.meter import agreement, round_length_agreement
 from loaderbench.tools.overhead import NEAR_ZERO, harness_overhead
@@ -45,9 +46,7 @@ def test_harness_agreement(benchmark: Any, loaderbench_session: LoaderbenchSessi
     (:mod:`loaderbench.tools.meter`) on the 2-worker transfer case, the one a memory sampler inside the timed
     rounds once slowed by 14%.  ``extra_info["harness_over_meter_ratio"]``: 1.0 means the harness bends nothing."""
     s = loaderbench_session
-    transfer = next((c.workload for c in s.cases() if c.workload.name == "transfer"), None)
-    if s.device == "cuda" or transfer is None:
-        pytest.skip("the harness-agreement benchmark needs the transfer workload on CPU in this run's selection")
+    transfer = _cpu_workload(s, "transfer", "harness-agreement")
     config = LoaderConfig(batch_size=transfer.batch_size, num_workers=2)
     result = benchmark.pedantic(
         agreement, args=(transfer, config), kwargs={"pairs": 2, "plan": Plan(rounds=s.plan.rounds)}, rounds=1
@@ -69,9 +68,7 @@ def test_round_length_agreement(benchmark: Any, loaderbench_session: Loaderbench
     worker case whose short rounds once undercounted workers) at the default round length and at 4x it,
     paired.  ``extra_info["default_over_long_ratio"]``: 1.0 means the round length does not matter."""
     s = loaderbench_session
-    decode = next((c.workload for c in s.cases() if c.workload.name == "decode"), None)
-    if s.device == "cuda" or decode is None:
-        pytest.skip("the round-length benchmark needs the decode workload on CPU in this run's selection")
+    decode = _cpu_workload(s, "decode", "round-length")
     config = LoaderConfig(batch_size=decode.batch_size, num_workers=2)
     plan = Plan(rounds=s.plan.rounds, round_s=s.plan.round_s)
     result = benchmark.pedantic(
@@ -86,3 +83,11 @@ def test_round_length_agreement(benchmark: Any, loaderbench_session: Loaderbench
         long_samples_per_s=list(result.b),
     )
     assert result.ratio > 0
+
+
+def _cpu_workload(session: LoaderbenchSession, name: str, benchmark: str) -> Workload:
+    """Workload ``name`` of this run's selection, for a suite benchmark that needs it on CPU (else a skip)."""
+    found = next((c.workload for c in session.cases() if c.workload.name == name), None)
+    if session.device == "cuda" or found is None:
+        pytest.skip(f"the {benchmark} benchmark needs the {name} workload on CPU in this run's selection")
+    return found
