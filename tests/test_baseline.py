@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from loaderbench.config import LoaderConfig
+from loaderbench.engine.tiers import build_tier
+from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import LoaderbenchError
 from loaderbench.measurement import Measurement
 from loaderbench.store import baseline as bl
@@ -62,7 +64,7 @@ def test_round_trip(tmp_path: Path) -> None:
     got = doc.cases["io-cpu-w0-bs32"]
     want = entry("io-cpu-w0-bs32", runs=3)
     assert got.runs == want.runs
-    assert dict(got.config) == CONFIG
+    assert dict(got.config) == LoaderConfig(**CONFIG).as_dict()  # read back with every field, defaults filled
     data = json.loads(path.read_text())
     assert data["format"] == "loaderbench-baseline"
     assert data["version"] == bl.VERSION
@@ -361,3 +363,48 @@ def test_a_saved_run_is_the_measurement_record_itself(tmp_path: Path) -> None:
     (run,) = doc.cases[m.case_id].runs
     assert run == m.stamped(session=run.session, recorded=run.recorded)
     assert run.session  # one save is one recording session
+
+
+# --- configs recorded before a LoaderConfig field existed ------------------------------------------------
+
+COMMITTED = sorted((Path(__file__).parent.parent / "fixtures" / "baselines").glob("*.json"))
+SMOKE = {
+    c.id: c
+    for c in build_tier("smoke", load_scenarios(Path(__file__).parent.parent / "fixtures" / "workloads.toml")).cases
+}
+
+
+def test_the_old_committed_2_core_baseline_lacks_the_later_fields() -> None:
+    """The committed AMD 2-core baseline was recorded before ``pipeline`` and ``ranks``: the next test
+    therefore checks that such entries still compare."""
+    assert any(p.name == "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json" for p in COMMITTED)
+    data = json.loads((COMMITTED[0].parent / "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json").read_text())
+    assert all("pipeline" not in e["config"] and "ranks" not in e["config"] for e in data["cases"].values())
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
+def test_every_committed_baseline_entry_matches_the_config_its_smoke_case_builds(path: Path) -> None:
+    data = json.loads(path.read_text())
+    doc = bl.read(path)
+    compared = []
+    for cid, entry in doc.cases.items():
+        case = SMOKE.get(cid)
+        if case is None:
+            continue  # a case the smoke tier no longer has
+        assert case.config.matches_stored(data["cases"][cid]["config"]), cid  # as stored, fields missing
+        assert case.config.matches_stored(entry.config), cid  # as read
+        assert LoaderConfig.from_stored(entry.config) == case.config
+        assert all(run.config == case.config for run in entry.runs), cid
+        compared.append(cid)
+    assert compared, f"{path.name}: no entry is a smoke case"
+
+
+def test_appending_to_an_entry_recorded_before_a_field_existed_keeps_its_sessions(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    store.save(FP, [entry("io-cpu-w0-bs32", seed=1)])  # its config lacks pipeline, ranks and the rest
+    assert set(json.loads((tmp_path / f"{FP.key}.json").read_text())["cases"]["io-cpu-w0-bs32"]["config"]) == set(
+        CONFIG
+    )
+    store.record(FP, [measurement(random.Random(2))], append=True)  # today's config: every field
+    doc = store.load(FP)
+    assert doc is not None and doc.cases["io-cpu-w0-bs32"].sessions == 2

@@ -252,3 +252,36 @@ def test_ranks_read_disjoint_shares_through_a_distributed_sampler(batching: str)
     assert len(seen) == 12  # 10 samples padded to 3 ranks x 4
     with pytest.raises(InvalidConfig, match=r"rank=3: is not a rank of ranks=3"):
         cfg.dataloader_kwargs(data, rank=3)
+
+
+# --- stored configs: a field added later reads as its default -------------------------------------
+
+#: LoaderConfig fields added after the first baselines were recorded, with the value that is the old behaviour.
+LATER_FIELDS = {"pipeline": "dataloader", "ranks": 1}
+
+
+def test_a_stored_config_missing_later_fields_is_read_as_their_defaults() -> None:
+    config = LoaderConfig(batch_size=32, num_workers=2, persistent_workers=True)
+    old = {k: v for k, v in config.as_dict().items() if k not in LATER_FIELDS}
+    assert config.matches_stored(old) and config.matches_stored(config.as_dict())
+    assert LoaderConfig.from_stored(old) == config
+    for name, value in LATER_FIELDS.items():  # the default is what the code did before the field existed
+        assert getattr(LoaderConfig(), name) == value
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"batch_size": 32, "num_workers": 4},  # a present field differs
+        {"batch_size": 32, "num_workers": 2, "ranks": 2},  # a later field present with another value
+        {"batch_size": 32, "num_workers": 2},  # persistent_workers missing: read as False, not True
+        {"batch_size": 32, "num_workers": 2, "persistent_workers": True, "spill": 1},  # a key no field has
+    ],
+)
+def test_a_stored_config_that_differs_or_has_an_unknown_key_does_not_match(stored: dict[str, Any]) -> None:
+    assert not LoaderConfig(batch_size=32, num_workers=2, persistent_workers=True).matches_stored(stored)
+
+
+def test_from_stored_names_an_unknown_key_and_the_fix() -> None:
+    with pytest.raises(InvalidConfig, match=r"config\.spill=1: is not a LoaderConfig field\. .* upgrade loaderbench"):
+        LoaderConfig.from_stored({"batch_size": 4, "spill": 1})

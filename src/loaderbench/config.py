@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ __all__ = [
     "TORCH_HAS_IN_ORDER",
     "USER_COLLATE",
     "LoaderConfig",
+    "complete_stored",
 ]
 
 Batching = Literal["auto", "sampler"]
@@ -183,6 +184,31 @@ class LoaderConfig:
     def as_dict(self) -> dict[str, Any]:
         """All fields, for JSON (``extra_info['loaderbench_config']``, baselines)."""
         return dataclasses.asdict(self)
+
+    # --- stored configs (baselines and records written by this or an older version) ------
+    def matches_stored(self, stored: Mapping[str, Any]) -> bool:
+        """Whether ``stored`` (an :meth:`as_dict` written by this or an older loaderbench) is this config.
+
+        The one rule for comparing a stored config: a field the stored config lacks (it was written
+        before the field existed) reads as the field's default, which reproduces the behaviour from
+        before the field was added (``pipeline="dataloader"``, ``ranks=1``); any field present with
+        another value, or a key that is no field (written by a newer version), makes it another config.
+        """
+        return complete_stored(stored) == self.as_dict()
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> LoaderConfig:
+        """The config a stored :meth:`as_dict` names, its missing fields read as their defaults
+        (see :meth:`matches_stored`); raises ``InvalidConfig`` naming a key that is no field."""
+        unknown = sorted(set(stored) - set(_DEFAULTS))
+        if unknown:
+            raise fail(
+                f"config.{unknown[0]}",
+                stored[unknown[0]],
+                "is not a LoaderConfig field" + (f" (nor are {', '.join(unknown[1:])})" if unknown[1:] else ""),
+                "It was written by a newer loaderbench: upgrade loaderbench, or re-record with this version",
+            )
+        return cls(**complete_stored(stored))
 
     # --- DataLoader -----------------------------------------------------------------
     def check_dataset(self, dataset: Dataset[Any]) -> None:
@@ -325,3 +351,17 @@ class LoaderConfig:
         if self.num_workers == 0:
             return None
         return self.multiprocessing_context or multiprocessing.get_start_method(allow_none=False)
+
+
+#: Every field's default: what a stored config without the field is read as.  A field added later must
+#: default to the value that reproduces the behaviour from before it existed, so stored baselines keep
+#: comparing (``pipeline`` and ``ranks`` were added after the first baselines were recorded).
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(LoaderConfig)}
+
+
+def complete_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """``stored`` (a config as JSON, of any version) with each missing field set to its default, in field
+    order; keys that are no field are kept (after the fields), so they still fail to match."""
+    out = {name: stored.get(name, default) for name, default in _DEFAULTS.items()}
+    out.update((str(k), v) for k, v in stored.items() if k not in _DEFAULTS)
+    return out

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from loaderbench.config import complete_stored
 from loaderbench.errors import BaselineError
 from loaderbench.measurement import Measurement, now, sessions
 from loaderbench.store import jsondoc
@@ -182,7 +183,11 @@ class BaselineStore:
             cases: dict[str, CaseEntry] = {} if (old is None or prune) else dict(old.cases)
             for entry in entries:
                 previous = old.cases.get(entry.case_id) if old is not None else None
-                if append and previous is not None and dict(previous.config) == dict(entry.config):
+                if (
+                    append
+                    and previous is not None
+                    and complete_stored(previous.config) == complete_stored(entry.config)
+                ):
                     entry = replace(entry, runs=_last_sessions(previous.runs + entry.runs, MAX_SESSIONS))
                 cases[entry.case_id] = entry
             stamp = now()

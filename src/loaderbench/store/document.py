@@ -26,6 +26,11 @@ Format history (``"version"``):
   their hardware, read (their runs become records with the raw values they hold,
   their software becomes every session's environment) and replaced by a version-2
   file under the new name on the next save.
+
+A case's ``config`` (and a run's) written before a LoaderConfig field existed lacks that field: it is
+read as the field's default (:func:`loaderbench.config.complete_stored`; compare with
+:meth:`LoaderConfig.matches_stored`), which reproduces the behaviour from before the field, so adding a
+field needs no new format version and voids no stored case.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from loaderbench import stats
-from loaderbench.config import LoaderConfig
+from loaderbench.config import LoaderConfig, complete_stored
 from loaderbench.errors import BaselineError, InvalidConfig
 from loaderbench.measurement import Measurement, sessions
 from loaderbench.metrics import METRICS
@@ -58,7 +63,8 @@ RERECORD = "Delete it and record a new one with: pytest --benchmark --loader-bas
 
 @dataclass(frozen=True, slots=True)
 class CaseEntry:
-    """A case's baseline: its identity, its LoaderConfig (``as_dict()``) and its runs."""
+    """A case's baseline: its identity, its LoaderConfig (``as_dict()``; as read, every field is present,
+    a field the file lacks holding its default) and its runs."""
 
     case_id: str
     workload: str
@@ -198,7 +204,7 @@ def _parse(path: Path, data: Mapping[str, Any], version: int) -> BaselineDoc:
     cases = {}
     for cid, raw in _mapping(data["cases"], "cases").items():
         entry = _mapping(raw, f"case {cid!r}")
-        config = _mapping(entry["config"], f"case {cid!r} config")
+        config = complete_stored(_mapping(entry["config"], f"case {cid!r} config"))
         runs = []
         for i, run in enumerate(_list(entry["runs"], f"case {cid!r} runs")):
             where = f"case {cid!r} run {i}"
@@ -291,7 +297,7 @@ def _v1_run(run: Mapping[str, Any], where: str, workload: str, device: str, conf
         values,
         workload=workload,
         device=device,
-        config=LoaderConfig(**config),
+        config=LoaderConfig.from_stored(config),
         session=str(run.get("session", "")),
         recorded=str(run.get("recorded", "")),
     )
