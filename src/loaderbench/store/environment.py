@@ -1,11 +1,22 @@
 """The environment: the software a session ran under, recorded with every session and compared.
 
 The OS and kernel, Python, torch and its CUDA build, the GPU driver,
-loaderbench's own version, the versions of packages the user names, the git
-commit of the working tree, and a hashed host id.  None of it names a baseline
-(that is the hardware, :mod:`loaderbench.store.fingerprint`): a torch, driver
-or kernel upgrade is what a comparison exists to catch, so every comparison
-says what changed (``torch 2.13.0+cpu -> 2.14.1+cpu``).
+loaderbench's own version, the versions of packages the user names, every
+installed distribution, the git commit of the working tree, and a hashed host
+id.  None of it names a baseline (that is the hardware,
+:mod:`loaderbench.store.fingerprint`): a torch, driver or kernel upgrade is what
+a comparison exists to catch, so every comparison says what changed
+(``torch 2.13.0+cpu -> 2.14.1+cpu``, ``Pillow 11.0.0 -> 12.0.0``,
+``torchdata (new) 0.11.0``, ``spdl 0.8.0 (removed)``).
+
+Format (``"version"`` in :meth:`Environment.as_dict`):
+
+* 1 (no ``version`` key): the fields, ``packages`` holding only the packages the user
+  named (``--loader-env-packages``; ``"not installed"`` for a missing one).
+* 2: adds ``distributions``, every installed distribution (normalised name -> version;
+  the workload packages Pillow, numpy, torchdata and spdl always among them when installed).
+  A version-1 environment reads with ``distributions=None`` (not recorded), and a
+  comparison with it names changes only of what both sides recorded.
 
 Nothing here initialises CUDA: the driver comes from NVML or ``/proc``.
 """
@@ -17,6 +28,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import platform
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +39,16 @@ import torch
 
 from loaderbench.store.fingerprint import gpus_and_driver, read_text
 from loaderbench.version import __version__
+
+#: The format :meth:`Environment.as_dict` writes (see the module docstring).
+VERSION = 2
+#: The distributions the suite's own workloads use: always recorded when installed, and named first.
+WORKLOAD_PACKAGES = ("Pillow", "numpy", "torchdata", "spdl")
+#: At most this many package changes are named; the rest are counted ("and N more").
+MAX_NAMED_CHANGES = 12
+NOT_INSTALLED = "not installed"
+#: Distributions whose change an environment field already names (when both sides know it).
+_FIELD_DISTRIBUTIONS = {"torch": "torch", "loaderbench": "loaderbench"}
 
 #: The order changes are named in: the likeliest to explain a difference first.
 _BLAME_ORDER = ("torch", "cuda", "gpu_driver", "python", "kernel", "os", "loaderbench", "git_commit", "host_id")
@@ -57,25 +79,34 @@ class Environment:
     packages: Mapping[str, str] = field(default_factory=dict)
     git_commit: str | None = None
     host_id: str | None = None
+    #: Every installed distribution, normalised name -> version; ``None``: not recorded (format 1).
+    distributions: Mapping[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out: dict[str, Any] = {"version": VERSION, **dataclasses.asdict(self)}
         out["packages"] = dict(self.packages)
+        if self.distributions is not None:
+            out["distributions"] = dict(self.distributions)
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Environment:
         """Rebuild from :meth:`as_dict` (unknown keys are ignored, missing ones are unknown); raises
         ``ValueError`` naming a mistyped field."""
+        version = data.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"environment field 'version' is {version!r}, not a format version (1, 2, ...)")
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             value = data.get(f.name)
-            if f.name == "packages":
+            if f.name == "distributions" and value is None:
+                pass  # format 1: not recorded
+            elif f.name in ("packages", "distributions"):
                 value = value or {}
                 if not isinstance(value, Mapping) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()
                 ):
-                    raise ValueError("environment field 'packages' is not an object of name -> version")
+                    raise ValueError(f"environment field {f.name!r} is not an object of name -> version")
                 value = dict(value)
             elif value is not None and not isinstance(value, str):
                 raise ValueError(f"environment field {f.name!r} is not a string")
@@ -83,18 +114,64 @@ class Environment:
         return cls(**kwargs)
 
 
-def changes(before: Environment, after: Environment) -> list[str]:
-    """What changed, in words: ``["torch 2.13.0+cpu -> 2.14.1+cpu", "kernel 6.18.44-a -> 6.18.44-b"]``.
+def changes(before: Environment, after: Environment, *, limit: int = MAX_NAMED_CHANGES) -> list[str]:
+    """What changed, in words: ``["torch 2.13.0+cpu -> 2.14.1+cpu", "kernel 6.18.44-a -> 6.18.44-b",
+    "Pillow 11.0.0 -> 12.0.0", "torchdata (new) 0.11.0", "spdl 0.8.0 (removed)"]``.
 
-    A field unknown on either side is not a change (a format-1 baseline recorded no host id)."""
+    A field unknown on either side is not a change (a format-1 baseline recorded no host id), nor is a
+    distribution that one side did not record (a format-1 environment knows only the packages the user
+    named).  The fields come first, then the packages the user named, the workload packages, and the
+    other distributions by name; past ``limit`` package changes, the rest are counted ("and 30 more
+    distributions changed")."""
     out = []
     for name in _BLAME_ORDER:
         a, b = getattr(before, name), getattr(after, name)
         if a is not None and b is not None and a != b:
             out.append(f"{_LABELS[name]} {a} -> {b}")
-    for name in sorted(set(before.packages) | set(after.packages)):
-        a, b = before.packages.get(name), after.packages.get(name)
-        if a is not None and b is not None and a != b:
+    packages = _package_changes(before, after)
+    if len(packages) > limit:
+        packages = [*packages[:limit], f"and {len(packages) - limit} more distributions changed"]
+    return out + packages
+
+
+def normalise(name: str) -> str:
+    """A distribution's normalised name (PEP 503: ``Typing_Extensions`` -> ``typing-extensions``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_UNKNOWN = object()
+
+
+def _version(env: Environment, key: str) -> object:
+    """``key``'s version in ``env``: a string, ``None`` (known not installed) or ``_UNKNOWN`` (not recorded)."""
+    if env.distributions is not None and key in env.distributions:
+        return env.distributions[key]
+    for name, version in env.packages.items():
+        if normalise(name) == key:
+            return None if version == NOT_INSTALLED else version
+    return None if env.distributions is not None else _UNKNOWN
+
+
+def _package_changes(before: Environment, after: Environment) -> list[str]:
+    shown: dict[str, str] = {normalise(n): n for n in WORKLOAD_PACKAGES}
+    shown.update((normalise(n), n) for env in (before, after) for n in env.packages)
+    named = sorted({normalise(n) for env in (before, after) for n in env.packages})
+    workload = [normalise(n) for n in WORKLOAD_PACKAGES]
+    rest = sorted({*(before.distributions or {}), *(after.distributions or {})})
+    out = []
+    for key in dict.fromkeys([*named, *workload, *rest]):
+        field_name = _FIELD_DISTRIBUTIONS.get(key)
+        if field_name is not None and getattr(before, field_name) is not None and getattr(after, field_name):
+            continue  # named by its field already
+        a, b = _version(before, key), _version(after, key)
+        if a is _UNKNOWN or b is _UNKNOWN or a == b:
+            continue
+        name = shown.get(key, key)
+        if a is None:
+            out.append(f"{name} (new) {b}")
+        elif b is None:
+            out.append(f"{name} {a} (removed)")
+        else:
             out.append(f"{name} {a} -> {b}")
     return out
 
@@ -114,7 +191,28 @@ def current(*, packages: Sequence[str] = (), repo: str | Path | None = None) -> 
         packages={name: package_version(name) for name in packages},
         git_commit=git_commit(repo) if repo is not None else None,
         host_id=host_id(),
+        distributions=installed_distributions(),
     )
+
+
+def installed_distributions() -> dict[str, str]:
+    """Every installed distribution, normalised name -> version, by name; where a name is installed twice,
+    the one found first on ``sys.path`` (the one ``import`` finds).  The workload packages are looked up
+    one by one as well, so they are recorded even where another distribution's metadata is unreadable."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for dist in importlib.metadata.distributions():
+            try:
+                name, version = dist.metadata["Name"], dist.version
+            except (OSError, ValueError, KeyError):
+                continue  # broken metadata: that one distribution is not recorded
+            if name and version:
+                out.setdefault(normalise(str(name)), str(version))
+    for name in WORKLOAD_PACKAGES:
+        version = package_version(name)
+        if version != NOT_INSTALLED:
+            out.setdefault(normalise(name), version)
+    return dict(sorted(out.items()))
 
 
 def package_version(name: str) -> str:
@@ -122,7 +220,7 @@ def package_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+        return NOT_INSTALLED
 
 
 def git_commit(repo: str | Path) -> str | None:
