@@ -27,6 +27,11 @@ Format history (``"version"``):
   their software becomes every session's environment) and replaced by a version-2
   file under the new name on the next save.
 
+A session's ``environment`` has a format version of its own (:mod:`loaderbench.store.environment`):
+its version 2 adds ``distributions`` (every installed distribution), a key that readers of either
+environment version handle (an older reader ignores it, a newer one reads its absence as not
+recorded), so the document's version stays 2.
+
 A case's ``config`` (and a run's) written before a LoaderConfig field existed lacks that field: it is
 read as the field's default (:func:`loaderbench.config.complete_stored`; compare with
 :meth:`LoaderConfig.matches_stored`), which reproduces the behaviour from before the field, so adding a
