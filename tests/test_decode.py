@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import random
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -115,6 +119,79 @@ def test_decode_measures_through_the_harness_with_workers(tmp_path: Path) -> Non
     )
     assert len(m.rounds["samples_per_s"]) == 2 and m.samples_per_s > 0
     assert m.ideal_samples_per_s is not None and m.bytes_per_sample >= 3 * 32 * 32 * 4
+
+
+def test_datasets_with_the_same_parameters_share_one_generated_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each case builds its dataset in a fresh work directory; the JPEGs are generated once per process."""
+    monkeypatch.setattr(decode, "_shared", {})  # as in a fresh process
+    calls: list[dict[str, int]] = []
+    real = decode.make_jpegs
+
+    def counting(directory: Path, **kwargs: int) -> int:
+        calls.append(kwargs)
+        return real(directory, **kwargs)
+
+    monkeypatch.setattr(decode, "make_jpegs", counting)
+    first = small_decode(name="decode-share-a").build(8, tmp_path / "case1")
+    second = small_decode(name="decode-share-b").build(12, tmp_path / "case2")
+    assert isinstance(first, decode.DecodeDataset) and isinstance(second, decode.DecodeDataset)
+    assert first.directory == second.directory and len(calls) == 1
+    assert len(list(Path(first.directory).glob("*.jpg"))) == SMALL["n_files"]
+    assert torch.equal(first[3][0], second[3][0])  # the same files, the same samples
+    other = Workload(name="decode-share-c", kind="decode", batch_size=4, params={**SMALL, "seed": 7}).build(8, tmp_path)
+    assert isinstance(other, decode.DecodeDataset) and other.directory != first.directory and len(calls) == 2
+    for f in Path(first.directory).glob("*.jpg"):  # files that went missing are written again
+        f.unlink()
+    again = small_decode(name="decode-share-a").build(8, tmp_path / "case3")
+    assert isinstance(again, decode.DecodeDataset) and len(calls) == 3
+    assert len(list(Path(again.directory).glob("*.jpg"))) == SMALL["n_files"]
+
+
+def test_a_shared_set_is_cold_for_a_cold_case_and_warm_for_a_warm_one(tmp_path: Path) -> None:
+    if decode.file_system_of(tmp_path) in ("tmpfs", "ramfs"):
+        pytest.skip("the temporary directory is in memory (tmpfs): its pages cannot be dropped")
+    warm = small_decode(name="decode-share-warm").build(6, tmp_path / "warm")
+    cold = small_decode("cold", name="decode-share-cold").build(6, tmp_path / "cold")
+    assert isinstance(warm, decode.DecodeDataset) and isinstance(cold, decode.DecodeDataset)
+    assert warm.directory == cold.directory
+    files = sorted(Path(cold.directory).glob("*.jpg"))
+    resident = [decode.resident_fraction(f) for f in files]
+    if any(math.isnan(r) for r in resident):
+        pytest.skip("mincore is not available here")
+    assert resident == [0.0] * len(files)  # the cold build dropped the shared files' pages
+    small_decode(name="decode-share-warm").build(6, tmp_path / "warm-again")
+    assert [decode.resident_fraction(f) for f in files] == [1.0] * len(files)  # and a warm build reads them in
+
+
+def test_the_generated_sets_are_removed_when_the_process_exits(tmp_path: Path) -> None:
+    """Nothing is left in TMPDIR: the work directory is the case's, the shared set is removed at exit."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    script = textwrap.dedent(
+        f"""
+        import tempfile
+        from pathlib import Path
+        from loaderbench.engine.workloads import Workload
+        w = Workload(name="d", kind="decode", batch_size=4, params={SMALL!r})
+        with tempfile.TemporaryDirectory() as case:
+            dataset = w.build(4, case)
+        assert len(list(Path(dataset.directory).glob("*.jpg"))) == {SMALL["n_files"]}
+        print(dataset.directory)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).is_relative_to(tmpdir)  # generated under TMPDIR, outside the case's directory
+    assert list(tmpdir.iterdir()) == []
 
 
 def test_the_big_index_grows_what_spawn_pickles_into_each_worker() -> None:

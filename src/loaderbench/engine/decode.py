@@ -10,6 +10,13 @@ ImageNet's mean and standard deviation.  It is written against Pillow alone (tor
 build must match torch's exactly, and often does not install beside a pinned torch); the crop and flip
 follow torchvision's sampling rules, seeded per ``(seed, index)``.
 
+Generated once per process: :func:`shared_jpegs` keeps one set of files per parameters (size, quality,
+count, seed) for the whole process, in a directory of its own on the work directory's file system, which
+every dataset built with those parameters reads and which is removed when the interpreter exits (writing
+256 files takes about 1.4 s on a 2-core machine, once rather than once per case).  A cold-cache build
+drops the files' pages every time (:func:`drop_pages`), a warm one reads them all in (:func:`warm_pages`),
+so a set shared by warm and cold workloads is in the state each case asks for.
+
 Page cache: ``cold=True`` drops each file's pages right after reading it
 (``posix_fadvise(POSIX_FADV_DONTNEED)``), so every read goes to the storage device; this needs a
 file system that keeps a page cache of its own (not tmpfs), which :func:`check_cold` verifies.  Decode
@@ -18,6 +25,7 @@ and resize run in C and release the GIL, which is where processes, threads and o
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import io
@@ -25,6 +33,9 @@ import math
 import mmap
 import os
 import random
+import shutil
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +85,62 @@ def make_jpegs(directory: Path, *, n_files: int, width: int, height: int, qualit
     return total
 
 
+#: This process's generated sets, by (n_files, width, height, quality, seed, device of the work directory).
+_shared: dict[tuple[int, ...], Path] = {}
+#: This process's directories for them, by device, with the id of the process that made them.
+_roots: dict[int, Path] = {}
+_owner: list[int] = []
+_lock = threading.Lock()
+
+
+def shared_jpegs(workdir: Path, *, n_files: int, width: int, height: int, quality: int, seed: int) -> Path:
+    """The directory of this process's JPEG set with these parameters, written by :func:`make_jpegs` on first
+    use (or if its files went missing) and shared by every later call.
+
+    The set lives on ``workdir``'s file system (whose page cache a cold-cache case drops): in a directory of
+    this process's under the temporary directory when that is the same file system, else under ``workdir``.
+    Removed when the interpreter exits."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    device = workdir.stat().st_dev
+    key = (n_files, width, height, quality, seed, device)
+    with _lock:
+        directory = _shared.get(key)
+        if directory is None or not all((directory / f"{i:06d}.jpg").is_file() for i in range(n_files)):
+            directory = _root(workdir, device) / f"jpegs-{width}x{height}-q{quality}-n{n_files}-s{seed}"
+            make_jpegs(directory, n_files=n_files, width=width, height=height, quality=quality, seed=seed)
+            _shared[key] = directory
+    return directory
+
+
+def _root(workdir: Path, device: int) -> Path:
+    root = _roots.get(device)
+    if root is not None and root.is_dir():
+        return root
+    base = Path(tempfile.gettempdir())
+    try:
+        same = base.stat().st_dev == device
+    except OSError:
+        same = False
+    root = Path(tempfile.mkdtemp(prefix="loaderbench-jpegs-", dir=base if same else workdir))
+    if not _owner:
+        _owner.append(os.getpid())
+        atexit.register(remove_shared)
+    _roots[device] = root
+    return root
+
+
+def remove_shared() -> None:
+    """Remove this process's generated sets (at interpreter exit; a forked child leaves them to its parent)."""
+    if not _owner or _owner[0] != os.getpid():
+        return
+    with _lock:
+        for root in _roots.values():
+            shutil.rmtree(root, ignore_errors=True)
+        _roots.clear()
+        _shared.clear()
+
+
 def file_system_of(path: Path) -> str:
     """The type of the file system holding ``path`` (longest mount point in /proc/mounts), or ``""``."""
     best, kind = "", ""
@@ -113,6 +180,14 @@ def drop_pages(directory: Path) -> None:
             os.close(fd)
 
 
+def warm_pages(directory: Path) -> None:
+    """Read every generated file once, so its pages are in the page cache (as right after writing it)."""
+    for path in sorted(directory.glob("*.jpg")):
+        with open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+
+
 def check_cold(directory: Path, workload: str) -> None:
     """Raise :class:`WorkloadError` where dropping pages cannot make reads cold."""
     if not hasattr(os, "posix_fadvise"):
@@ -124,7 +199,7 @@ def check_cold(directory: Path, workload: str) -> None:
     if kind in _MEMORY_FILE_SYSTEMS:
         raise WorkloadError(
             f"workload {workload!r}: cache='cold' cannot drop pages of {str(directory)!r} (a {kind} file system "
-            "keeps files only in memory). Point TMPDIR at a directory on a disk (each case writes its files "
+            "keeps files only in memory). Point TMPDIR at a directory on a disk (the JPEGs are generated "
             "under the temporary directory) or use the warm-cache workload."
         )
 

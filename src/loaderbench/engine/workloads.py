@@ -252,10 +252,12 @@ class Workload:
         width, height = int(self.params.get("width", 500)), int(self.params.get("height", 375))
         quality, n_files = int(self.params.get("quality", 90)), int(self.params.get("n_files", 256))
         seed = int(self.params.get("seed", 0))
-        directory = Path(workdir) / f"jpegs-{width}x{height}-q{quality}-n{n_files}-s{seed}"
-        decode.make_jpegs(directory, n_files=n_files, width=width, height=height, quality=quality, seed=seed)
+        spec = {"n_files": n_files, "width": width, "height": height, "quality": quality, "seed": seed}
+        directory = decode.shared_jpegs(Path(workdir), **spec)  # once per process, shared by warm and cold cases
         if cache == "cold":
             decode.check_cold(directory, self.name)
+        else:
+            decode.warm_pages(directory)  # a cold case may have dropped the shared files' pages
         dataset = decode.DecodeDataset(
             length,
             directory=str(directory),
