@@ -1,21 +1,22 @@
 """The CUDA side, tested on a CPU-only machine.
 
 The arithmetic (calibration, bandwidth, AU, data wait) is tested on made-up
-numbers; the consumer's bookkeeping runs against :class:`FakeGpu`, a tiny
-deterministic model of a GPU's streams and events driven by a fake host
-clock; NVML's fallbacks run against fake ``pynvml`` modules.  Nothing here
+numbers; the consumer's bookkeeping runs against the simulated device
+(:class:`~loaderbench.testing.simulated_gpu.SimulatedGpu`) driven by a fake host
+clock, so every figure is exact; NVML's fallbacks run against fake ``pynvml`` modules.  Nothing here
 asserts a real timing.  The few tests that need a real GPU skip without one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import multiprocessing
+import os
+import subprocess
 import sys
 import types
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,10 @@ from loaderbench.cuda import (
 from loaderbench.cuda import rates as cm
 from loaderbench.cuda.nvml import NvmlSample, NvmlSampler, import_pynvml, nvml_uuid, summarize
 from loaderbench.errors import InvalidConfig, NotMeasured
+from loaderbench.testing.simulated_gpu import SIMULATED_GPU_NAME, SimulatedGpu, SimulatedGpuSpec
 
+#: Set in the child pytest that runs tests/test_cuda_gpu.py.
+GPU_SUBPROCESS_ENV = "LOADERBENCH_GPU_SUBPROCESS"
 HAS_GPU, GPU_REASON = cuda_available()
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason=GPU_REASON)
 no_gpu = pytest.mark.skipif(HAS_GPU, reason="checks the CPU-only behaviour; this machine has a CUDA GPU")
@@ -371,129 +375,16 @@ def test_nvml_uuid() -> None:
 # --- the consumer against a fake GPU ----------------------------------------------------
 
 
-class FakeStream:
-    """A stream of the fake GPU: work runs in order, starting no earlier than the host enqueued it."""
-
-    def __init__(self, gpu: FakeGpu, name: str) -> None:
-        self.gpu, self.name, self.cursor_ms = gpu, name, 0.0
-
-    def enqueue(self, duration_ms: float) -> None:
-        self.cursor_ms = max(self.cursor_ms, self.gpu.host_ms()) + duration_ms
-
-    def wait_event(self, event: FakeEvent) -> None:
-        self.gpu.waits.append((self.name, event))
-        self.cursor_ms = max(self.cursor_ms, event.t_ms)
+def _gpu(clock: FakeClock, *, pinned: bool | None = True, **spec: Any) -> SimulatedGpu:
+    """The simulated device on a fake clock: a 4000 bytes/ms copy engine, ``_sleep`` at 1000 cycles/ms."""
+    return SimulatedGpu(SimulatedGpuSpec(h2d_bytes_per_s=4e6, cycles_per_ms=1000.0, **spec), pinned=pinned, clock=clock)
 
 
-class FakeEvent:
-    def __init__(self, gpu: FakeGpu) -> None:
-        self.gpu, self.t_ms = gpu, math.nan
-
-    def record(self, stream: FakeStream) -> None:
-        self.t_ms = stream.cursor_ms = max(stream.cursor_ms, self.gpu.host_ms())
-
-    def synchronize(self) -> None:
-        self.gpu.clock.now = max(self.gpu.clock.now, self.t_ms / 1e3)
-
-    def elapsed_time(self, end: FakeEvent) -> float:
-        assert not (math.isnan(self.t_ms) or math.isnan(end.t_ms)), "event read before it was recorded"
-        return end.t_ms - self.t_ms
+def _streams_used(gpu: SimulatedGpu, call: str) -> set[str]:
+    return {k.split(":", 1)[1] for k, n in gpu.calls.items() if k.startswith(f"{call}:") and n}
 
 
-class FakeGpu:
-    """Duck-types ``CudaOps``: a copy engine at ``copy_bytes_per_ms`` per stream, ``_sleep`` at ``cycles_per_ms``.
-
-    Host time is the FakeClock; blocking calls (a synchronize, a blocking
-    copy) move it forward to when the GPU would finish.
-    """
-
-    def __init__(self, clock: FakeClock, *, copy_bytes_per_ms: float = 4000.0, pinned: bool = True) -> None:
-        self.clock, self.copy_bytes_per_ms, self.pinned = clock, copy_bytes_per_ms, pinned
-        self.main = FakeStream(self, "main")
-        self.streams = [self.main]
-        self.current = self.main
-        self.cycles_per_ms = 1000.0
-        self.slept: list[int] = []
-        self.waits: list[tuple[str, FakeEvent]] = []
-        self.recorded_streams: list[str] = []
-        self.copies: list[str] = []
-        self.empty_cache_calls = 0
-
-    def host_ms(self) -> float:
-        return self.clock.now * 1e3
-
-    def available(self) -> tuple[bool, str]:
-        return True, "fake GPU"
-
-    def device(self, index: int) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def stream(self, stream: FakeStream) -> Iterator[None]:
-        old, self.current = self.current, stream
-        try:
-            yield
-        finally:
-            self.current = old
-
-    def current_stream(self) -> FakeStream:
-        return self.current
-
-    def new_stream(self) -> FakeStream:
-        stream = FakeStream(self, f"side{len(self.streams)}")
-        self.streams.append(stream)
-        return stream
-
-    def event(self) -> FakeEvent:
-        return FakeEvent(self)
-
-    def sleep(self, cycles: int) -> None:
-        self.slept.append(cycles)
-        self.current.enqueue(cycles / self.cycles_per_ms)
-
-    def to_device(self, tensor: torch.Tensor, index: int, non_blocking: bool) -> torch.Tensor:
-        self.copies.append(self.current.name)
-        self.current.enqueue(tensor.element_size() * tensor.numel() / self.copy_bytes_per_ms)
-        if not non_blocking:
-            self.clock.now = max(self.clock.now, self.current.cursor_ms / 1e3)
-        return tensor
-
-    def is_pinned(self, tensor: torch.Tensor) -> bool:
-        return self.pinned
-
-    def record_stream(self, tensor: torch.Tensor, stream: FakeStream) -> None:
-        self.recorded_streams.append(stream.name)
-
-    def synchronize(self, index: int) -> None:
-        self.clock.now = max(self.clock.now, max(s.cursor_ms for s in self.streams) / 1e3)
-
-    def gpu(self, index: int) -> tuple[str, str | None]:
-        return "Fake GPU", "GPU-fake"
-
-    def calibrate(self, index: int) -> float:
-        return self.cycles_per_ms
-
-    def h2d_limit(self, nbytes: int, index: int) -> float:
-        return self.copy_bytes_per_ms * 1e3
-
-    def reset_peak_memory(self, index: int) -> None:
-        return None
-
-    def max_memory_allocated(self, index: int) -> int:
-        return 12345
-
-    def empty_cache(self) -> None:
-        self.empty_cache_calls += 1
-
-    def nvml_sampler(self, index: int, uuid: str | None, interval_s: float) -> NvmlSampler:
-        return NvmlSampler(index=index, uuid=uuid, interval_s=interval_s, loader=_no_pynvml)
-
-
-def _no_pynvml() -> types.ModuleType:
-    raise ImportError("No module named 'pynvml'")
-
-
-BATCH = torch.zeros(4, 250)  # 4 samples, 4000 bytes: one fake millisecond of copy
+BATCH = torch.zeros(4, 250)  # 4 samples, 4000 bytes: one fake millisecond of copy (pinned)
 
 
 def _drive(
@@ -505,11 +396,11 @@ def _drive(
     warmup: int = 3,
     batch_size: int | None = 4,
     pinned: bool = True,
-) -> tuple[CudaConsumer, FakeGpu, list[dict[str, float]]]:
+) -> tuple[CudaConsumer, SimulatedGpu, list[dict[str, float]]]:
     """Run the harness's sequence (warm-up, then rounds ending in sync) with each next() taking arrive_ms."""
     clock = FakeClock()
-    gpu = FakeGpu(clock, pinned=pinned)
-    consumer = CudaConsumer(spec, batch_size=batch_size, clock=clock, ops=gpu)  # type: ignore[arg-type]
+    gpu = _gpu(clock, pinned=pinned)
+    consumer = CudaConsumer(spec, batch_size=batch_size, clock=clock, ops=gpu)
     for _ in range(warmup):
         clock.advance(arrive_ms / 1e3)
         consumer.consume(BATCH)
@@ -528,7 +419,7 @@ def test_plain_loop_serialises_copy_and_compute() -> None:
     # GPU-bound: batches are ready at once; each step is a 1 ms copy then 5 ms compute on one stream
     _, gpu, rounds = _drive(CudaSpec(step_ms=5), arrive_ms=0.0)
     m = rounds[-1]
-    assert set(gpu.copies) == {"main"}
+    assert _streams_used(gpu, "to_device") == {"main"}
     assert m["accelerator_utilization"] == pytest.approx(100 / 120)
     assert m["data_wait_mean_s"] == pytest.approx(0.001)  # the copy, between two computes
     assert m["step_ms_measured"] == pytest.approx(5.0)
@@ -539,10 +430,10 @@ def test_plain_loop_serialises_copy_and_compute() -> None:
 def test_prefetcher_hides_the_copy_behind_compute() -> None:
     _, gpu, rounds = _drive(CudaSpec(step_ms=5, pipeline="prefetcher"), arrive_ms=0.0)
     m = rounds[-1]
-    assert set(gpu.copies) == {"side1"}
+    assert _streams_used(gpu, "to_device") == {"side1"}
     # the compute stream waits for each copy, and the allocator is told the copies are used there
-    assert [name for name, _ in gpu.waits] == ["main"] * (3 + 3 * 20)
-    assert gpu.recorded_streams == ["main"] * (3 + 3 * 20)
+    assert _streams_used(gpu, "wait_event") == _streams_used(gpu, "record_stream") == {"main"}
+    assert gpu.calls["wait_event:main"] == gpu.calls["record_stream:main"] == 3 + 3 * 20
     # only the first copy of a round is exposed: 1 + 20 * 5 ms
     assert m["accelerator_utilization"] == pytest.approx(100 / 101)
     assert m["data_wait_mean_s"] == pytest.approx(0.0)
@@ -568,12 +459,13 @@ def test_loader_bound_waits(pipeline: Any, mean_wait_s: float) -> None:
 
 def test_queue_depth_bounds_the_run_ahead() -> None:
     clock = FakeClock()
-    gpu = FakeGpu(clock)
-    consumer = CudaConsumer(CudaSpec(step_ms=5, queue_depth=2), clock=clock, ops=gpu)  # type: ignore[arg-type]
+    gpu = _gpu(clock)
+    consumer = CudaConsumer(CudaSpec(step_ms=5, queue_depth=2), clock=clock, ops=gpu)
     for _ in range(10):
         consumer.consume(BATCH)
-    # the host may be at most one step behind the GPU's queue end: 10 steps of 6 ms, host blocked until step 8
-    assert clock.now == pytest.approx(0.048)
+    # the host may be at most one step behind the GPU's queue end: 10 steps of 6 ms, host blocked until step 8,
+    # after the first batch's _sleep calibration (5 sleeps of 2 ms, waited for as on a GPU)
+    assert clock.now == pytest.approx(0.010 + 0.048)
     consumer.close()
 
 
@@ -587,7 +479,7 @@ def test_rounds_leave_out_warmup_only_when_the_batch_size_is_known() -> None:
 
 def test_pure_feed_has_no_compute() -> None:
     consumer, gpu, rounds = _drive(CudaSpec(step_ms=0), arrive_ms=0.5)
-    assert gpu.slept == []
+    assert gpu.calls["sleep"] == 0
     assert "accelerator_utilization" not in rounds[-1]
     info = consumer.finish()
     assert info["accelerator_utilization"] is None
@@ -611,23 +503,26 @@ def test_finish_reports_every_field_and_releases_memory() -> None:
     ):
         assert key in info, key
     assert info["feed_samples_per_s"] == pytest.approx(sorted(r["feed_samples_per_s"] for r in rounds)[1])
-    assert info["h2d_limit_bytes_per_s"] == 4e6
+    assert info["h2d_limit_bytes_per_s"] == pytest.approx(4e6)
     assert info["h2d_fraction_of_limit"] == pytest.approx(info["h2d_bytes_per_s"] / 4e6)
-    assert info["h2d_copy_fraction_of_limit"] == pytest.approx(1.0)
+    # pageable copies run at the simulated pageable fraction of the pinned limit
+    assert info["h2d_copy_fraction_of_limit"] == pytest.approx(0.5)
     assert info["cuda_notes"] == []
     assert info["batch_pinned"] is False
     assert info["batch_bytes"] == 4000
-    assert info["gpu_name"] == "Fake GPU"
-    assert info["sleep_cycles_per_ms"] == 1000.0
+    assert info["gpu_name"] == SIMULATED_GPU_NAME
+    assert info["simulated_gpu"] is True
+    assert "not on a GPU" in info["simulated_gpu_note"]
+    assert info["sleep_cycles_per_ms"] == pytest.approx(1000.0)
     assert info["cuda_spec"] == "step5ms-nb-prefetch"
-    assert info["nvml_status"].startswith("not measured: pynvml is not importable")
-    assert info["nvml_gpu_util_percent_mean"] is None
-    assert gpu.empty_cache_calls == 1
+    assert consumer.id == "step5ms-nb-prefetch-simgpu"
+    assert info["nvml_status"].startswith("ok")
+    assert gpu.calls["empty_cache"] == 1
     consumer.close()  # twice is fine
 
 
 def test_finish_without_batches_measures_nothing() -> None:
-    info = CudaConsumer(CudaSpec(step_ms=5), ops=FakeGpu(FakeClock())).finish()  # type: ignore[arg-type]
+    info = CudaConsumer(CudaSpec(step_ms=5), ops=_gpu(FakeClock())).finish()
     assert info["h2d_limit_bytes_per_s"] is None
     assert info["h2d_limit_status"] == "not measured: no batch was consumed"
     assert info["nvml_status"] == "not measured: no batch was consumed"
@@ -643,38 +538,24 @@ def test_consumer_without_gpu_raises_the_skip_reason() -> None:
     assert not parent_cuda_initialized()
 
 
-# --- on a real GPU ----------------------------------------------------------------------
+# --- on a real GPU: in a subprocess -------------------------------------------------------
 
 
 @needs_gpu
-def test_gpu_calibration_is_positive_and_cached() -> None:
-    from loaderbench.cuda import calibrate_sleep_cycles_per_ms, measure_h2d_limit_bytes_per_s
-
-    rate = calibrate_sleep_cycles_per_ms(0)
-    assert rate > 0
-    assert calibrate_sleep_cycles_per_ms(0) == rate
-    assert measure_h2d_limit_bytes_per_s(1 << 20, 0) > 0
-
-
-@needs_gpu
-@pytest.mark.parametrize("pipeline", ["plain", "prefetcher"])
-@pytest.mark.parametrize("pinned", [True, False])
-def test_gpu_consumer_reports_every_metric(pipeline: Any, pinned: bool) -> None:
-    batch = torch.ones(8, 3, 64, 64)
-    if pinned:
-        batch = batch.pin_memory()
-    consumer = CudaConsumer(CudaSpec(step_ms=1, pipeline=pipeline), batch_size=8, nvml_interval_s=0.01)
-    for _ in range(3):
-        consumer.consume(batch)
-    consumer.sync()
-    metrics = consumer.round_metrics(3 * 8, 0.1)
-    assert {"feed_samples_per_s", "h2d_bytes_per_s", "accelerator_utilization", "data_wait_mean_s"} <= set(metrics)
-    info = consumer.finish()
-    assert info["batch_pinned"] is pinned
-    assert info["h2d_limit_bytes_per_s"] > 0
-    assert info["sleep_cycles_per_ms"] > 0
-    assert set(NVML_FIELDS) <= set(info)
-    assert parent_cuda_initialized()
+def test_gpu_unit_tests_in_a_subprocess() -> None:
+    """tests/test_cuda_gpu.py initialises CUDA, so it runs in a child pytest: in this process CUDA would be
+    initialised before the fork-worker tests that follow (pytorch#68383)."""
+    here = Path(__file__).parent
+    env = {**os.environ, GPU_SUBPROCESS_ENV: "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", str(here / "test_cuda_gpu.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
 def test_step_notes() -> None:

@@ -20,7 +20,8 @@ Fork safety: CUDA cases must start their workers with spawn or forkserver
 
 - :mod:`loaderbench.cuda.spec`: ``CudaSpec``, availability, fork safety (no GPU needed);
 - :mod:`loaderbench.cuda.consumer`: the consumer (GPU);
-- :mod:`loaderbench.cuda.ops`: the GPU operations behind one seam, sleep calibration, the H2D limit (GPU);
+- :mod:`loaderbench.cuda.ops`: the GPU operations behind one seam (``GpuOps``; the simulated device,
+  :mod:`loaderbench.testing.simulated_gpu`, is its other implementation), sleep calibration, the H2D limit (GPU);
 - :mod:`loaderbench.cuda.rates`: the arithmetic of every metric (pure, unit-tested);
 - :mod:`loaderbench.cuda.nvml`: the NVML background sampler and its fallbacks.
 """
@@ -30,7 +31,14 @@ from __future__ import annotations
 from loaderbench.cuda.consumer import CudaConsumer
 from loaderbench.cuda.nvml import FIELDS as NVML_FIELDS
 from loaderbench.cuda.nvml import NvmlSample, NvmlSampler
-from loaderbench.cuda.ops import CudaOps, calibrate_sleep_cycles_per_ms, iter_tensors, measure_h2d_limit_bytes_per_s
+from loaderbench.cuda.ops import (
+    CudaOps,
+    GpuOps,
+    calibrate_sleep_cycles_per_ms,
+    cuda_call_of,
+    iter_tensors,
+    measure_h2d_limit_bytes_per_s,
+)
 from loaderbench.cuda.rates import StepTiming, accelerator_utilization, round_metrics
 from loaderbench.cuda.spec import (
     PIPELINES,
@@ -50,6 +58,7 @@ __all__ = [
     "CudaConsumer",
     "CudaOps",
     "CudaSpec",
+    "GpuOps",
     "NvmlSample",
     "NvmlSampler",
     "Pipeline",
@@ -58,6 +67,7 @@ __all__ = [
     "calibrate_sleep_cycles_per_ms",
     "check_start_method",
     "cuda_available",
+    "cuda_call_of",
     "fork_hazard",
     "iter_tensors",
     "measure_h2d_limit_bytes_per_s",

@@ -18,7 +18,7 @@ from loaderbench.clock import Clock, perf_clock
 from loaderbench.cuda import rates as cm
 from loaderbench.cuda.nvml import FIELDS as NVML_FIELDS
 from loaderbench.cuda.nvml import NvmlSampler
-from loaderbench.cuda.ops import CudaOps, iter_tensors
+from loaderbench.cuda.ops import SIMULATED_SUFFIX, CudaCall, CudaOps, GpuOps, iter_tensors
 from loaderbench.cuda.spec import CudaSpec
 from loaderbench.errors import NotMeasured
 
@@ -86,11 +86,23 @@ class CudaConsumer:
         batch_size: int | None = None,
         nvml_interval_s: float = 0.05,
         clock: Clock = perf_clock,
-        ops: CudaOps | None = None,
+        ops: GpuOps | None = None,
     ) -> None:
         self.spec, self.device, self.batch_size = spec, device, batch_size
         self._clock, self._nvml_interval_s = clock, nvml_interval_s
-        self._ops = ops or CudaOps()
+        self._ops: GpuOps = ops or CudaOps()
+        where = f"cuda:{device}"
+        self._calls = {
+            "start": CudaCall("torch.cuda.get_device_properties/current_stream/Stream and the _sleep calibration"),
+            "copy": CudaCall(f"tensor.to({where!r}, non_blocking={spec.non_blocking}) (the batch's copy)"),
+            "await": CudaCall("stream.wait_event/tensor.record_stream (the prefetcher's hand-over)"),
+            "throttle": CudaCall("event.synchronize() (the queue_depth throttle)"),
+            "compute": CudaCall("torch.cuda._sleep (the simulated step)"),
+            "sync": CudaCall(f"torch.cuda.synchronize({device}) (the round's end)"),
+            "timing": CudaCall("event.elapsed_time (reading the round's CUDA events)"),
+            "limit": CudaCall("the pinned host-to-device limit's copies"),
+            "memory": CudaCall(f"torch.cuda.max_memory_allocated({device})"),
+        }
         self._started = False
         self._cycles = 0
         self._cycles_per_ms: float | None = None
@@ -111,8 +123,9 @@ class CudaConsumer:
 
     @property
     def id(self) -> str:
-        """The spec's id: the harness appends it to the case id (the baseline key)."""
-        return self.spec.id
+        """The spec's id (``-simgpu`` appended on a simulated device): the harness appends it to the case id (the
+        baseline key), so a simulated case never shares an entry with a real GPU's."""
+        return f"{self.spec.id}-{SIMULATED_SUFFIX}" if self._ops.simulated else self.spec.id
 
     # --- Consumer protocol ----------------------------------------------------------
     def consume(self, batch: Any) -> None:
@@ -143,7 +156,8 @@ class CudaConsumer:
                 self._throttle()
                 self._compute(self._pending)
                 self._pending = None
-            self._ops.synchronize(self.device)
+            with self._calls["sync"]:
+                self._ops.synchronize(self.device)
         self._closed, self._open = self._open, []
         self._inflight.clear()
         self._last_return = self._last_compute_end = None
@@ -151,7 +165,8 @@ class CudaConsumer:
     def round_metrics(self, samples: int, seconds: float) -> Mapping[str, float]:
         now = self._clock()
         steps, self._closed = self._closed, []
-        timings = cm.round_steps([s.timing() for s in steps], samples, self.batch_size)
+        with self._calls["timing"]:
+            timings = cm.round_steps([s.timing() for s in steps], samples, self.batch_size)
         metrics = cm.round_metrics(timings, samples, seconds, simulated_compute=self._cycles > 0)
         self._windows.append((now - seconds, now))
         for name, value in metrics.items():
@@ -161,6 +176,7 @@ class CudaConsumer:
     def finish(self) -> Mapping[str, Any]:
         """Case-level metrics: medians of the per-round ones, the measured limit, NVML, the GPU."""
         out: dict[str, Any] = {"cuda_spec": self.spec.id, **{f"cuda_{k}": v for k, v in self.spec.as_dict().items()}}
+        out.update(self._ops.marks())
         names = (
             "feed_samples_per_s",
             "h2d_bytes_per_s",
@@ -187,6 +203,8 @@ class CudaConsumer:
                 cuda_max_memory_allocated_bytes=None,
                 h2d_fraction_of_limit=None,
                 h2d_copy_fraction_of_limit=None,
+                feed_bound=None,
+                feed_bound_figures="not measured: no batch was consumed",
                 cuda_notes=[],
             )
             out.update(dict.fromkeys(NVML_FIELDS), nvml_status="not measured: no batch was consumed")
@@ -197,15 +215,23 @@ class CudaConsumer:
             out["batch_pinned"] = bool(self._pinned) and all(self._pinned)
             out["batch_bytes"] = self._batch_bytes
             out["sleep_cycles_per_ms"] = self._cycles_per_ms
-            out["cuda_max_memory_allocated_bytes"] = self._ops.max_memory_allocated(self.device)
+            with self._calls["memory"]:
+                out["cuda_max_memory_allocated_bytes"] = self._ops.max_memory_allocated(self.device)
             try:
-                out["h2d_limit_bytes_per_s"] = self._ops.h2d_limit(self._batch_bytes, self.device)
+                with self._calls["limit"]:
+                    out["h2d_limit_bytes_per_s"] = self._ops.h2d_limit(self._batch_bytes, self.device)
                 out["h2d_limit_status"] = "ok: pinned copy of one batch's bytes, median of 11, CUDA events"
             except NotMeasured as exc:
                 out["h2d_limit_bytes_per_s"], out["h2d_limit_status"] = None, f"not measured: {exc}"
             out["h2d_fraction_of_limit"] = cm.ratio(out.get("h2d_bytes_per_s"), out["h2d_limit_bytes_per_s"])
             out["h2d_copy_fraction_of_limit"] = cm.ratio(out.get("h2d_copy_bytes_per_s"), out["h2d_limit_bytes_per_s"])
             out["cuda_notes"] = cm.step_notes(self.spec.step_ms, out.get("step_ms_measured"))
+            copy_s = None
+            if out.get("h2d_copy_bytes_per_s") and self._batch_bytes:
+                copy_s = self._batch_bytes / out["h2d_copy_bytes_per_s"]
+            out["feed_bound"], out["feed_bound_figures"] = cm.feed_bound(
+                out.get("step_ms_measured"), out.get("data_wait_mean_s"), out.get("host_wait_mean_s"), copy_s
+            )
             assert self._sampler is not None
             self._sampler.stop()
             out.update(self._sampler.summary(self._windows))
@@ -247,7 +273,7 @@ class CudaConsumer:
         if not ok:
             raise NotMeasured(why)
         self._started = True
-        with ops.device(self.device):
+        with self._calls["start"], ops.device(self.device):
             self._gpu_name, uuid = ops.gpu(self.device)
             self._main = ops.current_stream()
             if self.spec.pipeline == "prefetcher":
@@ -264,7 +290,7 @@ class CudaConsumer:
         nbytes = sum(t.element_size() * t.numel() for t in tensors)
         self._batch_bytes = max(self._batch_bytes, nbytes)
         step = _Step(self._ops.event(), self._ops.event(), nbytes, host_wait)
-        with self._ops.stream(stream):
+        with self._calls["copy"], self._ops.stream(stream):
             step.copy_start.record(stream)
             step.tensors = [self._ops.to_device(t, self.device, self.spec.non_blocking) for t in tensors]
             step.copy_end.record(stream)
@@ -272,22 +298,25 @@ class CudaConsumer:
 
     def _await_copy(self, step: _Step) -> None:
         """Make the compute stream wait for ``step``'s side-stream copy, and tell the allocator it is used there."""
-        self._main.wait_event(step.copy_end)
-        for t in step.tensors:
-            self._ops.record_stream(t, self._main)
+        with self._calls["await"]:
+            self._main.wait_event(step.copy_end)
+            for t in step.tensors:
+                self._ops.record_stream(t, self._main)
 
     def _throttle(self) -> None:
         """Block the host until at most ``queue_depth - 1`` earlier steps are still queued on the GPU."""
         while len(self._inflight) >= self.spec.queue_depth:
-            self._inflight.popleft().synchronize()
+            with self._calls["throttle"]:
+                self._inflight.popleft().synchronize()
 
     def _compute(self, step: _Step) -> None:
         step.compute_start, step.compute_end = self._ops.event(), self._ops.event()
         step.prev_compute_end = self._last_compute_end
-        step.compute_start.record(self._main)
-        if self._cycles:
-            self._ops.sleep(self._cycles)
-        step.compute_end.record(self._main)
+        with self._calls["compute"]:
+            step.compute_start.record(self._main)
+            if self._cycles:
+                self._ops.sleep(self._cycles)
+            step.compute_end.record(self._main)
         # the sleep does not read the batch; the stream-ordered allocator keeps the memory until the queued work is done
         step.tensors = []
         self._last_compute_end = step.compute_end

@@ -1,13 +1,14 @@
 """The GPU operations the CUDA consumer uses, behind one seam (:class:`CudaOps`), and the two GPU
 measurements it relies on: the ``torch.cuda._sleep`` calibration and the raw pinned host-to-device
-bandwidth (the physical limit).  Tests replace :class:`CudaOps` to run the consumer without a GPU."""
+bandwidth (the physical limit).  :class:`GpuOps` is the seam's protocol: :class:`CudaOps` implements it on a
+real GPU, :class:`loaderbench.testing.simulated_gpu.SimulatedGpu` on a machine without one."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -15,6 +16,36 @@ from loaderbench.cuda import rates as cm
 from loaderbench.cuda.nvml import NvmlSampler, nvml_uuid
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.errors import NotMeasured
+
+#: Appended to the consumer id (so to the case id) of a case measured on a simulated device.
+SIMULATED_SUFFIX = "simgpu"
+#: The exception note that names the CUDA call an error surfaced at (read by ``engine.explain``).
+CALL_NOTE = "loaderbench: surfaced at the CUDA call "
+
+
+class CudaCall:
+    """``with CudaCall("torch.cuda.synchronize()"):`` a RuntimeError raised inside gets a note naming the call
+    (the innermost one), so a failed case's paragraph can say where the CUDA error surfaced."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, RuntimeError) and cuda_call_of(exc) is None:
+            exc.add_note(CALL_NOTE + self.name)
+
+
+def cuda_call_of(exc: BaseException) -> str | None:
+    """The CUDA call ``exc`` surfaced at, when a :class:`CudaCall` named it."""
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, str) and note.startswith(CALL_NOTE):
+            return note[len(CALL_NOTE) :]
+    return None
 
 
 def _event() -> Any:
@@ -94,13 +125,46 @@ def iter_tensors(batch: Any) -> Iterator[torch.Tensor]:
             yield from iter_tensors(value)
 
 
-class CudaOps:
-    """Every CUDA call the consumer makes, in one place, so tests can run it against a fake GPU.
+@runtime_checkable
+class GpuOps(Protocol):
+    """Every GPU call the consumer makes, in one place (the seam between the consumer and a device).
 
     Like torch.utils.benchmark's injectable timer: the consumer's bookkeeping
     (which event is recorded where, what the prefetcher flushes, how steps are
-    grouped into rounds) is tested on a CPU-only machine with a fake of this.
+    grouped into rounds) runs on a CPU-only machine against the simulated device.
+    Streams and events are the device's own objects: the consumer calls
+    ``event.record(stream)``, ``event.synchronize()``, ``event.elapsed_time(end)``
+    and ``stream.wait_event(event)`` on them.  ``simulated`` is True only for a
+    device that is not a GPU: the consumer marks its records with it.
     """
+
+    simulated: bool
+
+    def available(self) -> tuple[bool, str]: ...
+    def device(self, index: int) -> AbstractContextManager[Any]: ...
+    def stream(self, stream: Any) -> AbstractContextManager[Any]: ...
+    def current_stream(self) -> Any: ...
+    def new_stream(self) -> Any: ...
+    def event(self) -> Any: ...
+    def sleep(self, cycles: int) -> None: ...
+    def to_device(self, tensor: torch.Tensor, index: int, non_blocking: bool) -> torch.Tensor: ...
+    def is_pinned(self, tensor: torch.Tensor) -> bool: ...
+    def record_stream(self, tensor: torch.Tensor, stream: Any) -> None: ...
+    def synchronize(self, index: int) -> None: ...
+    def gpu(self, index: int) -> tuple[str, str | None]: ...
+    def calibrate(self, index: int) -> float: ...
+    def h2d_limit(self, nbytes: int, index: int) -> float: ...
+    def reset_peak_memory(self, index: int) -> None: ...
+    def max_memory_allocated(self, index: int) -> int: ...
+    def empty_cache(self) -> None: ...
+    def nvml_sampler(self, index: int, uuid: str | None, interval_s: float) -> NvmlSampler: ...
+    def marks(self) -> dict[str, Any]: ...
+
+
+class CudaOps:
+    """:class:`GpuOps` on a real GPU, through ``torch.cuda``."""
+
+    simulated = False
 
     def available(self) -> tuple[bool, str]:
         return cuda_available()
@@ -157,3 +221,6 @@ class CudaOps:
 
     def nvml_sampler(self, index: int, uuid: str | None, interval_s: float) -> NvmlSampler:
         return NvmlSampler(index=index, uuid=uuid, interval_s=interval_s)
+
+    def marks(self) -> dict[str, Any]:
+        return {"simulated_gpu": False}

@@ -182,3 +182,25 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator <= 0:
         return None
     return numerator / denominator
+
+
+#: The GPU counts as starved when it waits for data more than this share of its step.
+STARVED_SHARE = 0.1
+
+
+def feed_bound(
+    step_ms: float | None, data_wait_s: float | None, host_wait_s: float | None, copy_s: float | None
+) -> tuple[str | None, str]:
+    """What limits the feed, per batch, and the numbers that say so: ``GPU-bound`` when the GPU waits for data
+    at most :data:`STARVED_SHARE` of its step; else ``loader-bound`` when the host waits longer in the loader's
+    ``next()`` than a batch's copy takes, ``copy-bound`` when not.  ``(None, why)`` when a figure is missing."""
+    if host_wait_s is None or copy_s is None:
+        return None, "not measured: no host wait or copy time (fewer than two steps per round?)"
+    figures = f"loader {host_wait_s * 1e3:.3g} ms, copy {copy_s * 1e3:.3g} ms"
+    if step_ms:
+        if data_wait_s is None:
+            return None, "not measured: no GPU data wait (fewer than two steps per round?)"
+        figures += f", step {step_ms:.3g} ms, GPU data wait {data_wait_s * 1e3:.3g} ms per batch"
+        if data_wait_s <= STARVED_SHARE * step_ms / 1e3:
+            return "GPU-bound", figures
+    return ("loader-bound" if host_wait_s >= copy_s else "copy-bound"), figures

@@ -18,6 +18,7 @@ import resource
 import signal
 from collections.abc import Mapping
 
+from loaderbench.cuda.ops import cuda_call_of
 from loaderbench.engine.cleanup import SHM_DIR
 from loaderbench.engine.collates import CollateError
 from loaderbench.errors import CaseFailed
@@ -107,10 +108,13 @@ def _explain(
             "that knows the type, or keep each batch as a list (collate='list')",
         )
     if any(n in low for n in _CUDA):
+        call = cuda_call_of(exc)
+        at = f"at {call}" if call else "while a batch was copied or the simulated step ran"
         return case_failure(
             "cuda",
             case,
-            f"the GPU raised a CUDA error while a batch was copied or the simulated step ran ({detail}){during}",
+            f"the GPU raised a CUDA error {at} ({detail}){during}; the case's GPU memory is released and the next "
+            "case runs",
             "check nvidia-smi for other processes holding GPU memory and lower batch_size or prefetch_factor; after "
             "an illegal address or device-side assert the CUDA context is unusable for the rest of this process, so "
             "rerun the remaining CUDA cases in a fresh pytest run (CUDA_LAUNCH_BLOCKING=1 pins down the failing call)",

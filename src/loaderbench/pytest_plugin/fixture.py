@@ -15,11 +15,13 @@ skipped without ``pytest --benchmark``.  It needs no ``fixtures/`` folder and no
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from loaderbench.config import LoaderConfig
+from loaderbench.cuda.spec import cuda_available
 from loaderbench.engine.cases import Case
 from loaderbench.engine.tiers import build_tier
 from loaderbench.engine.workloads import Workload
@@ -28,6 +30,7 @@ from loaderbench.measurement import Measurement
 from loaderbench.pipelines.registry import unavailable_reason
 from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
 from loaderbench.pytest_plugin.session import LoaderbenchSession
+from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
 
 __all__ = ["CASE_FIXTURE", "FIXTURE", "LoaderBenchmark", "make", "tier_configs", "workload_name"]
 _DEVICES = ("cpu", "cuda")
@@ -52,10 +55,20 @@ def tier_configs(tier: str = "smoke", *, batch_size: int = 32) -> list[LoaderCon
 class LoaderBenchmark:
     """Callable once per test: ``loader_benchmark(dataset_or_factory, config, device="cpu") -> Measurement``."""
 
-    def __init__(self, session: LoaderbenchSession, benchmark: Any, name: str) -> None:
+    def __init__(
+        self,
+        session: LoaderbenchSession,
+        benchmark: Any,
+        name: str,
+        *,
+        simulated_gpu: SimulatedGpuSpec | None = None,
+        cuda_problem: Callable[[], str] = str,
+    ) -> None:
         self._session = session
         self._benchmark = benchmark
         self.name = name
+        self.simulated_gpu = simulated_gpu
+        self._cuda_problem = cuda_problem
         self.measurement: Measurement | None = None
 
     def __call__(self, dataset: Any, config: LoaderConfig | None = None, *, device: str = "cpu") -> Measurement:
@@ -76,6 +89,14 @@ class LoaderBenchmark:
         missing = unavailable_reason(config.pipeline)
         if missing is not None:  # a rival pipeline that is not installed: a skip with the one reason, as for cases
             pytest.skip(missing)
+        simulated = self.simulated_gpu if device == "cuda" else None
+        if device == "cuda":
+            problem = self._cuda_problem()
+            if problem:
+                pytest.fail(problem, pytrace=False)
+            ok, why = cuda_available()
+            if simulated is None and not ok:  # never a silent fallback to the simulated device
+                pytest.skip(f"{why}; --loader-simulated-gpu runs it on the simulated device")
         workload = Workload(
             name=self.name,
             kind="user",
@@ -83,13 +104,27 @@ class LoaderBenchmark:
             description=f"{FIXTURE} in {self.name}",
             params={"dataset": dataset},
         )
-        self.measurement = self._session.run(Case(workload, config, device=device), self._benchmark)
+        case = Case(workload, config, device=device, simulated_gpu=simulated)
+        self.measurement = self._session.run(case, self._benchmark)
         return self.measurement
 
 
-def make(request: pytest.FixtureRequest, session: LoaderbenchSession) -> LoaderBenchmark:
-    """The fixture's value for ``request``'s test (a skip without ``--benchmark``)."""
+def make(
+    request: pytest.FixtureRequest,
+    session: LoaderbenchSession,
+    *,
+    simulated_gpu: bool = False,
+    cuda_problem: Callable[[], str] = str,
+) -> LoaderBenchmark:
+    """The fixture's value for ``request``'s test (a skip without ``--benchmark``); ``simulated_gpu`` runs its
+    CUDA measurement on the simulated device; ``cuda_problem`` says why it may not measure on CUDA now."""
     if not session.enabled:
         pytest.skip("loader_benchmark runs only under `pytest --benchmark`")
     benchmark = request.getfixturevalue("benchmark")
-    return LoaderBenchmark(session, benchmark, workload_name(request.node.name))
+    return LoaderBenchmark(
+        session,
+        benchmark,
+        workload_name(request.node.name),
+        simulated_gpu=SimulatedGpuSpec() if simulated_gpu else None,
+        cuda_problem=cuda_problem,
+    )

@@ -12,6 +12,7 @@ a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import tempfile
@@ -23,17 +24,18 @@ import pytest
 from loaderbench.ab.pytest_hooks import ABSession
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.engine import decode
-from loaderbench.engine.cases import Case
+from loaderbench.engine.cases import Case, simulated_ranks_reason
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import DEVICES, TIERS
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.options import choice, number
 from loaderbench.pipelines.registry import unavailable_reason
-from loaderbench.pytest_plugin import exits, fixture
+from loaderbench.pytest_plugin import exits, fixture, ordering
 from loaderbench.pytest_plugin.session import LoaderbenchSession, threshold_option
 from loaderbench.report.files import write_report_files
 from loaderbench.report.format import terminal_width
 from loaderbench.report.terminal import terminal_report
+from loaderbench.testing.simulated_gpu import SIMULATED_GPU_NAME, SimulatedGpuSpec
 
 CASE_FIXTURE = fixture.CASE_FIXTURE
 
@@ -61,6 +63,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=choice("--loader-device", DEVICES),
         default="all",
         help="cpu|cuda|all. CUDA cases skip with a reason when no GPU is present. Default: all.",
+    )
+    group.addoption(
+        "--loader-simulated-gpu",
+        action="store_true",
+        default=False,
+        help=f"Run the CUDA cases (and loader_benchmark(..., device='cuda') tests) on the {SIMULATED_GPU_NAME}, a "
+        "model of a copy engine, streams, events and _sleep in real time, to test the suite on a machine without a "
+        "GPU. Never a fallback: its records say simulated_gpu, its case ids end in -simgpu and its baseline is "
+        "keyed apart from any real GPU's. Default: off (CUDA cases skip without a GPU).",
     )
     group.addoption(
         "--loader-workloads",
@@ -189,11 +200,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--loader-ab-pairs",
-        type=number("--loader-ab-pairs", int, minimum=2, exclusive=False, fix="Use e.g. 8"),
-        default=8,
+        type=number("--loader-ab-pairs", int, minimum=3, exclusive=False, fix="Use e.g. 16"),
+        default=16,
         metavar="N",
         help="With --loader-ab: at most N pairs (blocks) per case; pairs are added only while a case is "
-        "undecided (at least 2). Default: 8.",
+        "undecided, and a change is decided from 3 pairs on (at least 3). Default: 16.",
     )
     group.addoption(
         "--loader-ab-budget",
@@ -211,7 +222,11 @@ AB_PLUGIN = "loaderbench-ab"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "loaderbench: a benchmark case; runs only under --benchmark")
+    config.addinivalue_line(
+        "markers",
+        "loaderbench(device='cpu'|'cuda'): a benchmark case; runs only under --benchmark. A loader_benchmark test "
+        "that measures on CUDA says device='cuda' (or passes it literally), so it runs after every CPU case",
+    )
     if config.option.loader_ab is not None:
         # the A/B runs the cases in child processes instead of this session: this process's own benchmark
         # session stays off (no tier of items, no gate, no baseline), and ABSession reports and sets the exit
@@ -256,10 +271,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
         return
     cases = s.cases()
+    if simulated_gpu(metafunc.config):
+        spec = SimulatedGpuSpec()
+        cases = [dataclasses.replace(c, simulated_gpu=spec) if c.device == "cuda" else c for c in cases]
     params = [pytest.param(c, id=c.id, marks=_marks(c)) for c in cases]
     if not params:
         params = [pytest.param(None, id="no-cases", marks=pytest.mark.skip(reason=s.no_case_reason()))]
     metafunc.parametrize(CASE_FIXTURE, params)
+
+
+def simulated_gpu(config: pytest.Config) -> bool:
+    """Whether ``--loader-simulated-gpu`` was given."""
+    return bool(getattr(config.option, "loader_simulated_gpu", False))
 
 
 @functools.cache
@@ -270,8 +293,10 @@ def _cuda_skip() -> pytest.MarkDecorator | None:
 
 
 def _marks(case: Case) -> list[pytest.MarkDecorator]:
-    marks = [pytest.mark.loaderbench]
-    skip = _cuda_skip() if case.device == "cuda" else None
+    marks = [pytest.mark.loaderbench(device=case.device)]
+    skip = _cuda_skip() if case.device == "cuda" and case.simulated_gpu is None else None
+    if case.simulated_gpu is not None and case.config.ranks > 1:
+        skip = pytest.mark.skip(reason=simulated_ranks_reason(case.config.ranks))
     if skip is not None:
         marks.append(skip)
     missing = unavailable_reason(case.config.pipeline)  # a rival pipeline that is not installed: one reason
@@ -305,15 +330,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     deselected = [i for i in items if i not in keep]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-    # CUDA cases last: once CUDA is initialised in this process, fork-started workers are unsafe (pytorch#68383)
-    keep.sort(key=lambda i: _device_of(i) == "cuda")
-    items[:] = keep
-
-
-def _device_of(item: pytest.Item) -> str:
-    callspec = getattr(item, "callspec", None)
-    case = callspec.params.get(CASE_FIXTURE) if callspec else None
-    return case.device if isinstance(case, Case) else "cpu"
+    items[:] = ordering.cuda_last(config, keep)
 
 
 @pytest.fixture
@@ -326,7 +343,13 @@ def loaderbench_session(request: pytest.FixtureRequest) -> LoaderbenchSession:
 def loader_benchmark(request: pytest.FixtureRequest) -> fixture.LoaderBenchmark:
     """Benchmark your own dataset: ``loader_benchmark(dataset_or_factory, LoaderConfig(...), device="cpu")``.
     Measured, recorded and gated like the suite's own cases; skipped without ``pytest --benchmark``."""
-    return fixture.make(request, session_of(request.config))
+    node = request.node
+    return fixture.make(
+        request,
+        session_of(request.config),
+        simulated_gpu=simulated_gpu(request.config),
+        cuda_problem=lambda: ordering.cuda_order_problem(node),
+    )
 
 
 @pytest.hookimpl(wrapper=True)

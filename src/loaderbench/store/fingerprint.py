@@ -129,10 +129,22 @@ def _show(name: str, value: Any) -> str:
 # --- probing this machine -----------------------------------------------------------
 
 
-def current(*, root: str | os.PathLike[str] = "/") -> Fingerprint:
-    """The fingerprint of this machine.  ``root`` lets tests point the /proc and /sys probes elsewhere."""
+#: The GPU model of a run on the simulated device (``--loader-simulated-gpu``); the name of
+#: :data:`loaderbench.testing.simulated_gpu.SIMULATED_GPU_NAME`, kept here so that reading a fingerprint
+#: imports nothing of the simulation.
+SIMULATED_GPU = "loaderbench simulated GPU"
+
+
+def current(*, root: str | os.PathLike[str] = "/", simulated_gpu: bool = False) -> Fingerprint:
+    """The fingerprint of this machine.  ``root`` lets tests point the /proc and /sys probes elsewhere.
+
+    With ``simulated_gpu`` (a run on the simulated device) the GPU list starts with :data:`SIMULATED_GPU`, so
+    its baseline is keyed apart from this machine's real GPUs (and from a CPU-only run) and never compared
+    with a real GPU's, whichever GPUs the machine has."""
     base = Path(root)
     gpus, _ = gpus_and_driver(base)
+    if simulated_gpu:
+        gpus = (SIMULATED_GPU, *gpus)
     affinity = affinity_cpus()
     ram = int(psutil.virtual_memory().total)
     return Fingerprint(

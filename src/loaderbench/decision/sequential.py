@@ -1,0 +1,84 @@
+"""The A/B's sequential design: the pairs' noise, and the level each look may spend.
+
+**Looks.**  The A/B adds one pair per block and looks at a case after each, from :data:`MIN_PAIRS` pairs
+on.  Each hypothesis has its share of the job's level, ``alpha = job_alpha / m`` (``m``: the case x
+metric hypotheses of the job, Bonferroni), and spends it in two parts: :data:`EARLY_SHARE` (10%) of it
+split evenly over the early looks (pairs ``MIN_PAIRS .. max_pairs - 1``), so that a large change stops
+the case early, and everything not yet spent at the last look (``max_pairs`` pairs, or the block after
+which the budget stops the job: the decision to stop is made on time, never on the data).  The levels
+of the looks sum to at most ``alpha``, so the chance that any look of an unchanged case says
+``regressed`` is at most ``alpha`` (a union bound: no joint distribution of the looks is assumed).
+An O'Brien-Fleming function (:func:`spent`) was tried first; under a union bound its first looks need
+``p < 1e-11``, so a 2x change could not stop in 3 pairs.  ``unchanged`` may stop a case at any look
+(``|x| < T - z_p * se``); it spends nothing.
+
+**Noise.**  The pairs' log ratios ``x_i`` give ``s^2`` with ``n - 1`` degrees of freedom; the stored
+between-process prior ``p`` of the workload (two processes per pair: ``2 p^2``) is worth ``d`` more.
+They are pooled, ``((n-1) s^2 + d 2 p^2) / (n - 1 + d)`` with ``n - 1 + d`` degrees of freedom, unless
+an F-test says the pairs are noisier than the prior (``s^2 / 2p^2`` above its 99% point): then the
+prior does not describe this machine now and the pairs alone decide, with ``n - 1``.  Without a prior
+(a user's own test) the pairs alone decide.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats as sps
+
+#: Pairs before the first look: one of them must be expendable (the trimmed check of the A/B).
+MIN_PAIRS = 3
+#: The default largest number of pairs (``--loader-ab-pairs``).
+DEFAULT_MAX_PAIRS = 16
+#: The F-check's level: pairs this much more spread than the prior say the prior does not hold now.
+F_LEVEL = 0.01
+#: The share of a hypothesis's level its early looks spend (evenly); the last look spends the rest.
+EARLY_SHARE = 0.1
+
+
+def spent(alpha: float, fraction: float) -> float:
+    """The level an O'Brien-Fleming (Lan-DeMets) function spends by information ``fraction`` (one-sided)."""
+    if fraction <= 0:
+        return 0.0
+    fraction = min(1.0, fraction)
+    return float(2 * sps.norm.sf(sps.norm.isf(alpha / 2) / math.sqrt(fraction)))
+
+
+def look_level(alpha: float, pairs: int, max_pairs: int, *, final: bool = False) -> float:
+    """The level look ``pairs`` may spend: ``alpha * EARLY_SHARE`` split over the early looks, or, at the
+    final look (``final``, or ``pairs == max_pairs``), whatever the earlier looks left; 0 before
+    :data:`MIN_PAIRS` pairs and past ``max_pairs``."""
+    if pairs < MIN_PAIRS or pairs > max(max_pairs, MIN_PAIRS):
+        return 0.0
+    early_looks = max(1, max_pairs - MIN_PAIRS)
+    each = alpha * EARLY_SHARE / early_looks
+    if final or pairs >= max_pairs:
+        return alpha - each * (pairs - MIN_PAIRS)
+    return each
+
+
+@dataclass(frozen=True, slots=True)
+class PairNoise:
+    """The standard deviation of one pair's log ratio, the degrees of freedom it is known with, and whence."""
+
+    sd: float
+    dof: float
+    note: str
+
+
+def pair_noise(xs: Sequence[float], prior_sigma: float | None, prior_dof: float) -> PairNoise:
+    """The pairs' noise, pooled with the prior behind the F-check (see the module docstring)."""
+    n = len(xs)
+    s2 = statistics.variance(xs) if n >= 2 else math.nan
+    if prior_sigma is None or prior_sigma <= 0 or prior_dof < 1:
+        return PairNoise(math.sqrt(s2) if n >= 2 else math.inf, float(max(0, n - 1)), "the pairs alone")
+    p2 = 2 * prior_sigma**2
+    if n < 2:
+        return PairNoise(math.sqrt(p2), prior_dof, "the prior alone")
+    if s2 / p2 > float(sps.f.isf(F_LEVEL, n - 1, prior_dof)):
+        return PairNoise(math.sqrt(s2), float(n - 1), "the pairs alone: noisier than the stored prior")
+    pooled = ((n - 1) * s2 + prior_dof * p2) / (n - 1 + prior_dof)
+    return PairNoise(math.sqrt(pooled), n - 1 + prior_dof, "the pairs pooled with the stored prior")

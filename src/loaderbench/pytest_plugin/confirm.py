@@ -1,0 +1,59 @@
+"""Confirmation where the noise lives: a suspected regression is measured again in a fresh process.
+
+A process carries an offset of its own (CPU calibration, allocator state, where its pages landed) that
+every measurement it takes shares, so a second measurement in the same process cannot tell a real
+regression from an unlucky process.  :func:`fresh_process` runs the suspected cases in one new
+interpreter through the A/B's child protocol (``python -m loaderbench.ab.child``: the suite's cases
+rebuilt from the same options, a user's ``loader_benchmark`` tests through pytest) and returns what it
+measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from loaderbench.ab.process import run_grouped
+from loaderbench.ab.records import ChildSpec, read_records
+from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
+from loaderbench.errors import UsageError
+from loaderbench.measurement import Measurement
+
+
+def fresh_process(spec: ChildSpec, requests: Mapping[str, str], case_ids: Sequence[str]) -> dict[str, Measurement]:
+    """Measure ``case_ids`` once each in a fresh interpreter.  ``requests`` maps a gate case id to what the
+    child is asked for (the tier's case id, or ``test:`` plus a ``loader_benchmark`` test's node id).
+    Raises :class:`UsageError` (a :class:`~loaderbench.errors.LoaderbenchError`) when the child crashes."""
+    wanted = {requests[c]: c for c in case_ids if c in requests}
+    if not wanted:
+        return {}
+    workdir = Path(tempfile.mkdtemp(prefix="loaderbench-confirm-"))
+    try:
+        spec_path, records, log = workdir / "spec.json", workdir / "records.jsonl", workdir / "child.log"
+        run = dataclasses.replace(spec, cases=tuple(wanted))
+        spec_path.write_text(json.dumps(run.to_json()), encoding="utf-8")
+        env = dict(os.environ)
+        env.pop("PYTEST_CURRENT_TEST", None)
+        if calibrated():
+            env[CALIBRATION_ENV] = repr(spin_loops_per_s())  # the same cpu calibration as this process
+        timeout = None if not math.isfinite(spec.timeout_s) else 120.0 + len(wanted) * (3 * spec.timeout_s + 60.0)
+        argv = [sys.executable, "-m", "loaderbench.ab.child", str(spec_path), str(records)]
+        done = run_grouped(
+            argv, label="the confirming process", env=env, cwd=Path(spec.rootdir or "."), log=log, timeout_s=timeout
+        )
+        out = read_records(records, where="the confirming process")
+        if out.error or not out.done:
+            raise UsageError(
+                f"the confirming process {done.status()}: {out.error or done.output or 'no output'}; the suspected "
+                "regressions stay inconclusive"
+            )
+        return {wanted[k]: m for k, m in out.measurements.items() if k in wanted}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
