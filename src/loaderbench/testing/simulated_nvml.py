@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 UTIL_WINDOW_S = 1 / 6
 PCIE_WINDOW_S = 0.02
 _RX = 1
+PCIE_GENERATION, PCIE_WIDTH = 3, 16
 
 
 def _overlap(start: float, end: float, lo: float, hi: float) -> float:
@@ -62,4 +63,8 @@ def simulated_pynvml(gpu: SimulatedGpu) -> types.ModuleType:
     )
     mod.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=h.reserved)  # type: ignore[attr-defined]
     mod.nvmlDeviceGetPcieThroughput = lambda h, counter: int(pcie_rx_kb_per_s(h))  # type: ignore[attr-defined]
+    # the default 12 GB/s engine sits on a PCIe gen3 x16 link (spec line 15.75 GB/s)
+    for name, value in (("Generation", PCIE_GENERATION), ("Width", PCIE_WIDTH)):
+        setattr(mod, f"nvmlDeviceGetCurrPcieLink{name}", lambda h, v=value: v)
+        setattr(mod, f"nvmlDeviceGetMaxPcieLink{name}", lambda h, v=value: v)
     return mod
