@@ -119,11 +119,11 @@ def test_a_linear_drift_across_the_job_is_cancelled(tmp_path: Path) -> None:
     assert not result.failed and {v.outcome for v in result.verdicts} <= {"unchanged", "inconclusive"}
 
 
-def test_the_budget_stops_new_blocks_after_two(tmp_path: Path) -> None:
+def test_the_budget_stops_new_blocks_after_three(tmp_path: Path) -> None:
     arms = fake_arms(tmp_path, FAKE_SLEEP="0.2", FAKE_NOISE_noisy="0.3")
     result = run_ab(spec("noisy"), arms, Schedule(max_pairs=8, budget_s=0.5), cwd=tmp_path)
-    assert result.blocks == 2 and "--loader-ab-budget" in result.stopped
-    assert "stopped at 2 pairs by the --loader-ab-budget" in result.verdicts[0].reason
+    assert result.blocks == 3 and "--loader-ab-budget" in result.stopped  # a change is decided from 3 pairs on
+    assert "stopped at 3 pairs by the --loader-ab-budget" in result.verdicts[0].reason
 
 
 def test_a_case_failing_in_the_head_fails_the_run_and_leaves_the_schedule(tmp_path: Path) -> None:
@@ -367,8 +367,8 @@ def test_a_missing_or_unusable_base_path_is_a_usage_error(project: pytest.Pytest
 def test_ab_with_baseline_save_or_too_few_pairs_is_a_usage_error(project: pytest.Pytester) -> None:
     err = usage_error(project, f"--loader-ab={sys.executable}", "--loader-baseline-save")
     assert "records no baseline: drop --loader-baseline-save" in err
-    err = usage_error(project, f"--loader-ab={sys.executable}", "--loader-ab-pairs=1")
-    assert "--loader-ab-pairs='1' must be >= 2" in err
+    err = usage_error(project, f"--loader-ab={sys.executable}", "--loader-ab-pairs=2")
+    assert "--loader-ab-pairs='2' must be >= 3" in err
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,11 @@ import random
 
 import pytest
 
-from loaderbench.ab.paired import ABVerdict, Levels, critical_values, decide, decide_runs
+from loaderbench.ab.paired import ABVerdict, decide_runs
+from loaderbench.ab.paired import decide as decide_at
 from loaderbench.ab.runner import arm_order
+from loaderbench.decision.sequential import look_level
+from loaderbench.gate.priors import Prior
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
 from loaderbench.report.format import fmt_change
@@ -28,13 +31,25 @@ def pairs(
     return base, head
 
 
+#: A job of 4 hypotheses at the engine's 1% per job; 16 looks at most.
+ALPHA, MAX_PAIRS = 0.01 / 4, 16
+
+
+def decide(
+    case: str, metric: object, base: list[float], head: list[float], *, threshold: float, **kw: object
+) -> ABVerdict:
+    kw.setdefault("alpha", ALPHA)
+    kw.setdefault("max_pairs", MAX_PAIRS)
+    return decide_at(case, metric, base, head, threshold=threshold, **kw)  # type: ignore[arg-type]
+
+
 def test_a_known_slowdown_is_a_regression_with_its_interval() -> None:
     base, head = pairs(8, effect=0.8, noise=0.01)
     v = decide("io-cpu-w0", THROUGHPUT, base, head, threshold=0.10)
     assert v.outcome == "regressed" and v.failed
     assert v.change.endswith("slower") and 1.2 < v.slowdown < 1.3
     assert v.ci_low < 0.8 < v.ci_high < 1  # the 95% interval holds the true ratio and excludes 1
-    assert v.t > v.critical and v.pairs == 8
+    assert v.p_value is not None and v.p_value <= v.level and v.pairs == 8
 
 
 def test_a_known_speedup_is_an_improvement() -> None:
@@ -80,10 +95,28 @@ def test_below_the_metric_floor_is_unchanged() -> None:
     assert v.outcome == "unchanged" and "floor" in v.reason
 
 
-def test_more_looks_need_more_evidence() -> None:
-    one, _ = critical_values(Levels(), 8, looks=1)
-    six, _ = critical_values(Levels(), 8, looks=6)
-    assert six > one > 3.09  # Student's t with 7 dof, Bonferroni over the looks
+def test_the_looks_spend_the_hypothesis_level_obrien_fleming() -> None:
+    levels = [look_level(ALPHA, n, MAX_PAIRS) for n in range(1, MAX_PAIRS + 2)]
+    assert levels[0] == levels[1] == 0.0 and levels[-1] == 0.0  # no look before 3 pairs, none past the last
+    assert sum(levels) == pytest.approx(ALPHA, rel=1e-9)  # the looks together spend the level once
+    assert levels[2] == pytest.approx(ALPHA * 0.1 / 13) and levels[-2] == pytest.approx(
+        0.9 * ALPHA
+    )  # early strict, last the rest
+    assert look_level(ALPHA, 5, MAX_PAIRS, final=True) == pytest.approx(ALPHA * (1 - 0.2 / 13))  # a budget's end
+
+
+def test_a_2x_slower_head_is_regressed_within_3_pairs_with_the_prior() -> None:
+    """Pairs as noisy as the cpu workload's prior (3.4% per process): 2x is decided at the first look."""
+    for seed in range(20):
+        base, head = pairs(3, effect=0.5, noise=0.034, seed=seed)
+        v = decide("c", THROUGHPUT, base, head, threshold=0.10, prior=Prior(0.034, 20))
+        assert v.outcome == "regressed", v.message()
+
+
+def test_pairs_noisier_than_the_prior_are_not_pooled_with_it() -> None:
+    base, head = pairs(8, effect=1.0, noise=0.2, seed=4)
+    v = decide("c", THROUGHPUT, base, head, threshold=0.10, prior=Prior(0.01, 20))
+    assert v.spread > 0.15  # the F-check rejected the quiet prior: the pairs' own spread decides
 
 
 def run_in_slots(blocks: int, order: str, drift: float, effect: float) -> tuple[list[float], list[float]]:
@@ -119,8 +152,8 @@ def test_one_outlier_pair_cannot_carry_a_small_change_over_the_threshold() -> No
     xs = [0.07 + rng.gauss(0, 0.003) for _ in range(11)] + [0.25]  # a real 7% slowdown, and one bad pair
     base = [1000.0] * len(xs)
     head = [1000.0 * math.exp(-x) for x in xs]
-    v = decide("c", THROUGHPUT, base, head, threshold=0.10)
-    assert v.t > v.critical  # the slowdown is real and significant ...
+    v = decide("c", THROUGHPUT, base, head, threshold=0.10, final=True)
+    assert v.p_value is not None and v.p_value <= v.level  # the slowdown is real and significant ...
     assert v.outcome == "inconclusive" and "one pair carries it" in v.reason  # ... but not threshold-sized
 
 
@@ -139,15 +172,12 @@ def test_verdicts_are_plain_json_and_read_well() -> None:
 def test_decide_runs_skips_a_metric_missing_from_a_run() -> None:
     runs = [Measurement.from_raw({"samples_per_s": [100.0, 101.0]}, {"ttfb_s": 0.1}) for _ in range(3)]
     missing = [Measurement.from_raw({"samples_per_s": [100.0, 101.0]}) for _ in range(3)]
-    assert decide_runs("c", METRICS["ttfb_s"], runs, missing, threshold=0.25) is None
-    v = decide_runs("c", THROUGHPUT, runs, missing, threshold=0.10)
+    assert decide_runs("c", METRICS["ttfb_s"], runs, missing, threshold=0.25, alpha=ALPHA, max_pairs=8) is None
+    v = decide_runs("c", THROUGHPUT, runs, missing, threshold=0.10, alpha=ALPHA, max_pairs=8)
     assert isinstance(v, ABVerdict) and v.outcome == "unchanged"
 
 
 def test_noise_too_large_for_any_float_is_cannot_resolve_not_a_crash() -> None:
-    """Two pairs 30x apart at a Bonferroni-split 0.1% level: the resolvable change overflows exp()."""
-    from loaderbench.ab.paired import decide
-    from loaderbench.metrics import METRICS
-
-    v = decide("c", METRICS["samples_per_s"], [1.0, 1.0], [30.0, 1 / 30.0], threshold=0.10, looks=6)
-    assert v.outcome == "inconclusive" and math.isinf(v.resolves)
+    """Two pairs 30x apart: the resolvable change overflows exp()."""
+    v = decide("c", METRICS["samples_per_s"], [1.0, 1.0], [30.0, 1 / 30.0], threshold=0.10)
+    assert v.outcome == "inconclusive" and fmt_change(v.resolves) == "cannot resolve"

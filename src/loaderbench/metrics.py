@@ -20,8 +20,11 @@ its default threshold, and two noise guards:
   their own three baseline values happen to agree.
 
 Per-round metrics (``source='rounds'``) have one raw value per timed round;
-one-off metrics (``source='value'``) have one value per measurement, so their
-evidence comes only from repeated measurements.  A metric missing from a
+one-off metrics (``source='value'``: a phase or peak memory; ``source='extra'``: a figure the harness
+keeps in ``Measurement.extra``, such as ``cpu_s_per_sample``) have one value per measurement, so their
+evidence comes only from repeated measurements.  CPU time per sample is judged for CPU-bound cases
+only (:meth:`Metric.applies`): it cannot see added waiting, but it hardly moves with neighbours, so a
+slower transform shows in it at a few percent.  A metric missing from a
 measurement (a CPU case has no ``feed_samples_per_s``) is skipped.
 """
 
@@ -37,7 +40,9 @@ from loaderbench.measurement import Measurement
 from loaderbench.report.format import fmt_unit
 
 Direction = Literal["higher", "lower"]
-Source = Literal["rounds", "value"]
+Source = Literal["rounds", "value", "extra"]
+#: A case is CPU-bound, for the CPU-time metric, when its loader keeps at least this many CPUs busy.
+CPU_BOUND_CPUS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,9 @@ class Metric:
         """The value of one measurement: the median of its rounds, or the one-off value (NaN if absent)."""
         if self.source == "rounds":
             return stats.median(run.rounds.get(self.name, ()))
+        if self.source == "extra":
+            found = run.extra.get(self.name)
+            return float(found) if isinstance(found, (int, float)) and not isinstance(found, bool) else math.nan
         return run.value(self.name)
 
     def run_rounds(self, run: Measurement) -> tuple[float, ...]:
@@ -76,6 +84,15 @@ class Metric:
     def present(self, runs: Sequence[Measurement]) -> bool:
         """Whether every run has a finite, positive value for this metric."""
         return bool(runs) and all(math.isfinite(v) and v > 0 for v in (self.run_value(r) for r in runs))
+
+    def applies(self, runs: Sequence[Measurement]) -> bool:
+        """Whether the gate judges this metric for a case with these baseline runs: CPU time per sample only
+        for CPU-bound cases (CPU time per sample x samples/s >= :data:`CPU_BOUND_CPUS`), every other metric
+        always."""
+        if self.name != "cpu_s_per_sample":
+            return True
+        busy = [self.run_value(r) * stats.median(r.rounds.get("samples_per_s", ())) for r in runs]
+        return bool(busy) and stats.median(busy) >= CPU_BOUND_CPUS
 
     def slowdown(self, baseline: float, current: float) -> float:
         """The change as a factor that is above 1 when ``current`` is worse than ``baseline``."""
@@ -139,6 +156,18 @@ _METRICS = (
         worse="larger",
         better="smaller",
         description="peak memory of the main process plus workers, once per measurement",
+    ),
+    Metric(
+        "cpu_s_per_sample",
+        "lower",
+        "s",
+        0.10,
+        "extra",
+        process_noise=0.02,
+        min_abs=2e-6,
+        worse="more CPU",
+        better="less CPU",
+        description="CPU seconds per sample over the main process and every worker (CPU-bound cases)",
     ),
     Metric(
         "feed_samples_per_s",

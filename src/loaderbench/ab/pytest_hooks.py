@@ -36,11 +36,12 @@ from loaderbench.ab.render import markdown_section, progress_line, representativ
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.errors import LoaderbenchError
+from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
 from loaderbench.report.files import write_report_files
-from loaderbench.suite import WORKLOADS, local_or_packaged
+from loaderbench.suite import NOISE, WORKLOADS, local_or_packaged
 
 
 def _stored_gate_options(opt: Any) -> list[tuple[str, bool]]:
@@ -108,6 +109,7 @@ class ABSession:
             max_pairs=opt.loader_ab_pairs,
             budget_s=opt.loader_ab_budget,
             thresholds=opt.loader_threshold or Thresholds(),
+            priors=load_priors(local_or_packaged(root, NOISE)),
         )
         environ = dict(os.environ)
         handed = environ.pop(BASE_ENVIRON, None)

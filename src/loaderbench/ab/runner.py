@@ -7,7 +7,8 @@ across the job (a warming machine, a neighbour's load) favours neither arm: with
 After each block every case with a new pair is decided (:mod:`loaderbench.ab.paired`, per metric);
 a case leaves the schedule once no metric is ``inconclusive``.  The runner stops when every case is
 decided, after ``max_pairs`` blocks, or before a block that the budget cannot fit (predicted from the
-last block, scaled by the cases left); at least 2 blocks always run.
+last block); at least 3 blocks always run (a change is decided from 3 pairs on), and the block
+the budget stops after is the last look, which spends what the earlier looks left.
 
 Both arms get the same spin calibration (``$LOADERBENCH_SPIN_LOOPS_PER_S``), measured once here, so a
 process's calibration noise cannot look like a difference between the arms.  A child that crashes
@@ -31,10 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loaderbench.ab.errors import ABError
-from loaderbench.ab.paired import MIN_PAIRS, ABVerdict, Levels, decide_runs
+from loaderbench.ab.paired import ABVerdict, decide_runs
 from loaderbench.ab.process import run_grouped
 from loaderbench.ab.records import ChildOutput, ChildSpec, read_records, variable_changes
+from loaderbench.decision.rules import Levels
+from loaderbench.decision.sequential import DEFAULT_MAX_PAIRS, MIN_PAIRS
 from loaderbench.engine.workloads import CALIBRATION_ENV, spin_loops_per_s
+from loaderbench.gate.priors import NoisePriors
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
@@ -66,16 +70,12 @@ class Schedule:
     """How far the A/B may go: ``max_pairs`` blocks, ``budget_s`` seconds; the thresholds and levels of
     its decisions."""
 
-    max_pairs: int = 8
+    max_pairs: int = DEFAULT_MAX_PAIRS
     budget_s: float = 900.0
     thresholds: Thresholds = field(default_factory=Thresholds)
     levels: Levels = field(default_factory=Levels)
-
-    @property
-    def looks(self) -> int:
-        """How many times a case can be decided regressed or improved: once per block from :data:`MIN_PAIRS`
-        pairs on (the significance level is split over them)."""
-        return max(1, self.max_pairs - MIN_PAIRS + 1)
+    #: The stored between-process priors the pairs' noise is pooled with (None: the pairs alone).
+    priors: NoisePriors | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,20 +135,46 @@ class ABResult:
         return out + variable_changes(self.variables.get("base", {}), self.variables.get("head", {}))
 
 
-def decide_case(case_id: str, pairs: Sequence[tuple[Measurement, Measurement]], schedule: Schedule) -> list[ABVerdict]:
-    """Every metric present in all runs of both arms, decided from the pairs."""
+def family_size(pairs: Mapping[str, Sequence[tuple[Measurement, Measurement]]]) -> int:
+    """The job's hypotheses: every case x metric measured in both arms of the first pair (at least 1)."""
+    count = 0
+    for ps in pairs.values():
+        if ps:
+            b, h = ps[0]
+            count += sum(m.present([b]) and m.present([h]) and m.applies([b]) for m in METRICS.values())
+    return max(1, count)
+
+
+def decide_case(
+    case_id: str,
+    pairs: Sequence[tuple[Measurement, Measurement]],
+    schedule: Schedule,
+    *,
+    family: int = 1,
+    final: bool = False,
+) -> list[ABVerdict]:
+    """Every metric present in all runs of both arms, decided from the pairs at this look (``final``: the
+    job's last); each hypothesis has ``job_alpha / family`` of the job's level to spend over its looks."""
     base = [b for b, _ in pairs]
     head = [h for _, h in pairs]
     out = []
     for metric in METRICS.values():
+        prior = None
+        if schedule.priors is not None and base:
+            first = base[0]
+            over = first.config.loading_processes > first.cpus
+            prior = schedule.priors.get(first.workload, metric.name, oversubscribed=over)
         v = decide_runs(
             case_id,
             metric,
             base,
             head,
             threshold=schedule.thresholds.get(case_id, metric),
-            looks=schedule.looks,
+            alpha=schedule.levels.job_alpha / family,
+            max_pairs=schedule.max_pairs,
+            prior=prior,
             levels=schedule.levels,
+            final=final,
         )
         if v is not None:
             out.append(v)
@@ -205,13 +231,10 @@ def run_ab(
     not_compared: dict[str, str] = {}
     first: dict[str, ChildOutput] = {}
     start = clock()
-    block, last_s, last_cases = 0, 0.0, 1
+    block, last_s, family = 0, 0.0, 1
     stopped = f"the --loader-ab-pairs limit of {schedule.max_pairs} pairs"
-    while active and block < schedule.max_pairs:
-        elapsed = clock() - start
-        if block >= 2 and elapsed + last_s * len(active) / last_cases > schedule.budget_s:
-            stopped = f"the --loader-ab-budget of {schedule.budget_s:g} s (another block would pass it)"
-            break
+    final = False
+    while active and block < schedule.max_pairs and not final:
         block += 1
         began = clock()
         outputs: dict[str, ChildOutput] = {}
@@ -225,7 +248,15 @@ def run_ab(
                 shutil.rmtree(workdir, ignore_errors=True)
                 raise
             first.setdefault(name, outputs[name])
-        last_s, last_cases = clock() - began, len(active)
+        last_s = clock() - began
+        if block == 1:
+            firsts = {c: [p] for c in active if (p := _peek(c, outputs)) is not None}
+            family = family_size(firsts)
+        # the last look spends what the earlier ones left: at max_pairs, or when the budget cannot fit another
+        # block (decided on time, never on the data)
+        if block >= MIN_PAIRS and clock() - start + last_s > schedule.budget_s:
+            final = True
+            stopped = f"the --loader-ab-budget of {schedule.budget_s:g} s (another block would pass it)"
         for case_id in list(active):
             pair = _pair(case_id, block, outputs, failures, not_compared)
             if pair is None:
@@ -233,7 +264,9 @@ def run_ab(
                 verdicts.pop(case_id, None)
                 continue
             pairs[case_id].append(pair)
-            verdicts[case_id] = decide_case(case_id, pairs[case_id], schedule)
+            verdicts[case_id] = decide_case(
+                case_id, pairs[case_id], schedule, family=family, final=final or block == schedule.max_pairs
+            )
             if not verdicts[case_id]:
                 not_compared[case_id] = "no metric was measured in every run of both arms"
                 active.remove(case_id)
@@ -241,16 +274,16 @@ def run_ab(
                 active.remove(case_id)
     if not active:
         stopped = "every case was decided"
-    final = []
+    decided = []
     for case_id, vs in verdicts.items():
         for v in vs:
             if v.outcome == "inconclusive" and case_id in active:
                 v = dataclasses.replace(v, reason=f"{v.reason}; stopped at {v.pairs} pairs by {stopped}".lstrip("; "))
-            final.append(v)
+            decided.append(v)
     notes = _calibration_notes(first, calibration)
     shutil.rmtree(workdir, ignore_errors=True)
     return ABResult(
-        verdicts=tuple(final),
+        verdicts=tuple(decided),
         pairs={c: tuple(p) for c, p in pairs.items() if p and c in verdicts},
         failures=tuple(failures),
         not_compared=not_compared,
@@ -263,6 +296,11 @@ def run_ab(
         stopped=stopped,
         notes=notes,
     )
+
+
+def _peek(case_id: str, outputs: Mapping[str, ChildOutput]) -> tuple[Measurement, Measurement] | None:
+    base, head = outputs["base"].measurements.get(case_id), outputs["head"].measurements.get(case_id)
+    return (base, head) if base is not None and head is not None else None
 
 
 def _pair(

@@ -171,9 +171,11 @@ def decide_job(
     """Decide every hypothesis of a job together.  ``offset_sigma`` None: no common offset is taken (the
     A/B, whose arms share the machine).  ``family``: the family size, when the job judges more hypotheses
     than ``evidence`` holds (default: every hypothesis given, offsets included)."""
-    found = offsets(evidence, offset_sigma=offset_sigma, control=control, controlled=controlled) if (
-        offset_sigma is not None
-    ) else {}
+    found = (
+        offsets(evidence, offset_sigma=offset_sigma, control=control, controlled=controlled)
+        if (offset_sigma is not None)
+        else {}
+    )
     adjusted = []
     for e in evidence:
         o = found.get(e.unit)

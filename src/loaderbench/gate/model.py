@@ -1,77 +1,48 @@
-"""The gate's statistical model: per case and metric, is today worse than the baseline?
+"""The stored gate's evidence: per case and metric, how far today is from the baseline, and how noisy.
 
-``compare(...) -> Verdict`` (:mod:`loaderbench.gate.verdict`).
+``evidence(...) -> Evidence`` (:mod:`loaderbench.decision.rules`) feeds the one decision engine
+(:mod:`loaderbench.decision`), which decides a whole job at once (Holm's procedure, the common offset,
+the control case).  ``compare(...)`` decides one case alone (a family of ``family`` hypotheses) for
+tools and tests.
 
-Pure functions over raw measurements; :mod:`loaderbench.gate.runner` holds the
-gate's state and its extra measurements.
+The model (per metric, in log space, so effects are ratios)
+-----------------------------------------------------------
+The baseline holds runs of the case from ``k`` recording sessions (separate processes:
+``--loader-baseline-save``, then ``--loader-baseline-append``); today has ``m`` processes (the pytest
+process, plus any fresh process that confirmed a suspected regression).  Runs of one process are
+averaged first: a process's offset (CPU calibration, allocator state) persists across its runs, so
+they count as one draw.
 
-The statistical model (per metric, in log space, so effects are ratios)
-------------------------------------------------------------------------
-Each measurement ("run") gives one value per metric: the median of its rounds,
-or its one-off value (TTFB, epoch stall, peak memory).  The baseline holds
-runs of the case from ``k`` recording sessions (separate processes:
-``--loader-baseline-save``, then ``--loader-baseline-append``); today's
-session has ``m`` runs (the first measurement plus any extra ones).
-
-* ``x`` = log of the slowdown between the geometric mean of today's run values
-  and that of the baseline's session means, oriented so that ``x > 0`` is worse (throughput
-  lower; TTFB, stall or memory higher).
-* ``sigma`` = the case's session-to-session noise: the variance of the
-  baseline's session means (``k - 1`` degrees of freedom, ``k`` = recording
-  sessions) pooled with the workload's *prior* (:mod:`loaderbench.gate.priors`:
-  the between-process noise measured for the workload, worth the degrees of
-  freedom it was measured with), ``sigma^2 = ((k-1) s^2 + d p^2) / (k-1+d)``;
-  never below what the rounds' own spread implies for one run, nor the
-  metric's ``process_noise``, nor, for TTFB and the epoch stall, the case's
-  throughput noise (``noise_from`` in :mod:`loaderbench.metrics`).  So one
-  recorded session already gates large regressions, and more sessions move the
-  noise towards what the case itself shows.  When today's host is not one the
-  baseline was recorded on, the prior's between-host noise is added in
-  quadrature.  Without a prior (``prior=None``) the baseline alone decides, and
-  fewer than ``min_sessions`` (3) sessions cannot fail a run.  The multipliers
-  below are Student's t quantiles for the pooled degrees of freedom.
-* ``se = sigma * sqrt(1/k + 1)``.  Today's runs all come from one process, so
-  they count as one draw of the session-to-session noise however many there
-  are: on this kind of machine a session's offset (CPU calibration, allocator
-  state) persists across its measurements, and extra measurements in the same
-  process cannot average it away.
-
-With ``T = log(1 + threshold)``, ``z_s`` the significance level and ``z_p``
-the power level (defaults 3.09 and 1.28: a false alarm rate of 0.1% per case
-and metric, and 90% power to catch a regression of exactly the threshold):
-
-* **regressed**: ``x >= z_s*se`` (significant; for per-round metrics the
-  one-sided Mann–Whitney U test on the pooled rounds must also give
-  ``p < alpha``, asv's rule), and ``x >= T - z_p*se`` (a regression of the
-  threshold's size is what the data show: the estimate is within the power
-  margin of the threshold or beyond it), and the change exceeds the metric's
-  absolute floor.  ``z_p = 0`` gives asv's strict "ratio above the factor".
-  A regression must also survive ``confirm`` (default 1) extra measurement:
-  every measurement of the session must be beyond the line on its own, so one
-  disturbed measurement cannot fail the run.
-* **improved**: the mirror image.  It never fails the run.
-* **unchanged**: ``|x| < T - z_p*se``: a threshold-size change in either
-  direction is ruled out.
-* **inconclusive**: anything else; it never fails the run.  When the rounds
-  are what is too noisy (the effect is large enough but the Mann–Whitney test
-  is not yet significant), the gate first takes more measurements
-  (``remeasure``, at most ``max_extra_measurements``).  When the session-to-
-  session noise is what is too large, more rounds in this session cannot help;
-  the verdict says which change the case can resolve (``(z_s + z_p) * se``)
-  and that more baseline sessions would narrow it.
+* ``x`` = log of the slowdown between the geometric mean of today's process means and that of the
+  baseline's session means, oriented so that ``x > 0`` is worse.
+* ``sigma`` = the case's session-to-session noise: the variance of the baseline's session means
+  (``k - 1`` degrees of freedom) pooled with the workload's prior (:mod:`loaderbench.gate.priors`,
+  worth the degrees of freedom it was measured with): ``sigma^2 = ((k-1) s^2 + d p^2) / (k-1+d)``;
+  never below what the rounds' own spread implies for one run, nor the metric's ``process_noise``, nor,
+  for TTFB and the epoch stall, the case's throughput noise.  A workload without a prior of its own
+  gets the file's ``[default]`` prior at a weight of a few degrees of freedom, so the user's own
+  sessions decide as soon as there are a few.  On a host the baseline was not recorded on, the prior's
+  between-host noise is added in quadrature.  Without any prior, fewer than ``min_sessions`` sessions
+  cannot fail a run.
+* ``se^2 = sigma^2 (1/k + 1/m) + w^2 / m``, where ``w`` is the standard error of today's run medians
+  implied by their own rounds: an unstable run today (rounds far noisier than the baseline's) widens
+  its own noise, so it is never enough for ``regressed`` on its own.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scipy import stats as sps
 
 from loaderbench import stats
+from loaderbench.decision.job import Decision, decide_job
+from loaderbench.decision.rules import Z_POWER, Evidence, quantile
+from loaderbench.decision.verdict import Verdict, verdict_of
 from loaderbench.gate.priors import Prior
-from loaderbench.gate.verdict import DEFAULT_SETTINGS, Outcome, Settings, Verdict
+from loaderbench.gate.verdict import DEFAULT_SETTINGS, Outcome, Settings
 from loaderbench.measurement import Measurement, sessions
 from loaderbench.metrics import METRICS, Metric
 
@@ -83,7 +54,9 @@ __all__ = [
     "Verdict",
     "compare",
     "critical_values",
+    "evidence",
     "noise",
+    "process_values",
     "resolution",
     "run_noise",
     "session_values",
@@ -172,17 +145,13 @@ def standard_error(metric: Metric, baseline: Sequence[Measurement], *, prior: Pr
     return noise(metric, baseline, prior=prior).se
 
 
-def critical_values(settings: Settings, dof: float) -> tuple[float, float]:
-    """The significance and power multipliers for a noise known with ``dof`` degrees of freedom.
-
-    ``z_significance`` and ``z_power`` are normal quantiles; with the noise estimated from few degrees of
-    freedom the same error rates need Student's t (with 2, 0.1% needs 22.3 standard errors, not 3.09), so a
-    short baseline without a prior flags only large changes instead of raising false alarms.
-    """
-    if dof < 1 or math.isinf(dof):
-        return settings.z_significance, settings.z_power
-    zs = float(sps.t.ppf(sps.norm.cdf(settings.z_significance), dof))
-    zp = float(sps.t.ppf(sps.norm.cdf(settings.z_power), dof))
+def critical_values(settings: Settings, dof: float, *, family: int = 1) -> tuple[float, float]:
+    """The significance and power multipliers for a noise known with ``dof`` degrees of freedom, when the job
+    judges ``family`` hypotheses (the significance level is the job's, Bonferroni-split: what the last of
+    Holm's steps needs).  With few degrees of freedom Student's t is far above the normal, so a short
+    baseline without a prior flags only large changes instead of raising false alarms."""
+    zs = quantile(settings.job_alpha / max(1, family), dof if dof >= 1 else math.inf)
+    zp = quantile(float(sps.norm.sf(settings.z_power)), dof if dof >= 1 else math.inf)
     return zs, zp
 
 
@@ -198,13 +167,84 @@ def resolution(
     *,
     prior: Prior | None = None,
     other_host: bool = False,
+    family: int = 1,
 ) -> float:
-    """The smallest change (as a fraction) that this baseline's noise lets the gate flag (inf: unknown noise)."""
+    """The smallest change (as a fraction) that this baseline's noise lets the gate flag, in a job of
+    ``family`` hypotheses, from one process today (inf: unknown noise)."""
     n = noise(metric, baseline, prior=prior, other_host=other_host)
     if not gates(settings, n):
         return math.inf
-    zs, zp = critical_values(settings, n.dof)
+    zs, zp = critical_values(settings, n.dof, family=family)
     return stats.expm1((zs + zp) * n.se)
+
+
+def process_values(metric: Metric, runs: Sequence[Measurement]) -> list[list[float]]:
+    """Today's log values grouped by process (session tag), in the order the processes first appear."""
+    groups: dict[str, list[float]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(r.session or f"untagged-{i}", []).append(math.log(metric.run_value(r)))
+    return list(groups.values())
+
+
+def evidence(
+    case_id: str,
+    metric: Metric,
+    baseline: Sequence[Measurement],
+    current: Sequence[Measurement],
+    *,
+    threshold: float,
+    settings: Settings = DEFAULT_SETTINGS,
+    prior: Prior | None = None,
+    other_host: bool = False,
+) -> Evidence:
+    """One case and metric against its baseline (see the module docstring)."""
+    base_logs = session_values(metric, baseline)
+    k = len(base_logs)
+    procs = [sum(g) / len(g) for g in process_values(metric, current)]
+    m = len(procs)
+    base, cur = math.exp(sum(base_logs) / k), math.exp(sum(procs) / m)
+    x = math.log(metric.slowdown(base, cur))
+    n = noise(metric, baseline, prior=prior, other_host=other_host)
+    today = _within(metric, current)
+    se = math.sqrt(n.sigma**2 * (1 / k + 1 / m) + today**2 / m)
+    known = gates(settings, n)
+    source = f"{k} baseline session(s){' and the prior' if prior is not None else ''}"
+    if n.other_host:
+        source += "; another host: between-host noise added"
+    note = (
+        source
+        if known
+        else (
+            f"the baseline has {k} recording session(s) and needs {settings.min_sessions} to know this case's noise: "
+            "add sessions with --loader-baseline-save --loader-baseline-append"
+        )
+    )
+    return Evidence(
+        case_id=case_id,
+        metric=metric.name,
+        x=x,
+        se=se,
+        dof=n.dof if n.dof >= 1 else math.inf,
+        threshold=threshold,
+        baseline=base,
+        current=cur,
+        below_floor=metric.min_abs > 0 and abs(cur - base) < metric.min_abs,
+        gated=known,
+        unit=metric.name,
+        note=note,
+    )
+
+
+def confirmed(metric: Metric, e: Evidence, current: Sequence[Measurement]) -> bool:
+    """Whether every process of today, on its own, shows a threshold-sized change beyond the offset the job
+    took (``e`` is the offset-adjusted evidence): one disturbed process cannot carry a regression."""
+    offset = math.log(metric.slowdown(e.baseline, e.current)) - e.x
+    margin = math.log1p(e.threshold) - quantile(float(sps.norm.sf(Z_POWER)), e.dof) * e.se
+    for g in process_values(metric, current):
+        own = math.log(metric.slowdown(e.baseline, math.exp(sum(g) / len(g))))
+        if own - offset < margin:
+            return False
+    return True
 
 
 def compare(
@@ -215,88 +255,50 @@ def compare(
     *,
     threshold: float,
     settings: Settings = DEFAULT_SETTINGS,
-    extra_measurements: int = 0,
     prior: Prior | None = None,
     other_host: bool = False,
+    family: int = 1,
 ) -> Verdict:
-    """Decide one metric of one case (a pure function; see the module docstring)."""
-    sessions = session_values(metric, baseline)
-    k, m = len(sessions), len(current)
-    lc = _log_values(metric, current)
-    base, cur = math.exp(sum(sessions) / k), math.exp(sum(lc) / m)
-    slowdown = metric.slowdown(base, cur)
-    x = math.log(slowdown)
-    n = noise(metric, baseline, prior=prior, other_host=other_host)
-    se = n.se
-    big_t = math.log1p(threshold)
-    zs, zp = critical_values(settings, n.dof)
-    z = x / se
-    known = gates(settings, n)
-    line = max(zs * se, big_t - zp * se) if known else math.inf
-    resolves = stats.expm1((zs + zp) * se) if known else math.inf
-
-    p_value: float | None = None
-    rb = [v for r in baseline for v in metric.run_rounds(r)]
-    rc = [v for r in current for v in metric.run_rounds(r)]
-    if rb and rc:
-        worse_alt, better_alt = ("less", "greater") if metric.higher_is_better else ("greater", "less")
-        alternative = worse_alt if x >= 0 else better_alt
-        p_value = float(sps.mannwhitneyu(rc, rb, alternative=alternative).pvalue)
-    rank_ok = p_value is None or p_value < settings.alpha
-    small_abs = abs(cur - base) < metric.min_abs
-
-    needs_more = False
-    reason = ""
-    outcome: Outcome
-    if small_abs and metric.min_abs > 0:
-        outcome = "unchanged"
-        reason = f"the change is below the {metric.format_value(metric.min_abs)} floor"
-    elif x >= line and min(math.log(metric.slowdown(base, math.exp(v))) for v in lc) < line:
-        outcome = "inconclusive"
-        reason = f"not confirmed: only some of the {m} measurements are beyond the {stats.exp(line):.2f}x line"
-    elif abs(x) >= line and rank_ok:
-        outcome = "regressed" if x > 0 else "improved"
-    elif abs(x) < big_t - zp * se:
-        outcome = "unchanged"
-    else:
-        outcome = "inconclusive"
-        if abs(x) >= line:
-            reason = f"Mann-Whitney p={p_value:.2g} is not below {settings.alpha:g}; more rounds needed"
-            needs_more = x > 0  # more rounds can make the rank test significant
-        elif not known:
-            reason = (
-                f"the baseline has {k} recording session(s) and needs {settings.min_sessions} to know this case's "
-                "noise: add sessions with --loader-baseline-save --loader-baseline-append"
-            )
-        elif resolves > threshold:
-            can = "cannot resolve any change" if resolves > 10 else f"resolves only changes of {resolves:.0%} or more"
-            host = " (another host: between-host noise added)" if n.other_host else ""
-            reason = (
-                f"too noisy: noise ±{se:.1%} from {k} baseline session(s){' and the prior' if prior else ''}{host} "
-                f"{can}, not {threshold:.0%}; next: record more baseline sessions "
-                "(--loader-baseline-save --loader-baseline-append) or compare base and head in one job (--loader-ab)"
-            )
-        else:
-            reason = f"not significant (z={z:.1f} < {zs:.2f}); next: rerun, or record more baseline sessions"
-    if outcome == "regressed" and m < 1 + settings.confirm:
-        needs_more = True  # a regression is reported only once it survives a confirming measurement
-    verdict = Verdict(
-        case_id=case_id,
-        metric=metric.name,
-        outcome=outcome,
-        baseline=base,
-        current=cur,
-        ratio=cur / base,
-        slowdown=slowdown,
-        threshold=threshold,
-        p_value=p_value,
-        z=z,
-        noise=se,
-        resolves=resolves,
-        baseline_sessions=k,
-        current_runs=m,
-        extra_measurements=extra_measurements,
-        reason=reason,
-        needs_more=needs_more,
+    """Decide one metric of one case alone, as one hypothesis of a job of ``family`` (no common offset:
+    one case cannot tell it); a regression seen in fewer than ``1 + settings.confirm`` processes is
+    ``inconclusive`` with ``needs_more`` (it awaits a fresh process)."""
+    e = evidence(
+        case_id, metric, baseline, current, threshold=threshold, settings=settings, prior=prior, other_host=other_host
     )
-    return verdict
+    job = decide_job([e], levels=settings.levels, family=family)
+    d = job.decisions[0]
+    return stored_verdict(d, metric, baseline, current, settings=settings)
+
+
+def stored_verdict(
+    d: Decision, metric: Metric, baseline: Sequence[Measurement], current: Sequence[Measurement], *, settings: Settings
+) -> Verdict:
+    """The stored gate's verdict of decision ``d`` (a :class:`~loaderbench.decision.job.Decision`), with the
+    confirmation rule applied."""
+    e = d.evidence
+    processes = len(process_values(metric, current)) if current else 0
+    whole = math.log(metric.slowdown(e.baseline, e.current)) if e.baseline > 0 and e.current > 0 else 0.0
+    v = verdict_of(
+        d,
+        baseline=e.baseline,
+        current=e.current,
+        offset=whole - e.x,
+        baseline_sessions=len(session_values(metric, baseline)) if baseline else 0,
+        current_runs=processes,
+        extra_measurements=max(0, len(current) - 1),
+    )
+    if v.outcome == "regressed":
+        if processes < 1 + settings.confirm:
+            return replace(
+                v,
+                outcome="inconclusive",
+                needs_more=True,
+                reason="suspected: awaiting confirmation in a fresh process",
+            )
+        if not confirmed(metric, e, current):
+            return replace(
+                v,
+                outcome="inconclusive",
+                reason=f"not confirmed: only some of the {processes} processes show a threshold-sized change",
+            )
+    return v

@@ -21,6 +21,12 @@ File format::
 
     [workload.io]
     samples_per_s = { sigma = 0.025, dof = 20 }
+
+    [offset]          # between-period noise of a run's common offset (drift between recordings)
+    samples_per_s = { sigma = 0.03, dof = 4 }
+
+    [oversubscribed]  # sigma multiplier for configs with more loading processes than CPUs
+    samples_per_s = 2.0
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ from loaderbench.metrics import METRICS
 FALLBACK_SIGMA = 0.10
 FALLBACK_DOF = 10.0
 FALLBACK_BETWEEN_HOSTS = 0.03
+#: The degrees of freedom the ``[default]`` prior is worth at most for a workload without its own (every
+#: user test): a recording of a user's test measures its own noise in a few fresh processes, and a few
+#: sessions of its own outweigh the default.
+DEFAULT_WEIGHT = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +68,42 @@ class NoisePriors:
     default: Mapping[str, Prior] = field(default_factory=dict)
     workloads: Mapping[str, Mapping[str, Prior]] = field(default_factory=dict)
     source: str = "built-in fallback"
+    #: Between-period noise of a run's common offset, per metric (``[offset]``).
+    offsets: Mapping[str, Prior] = field(default_factory=dict)
+    #: Multiplier of a prior's sigma for over-subscribed configs (more loading processes than CPUs).
+    oversubscribed: Mapping[str, float] = field(default_factory=dict)
 
-    def get(self, workload: str, metric: str) -> Prior:
-        """The prior for ``metric`` of ``workload``: the workload's own, else the default's, else the
-        metric its noise follows (TTFB follows throughput), else the wide fallback."""
+    def get(self, workload: str, metric: str, *, oversubscribed: bool = False) -> Prior:
+        """The prior for ``metric`` of ``workload``: the workload's own, else the default's at a weight of
+        :data:`DEFAULT_WEIGHT` degrees of freedom (a user's own sessions outweigh it after a few), else the
+        metric its noise follows (TTFB follows throughput), else the wide fallback.  ``oversubscribed``
+        widens it by the file's ``[oversubscribed]`` factor for the metric."""
+        found = self._find(workload, metric)
+        factor = self.oversubscribed.get(metric, 1.0) if oversubscribed else 1.0
+        return Prior(found.sigma * factor, found.dof, found.between_hosts) if factor != 1.0 else found
+
+    def _find(self, workload: str, metric: str) -> Prior:
         seen: set[str] = set()
         name: str | None = metric
         while name is not None and name not in seen:
             seen.add(name)
-            own = self.workloads.get(workload, {}).get(name) or self.default.get(name)
+            own = self.workloads.get(workload, {}).get(name)
             if own is not None:
                 return own
+            fallback = self.default.get(name)
+            if fallback is not None:
+                return Prior(fallback.sigma, min(fallback.dof, DEFAULT_WEIGHT), fallback.between_hosts)
             name = METRICS[name].noise_from if name in METRICS else None
         floor = METRICS[metric].process_noise if metric in METRICS else 0.0
-        return Prior(max(FALLBACK_SIGMA, floor), FALLBACK_DOF, FALLBACK_BETWEEN_HOSTS)
+        return Prior(max(FALLBACK_SIGMA, floor), DEFAULT_WEIGHT, FALLBACK_BETWEEN_HOSTS)
+
+    def has_own(self, workload: str) -> bool:
+        """Whether ``workload`` has a prior of its own (the suite's workloads; a user's tests do not)."""
+        return bool(self.workloads.get(workload))
+
+    def offset(self, metric: str) -> Prior | None:
+        """The between-period noise of a run's common offset for ``metric`` (``[offset]``), if the file has it."""
+        return self.offsets.get(metric) or self.offsets.get("samples_per_s")
 
 
 def load_priors(path: Path) -> NoisePriors:
@@ -88,7 +120,12 @@ def load_priors(path: Path) -> NoisePriors:
     for name, table in _mapping(data.get("workload", {}), path, "workload").items():
         hosts = _number(_mapping(table, path, name).get("between_hosts", default_hosts), path, f"{name}.between_hosts")
         workloads[str(name)] = _table(table, path, f"workload.{name}", hosts)
-    return NoisePriors(default, workloads, str(path))
+    offsets = _table(data.get("offset", {}), path, "offset", 0.0)
+    over = {
+        str(k): _number(v, path, f"oversubscribed.{k}")
+        for k, v in _mapping(data.get("oversubscribed", {}), path, "oversubscribed").items()
+    }
+    return NoisePriors(default, workloads, str(path), offsets, over)
 
 
 def _table(table: Any, path: Path, where: str, between_hosts: float) -> dict[str, Prior]:

@@ -1,17 +1,28 @@
-"""The gate's state for one session: the baseline it compares against, its verdicts, and the
-extra measurements it takes while a possible regression is undecided.
+"""The gate's state for one session: the baseline it compares against, the cases measured, and at the
+end of the session the job's verdicts.
 
-The decisions themselves are :func:`loaderbench.gate.model.compare`'s; the
-end-of-session text is :mod:`loaderbench.report.verdicts`'s.
+:meth:`Gate.check` keeps each measured case (and returns its provisional verdicts, the case judged
+alone); :meth:`Gate.finalize` decides the whole job at once with the one decision engine
+(:mod:`loaderbench.decision`: Holm over every case and metric, the common offset, the control case),
+and confirms each suspected regression in a fresh process (``confirm``, at most
+``max_extra_measurements`` rounds of it) before it may fail the run.  The end-of-session text is
+:mod:`loaderbench.report.verdicts`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 
+from loaderbench.decision.job import EVERY_CASE, Control, JobDecision, decide_job
+from loaderbench.decision.rules import Evidence
+from loaderbench.decision.verdict import verdict_of
+from loaderbench.engine.control import ControlReading, busier, shift
 from loaderbench.errors import LoaderbenchError, UsageError
-from loaderbench.gate.model import DEFAULT_SETTINGS, Settings, Verdict, compare
-from loaderbench.gate.priors import NoisePriors
+from loaderbench.gate.model import DEFAULT_SETTINGS, Settings, Verdict, evidence, stored_verdict
+from loaderbench.gate.priors import NoisePriors, Prior
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
@@ -19,8 +30,12 @@ from loaderbench.store.baseline import BaselineDoc, BaselineStore
 from loaderbench.store.environment import Environment, changes
 from loaderbench.store.fingerprint import Fingerprint
 
-#: Extra measurements the gate may take per case before it answers ``inconclusive`` (``--loader-max-extra``).
+#: Fresh-process confirmations the gate may take per suspected regression (``--loader-max-extra``).
 DEFAULT_MAX_EXTRA = 3
+#: Metrics whose common offset the control case speaks for (not memory).
+CONTROLLED = frozenset({"samples_per_s", "ttfb_s", "epoch_stall_s", "cpu_s_per_sample", "feed_samples_per_s"})
+#: Measures cases in a fresh process: case ids -> their measurements (absent: not measured).
+Confirm = Callable[[Sequence[str]], Mapping[str, Measurement]]
 
 
 class Gate:
@@ -66,6 +81,13 @@ class Gate:
         self.new_cases: list[str] = []
         self.mismatched: list[str] = []  # cases whose baseline entry has another LoaderConfig
         self.notes: list[str] = []
+        self._current: dict[str, list[Measurement]] = {}  # today's measurements of each compared case
+        self._baselines: dict[str, tuple[Measurement, ...]] = {}
+        self.control: Control | None = None
+        self.control_today: ControlReading | None = None
+        self.load_excess = 0.0
+        self.job: JobDecision | None = None
+        self.lines: list[str] = []  # what the job said about the machine (the common offset), one line each
         save_hint = f"record one with: {record_command}"
         doc = store.load(fingerprint)
         self.doc: BaselineDoc | None = doc
@@ -146,14 +168,11 @@ class Gate:
     def failed(self) -> bool:
         return any(v.failed for v in self._verdicts)
 
-    def check(
-        self, m: Measurement, remeasure: Callable[[], Measurement], *, case_id: str | None = None
-    ) -> list[Verdict]:
-        """Verdicts for every gated metric the case and its baseline both have.
+    def check(self, m: Measurement, *, case_id: str | None = None) -> list[Verdict]:
+        """Keep ``m`` for the job's decision and return its provisional verdicts (the case judged alone, as
+        one hypothesis of a job of its own metrics; :meth:`finalize` decides them for real).
 
-        ``case_id`` overrides ``m.case_id`` as the baseline key (e.g. with a CUDA
-        consumer-spec suffix).  Calls ``remeasure()`` (at most ``max_extra_measurements`` times) while
-        a possible regression is still undecided; its results are pooled.
+        ``case_id`` overrides ``m.case_id`` as the baseline key (e.g. with a CUDA consumer-spec suffix).
         """
         if self.doc is None:
             return []
@@ -162,42 +181,130 @@ class Gate:
         if entry is None:
             self.new_cases.append(cid)
             return []
-        if dict(entry.config) != m.config.as_dict():
+        if not m.config.matches_stored(entry.config):
             self.mismatched.append(cid)
             self.notes.append(f"{cid}: the baseline entry has a different LoaderConfig; not compared (re-record it)")
             return []
-        current = [m]
-        extra = 0
-        while True:
-            verdicts = self._assess(cid, entry.runs, current, extra)
-            if extra >= self.max_extra or not any(v.needs_more for v in verdicts):
-                break
-            try:
-                current.append(remeasure())
-            except LoaderbenchError as exc:
-                self.notes.append(f"{cid}: an extra measurement failed, deciding with what there is: {exc}")
-                break
-            extra += 1
-        self._verdicts.extend(verdicts)
-        return verdicts
+        self._current[cid] = [m]
+        self._baselines[cid] = entry.runs
+        job = decide_job(self._evidence(cid), levels=self.settings.levels)
+        return self._verdicts_of(job, {cid})
 
-    def _assess(
-        self, case_id: str, baseline: Sequence[Measurement], current: Sequence[Measurement], extra: int
-    ) -> list[Verdict]:
+    def _evidence(self, cid: str) -> list[Evidence]:
+        baseline, current = self._baselines[cid], self._current[cid]
         out = []
         for metric in METRICS.values():
-            if not (metric.present(baseline) and metric.present(current)):
+            if not (metric.present(baseline) and metric.present(current)) or not metric.applies(baseline):
                 continue
-            verdict = compare(
-                case_id,
-                metric,
-                baseline,
-                current,
-                threshold=self.thresholds.get(case_id, metric),
-                settings=self.settings,
-                extra_measurements=extra,
-                prior=self.priors.get(baseline[0].workload, metric.name) if self.priors is not None else None,
-                other_host=self.other_host,
+            out.append(
+                evidence(
+                    cid,
+                    metric,
+                    baseline,
+                    current,
+                    threshold=self.thresholds.get(cid, metric),
+                    settings=self.settings,
+                    prior=self._prior(baseline[0], metric.name),
+                    other_host=self.other_host,
+                )
             )
-            out.append(verdict)
         return out
+
+    def _prior(self, m: Measurement, metric: str) -> Prior | None:
+        if self.priors is None:
+            return None
+        return self.priors.get(m.workload, metric, oversubscribed=m.config.loading_processes > m.cpus)
+
+    def _verdicts_of(self, job: JobDecision, cases: set[str] | None = None) -> list[Verdict]:
+        out = []
+        for d in job.decisions:
+            cid = d.evidence.case_id
+            if cid == EVERY_CASE:
+                out.append(verdict_of(d, baseline=d.evidence.baseline, current=d.evidence.current))
+                continue
+            if cases is not None and cid not in cases:
+                continue
+            metric = METRICS[d.evidence.metric]
+            out.append(stored_verdict(d, metric, self._baselines[cid], self._current[cid], settings=self.settings))
+        return out
+
+    def offset_sigma(self) -> dict[str, float]:
+        """Each metric's between-period noise of a run's common offset (log sd): the spread of the baseline's
+        session offsets (the median over cases of each session's deviation from the case's mean), pooled
+        with the priors' ``[offset]`` figure; widened by how much busier the machine is than at recording."""
+        out: dict[str, float] = {}
+        for metric in METRICS.values():
+            per_session: dict[str, list[float]] = {}
+            for runs in self._baselines.values():
+                if not metric.present(runs):
+                    continue
+                by: dict[str, list[float]] = {}
+                for r in runs:
+                    by.setdefault(r.session, []).append(math.log(metric.run_value(r)))
+                means = {sid: statistics.fmean(v) for sid, v in by.items()}
+                centre = statistics.fmean(means.values())
+                for sid, v in means.items():
+                    per_session.setdefault(sid, []).append(v - centre)
+            offs = [statistics.median(v) for v in per_session.values()]
+            prior = self.priors.offset(metric.name) if self.priors is not None else None
+            k = len(offs)
+            s2 = statistics.variance(offs) if k >= 2 else 0.0
+            p, d = (prior.sigma, prior.dof) if prior is not None else (0.03, 4.0)
+            sigma2 = ((k - 1) * s2 + d * p * p) / (max(0, k - 1) + d) if k >= 1 else p * p
+            out[metric.name] = math.sqrt(sigma2 * (1 + 1 / max(1, k))) * (1 + self.load_excess)
+        return out
+
+    def use_control(self, today: ControlReading | None) -> None:
+        """Compare today's control reading with the baseline's recorded ones (before :meth:`finalize`)."""
+        self.control_today = today
+        if today is None or self.doc is None:
+            return
+        recorded = [
+            r for r in (ControlReading.from_calibration(s.calibration) for s in self.doc.sessions.values()) if r
+        ]
+        self.control = shift(recorded, today)
+        self.load_excess = busier(recorded, today) if recorded else 0.0
+        if self.load_excess >= 0.25:
+            self.notes.append(
+                f"this machine is busier than when the baseline was recorded (load per CPU and stolen time "
+                f"+{self.load_excess:.2f}): every noise figure is widened {1 + self.load_excess:.2f}x, and a "
+                "regression here may be the load's; rerun on a quiet machine to be sure"
+            )
+
+    def finalize(self, confirm: Confirm | None = None) -> JobDecision | None:
+        """Decide the job: every kept case and metric together (see the module docstring).  A suspected
+        regression is measured again in a fresh process by ``confirm`` (None: it stays ``inconclusive``)."""
+        if self.doc is None or not self._current:
+            return None
+        extra = 0
+        while True:
+            found = [e for cid in self._current for e in self._evidence(cid)]
+            scaled = [dataclasses.replace(e, se=e.se * (1 + self.load_excess)) for e in found]
+            job = decide_job(
+                scaled,
+                levels=self.settings.levels,
+                offset_sigma=self.offset_sigma(),
+                control=self.control,
+                controlled=CONTROLLED,
+            )
+            verdicts = self._verdicts_of(job)
+            suspects = sorted({v.case_id for v in verdicts if v.needs_more})
+            if not suspects or confirm is None or extra >= self.max_extra:
+                break
+            try:
+                fresh = confirm(suspects)
+            except LoaderbenchError as exc:
+                self.notes.append(f"confirming {', '.join(suspects)} in a fresh process failed: {exc}")
+                break
+            extra += 1
+            for cid in suspects:
+                if cid in fresh:
+                    self._current[cid].append(fresh[cid])
+                else:
+                    self.notes.append(f"{cid}: the fresh process did not measure it; deciding with what there is")
+            if not any(cid in fresh for cid in suspects):
+                break
+        self.job = job
+        self.lines = list(job.lines)
+        self._verdicts = verdicts
+        return job

@@ -20,8 +20,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from loaderbench.ab.process import run_grouped
-from loaderbench.ab.records import ChildSpec, read_records
+from loaderbench.ab.records import TEST_PREFIX, ChildSpec, read_records
+from loaderbench.engine.cases import Case
 from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
 from loaderbench.errors import UsageError
 from loaderbench.measurement import Measurement
@@ -57,3 +60,30 @@ def fresh_process(spec: ChildSpec, requests: Mapping[str, str], case_ids: Sequen
         return {wanted[k]: m for k, m in out.measurements.items() if k in wanted}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def request_of(case: Case) -> str:
+    """What a fresh process is asked for to measure ``case`` again: the tier's case id, or a user's
+    ``loader_benchmark`` test by its node id (the test running now)."""
+    if case.workload.kind != "user":
+        return case.id
+    current = os.environ.get("PYTEST_CURRENT_TEST", "")
+    return TEST_PREFIX + current.rsplit(" (", 1)[0] if current else case.id
+
+
+def child_spec(config: pytest.Config, scenarios: Path, ranks: int) -> ChildSpec:
+    """This run's selection as the A/B child protocol's spec (for a fresh confirming process)."""
+    opt = config.option
+    timeout = opt.loader_batch_timeout
+    return ChildSpec(
+        scenarios=str(scenarios.resolve()),
+        tier=opt.loader_tier,
+        device=opt.loader_device,
+        rounds=opt.loader_rounds,
+        round_s=opt.loader_round_seconds,
+        batch_timeout_s=timeout if math.isfinite(timeout) else None,
+        workloads=tuple(opt.loader_workloads.split(",")) if opt.loader_workloads else None,
+        config=opt.loader_config,
+        rootdir=str(config.rootpath),
+        ranks=ranks,
+    )

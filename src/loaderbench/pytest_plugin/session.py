@@ -14,9 +14,8 @@ import pytest
 from loaderbench import suite
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.spec import fork_hazard, parent_cuda_initialized
-from loaderbench.engine import allocator
+from loaderbench.engine import allocator, control
 from loaderbench.engine.cases import Case, run_case
-from loaderbench.engine.consumers import default_runner
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import Tier, build_tier, explicit_tier
 from loaderbench.engine.tiers import with_ranks as ranked_cases
@@ -28,6 +27,7 @@ from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
+from loaderbench.pytest_plugin.confirm import child_spec, fresh_process, request_of
 from loaderbench.ranks.launch import OTHER_NODE
 from loaderbench.report.format import fmt_change
 from loaderbench.report.terminal import verdict_texts
@@ -116,6 +116,9 @@ class LoaderbenchSession:
         self.save_note: str = ""
         self.calibration_note: str = ""
         self.malloc: str = ""
+        self.control: control.ControlReading | None = None
+        self._requests: dict[str, str] = {}  # gate case id -> what a fresh process is asked to measure
+        self._extra_infos: dict[str, dict[str, Any]] = {}
         if not self.enabled:
             return
         if (self.append or self.prune) and not self.saving:
@@ -129,7 +132,7 @@ class LoaderbenchSession:
             if opt.loader_config:
                 tier = explicit_tier(tier, workloads, LoaderConfig.from_id(opt.loader_config))
             tier = with_ranks(tier, self.ranks)
-            self.fingerprint = fingerprint.current()
+            self.fingerprint = fingerprint.current(simulated_gpu=bool(getattr(opt, "loader_simulated_gpu", False)))
             packages = [p.strip() for p in opt.loader_env_packages.split(",") if p.strip()]
             self.environment = environment.current(packages=packages, repo=root)
             self.priors = load_priors(suite.local_or_packaged(root, suite.NOISE))
@@ -152,6 +155,8 @@ class LoaderbenchSession:
         except LoaderbenchError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.tier = tier
+        if not opt.collectonly:
+            self.control = control.measure()  # the control case, before any loader ran
 
     def _reuse_calibration(self, doc: BaselineDoc | None) -> None:
         """Run the cpu workload with the baseline's spin calibration, when it recorded one: a process whose own
@@ -225,17 +230,25 @@ class LoaderbenchSession:
             hazard = fork_hazard(case.config)
             if hazard:
                 benchmark.extra_info["warnings"] = [*benchmark.extra_info.get("warnings", []), hazard]
+        self._requests[m.case_id] = request_of(case)
         if self.gate is not None and self.gate.active:
-            # extra measurements use the plain runner, so they stay out of pytest-benchmark's stats
-            verdicts = self.gate.check(m, lambda: run_case(case, self.plan, runner=default_runner))
+            # provisional (the case alone); finish() replaces them with the job's verdicts
+            verdicts = self.gate.check(m)
             benchmark.extra_info["gate"] = [v.as_dict() for v in verdicts]
+            self._extra_infos[m.case_id] = benchmark.extra_info
         self.measurements.append(m)
         return m
 
     # --- end of session ---------------------------------------------------------------------
     def finish(self, interrupted: bool) -> None:
-        """Record the baseline (never after an interrupted run) and return."""
-        if not (self.enabled and self.saving):
+        """Decide the job (the gate, with the control case and fresh-process confirmations) or record the
+        baseline (never after an interrupted run)."""
+        if not self.enabled or self.tier is None:
+            return
+        if not interrupted and self.measurements:
+            self.control = self.control.merged(control.measure()) if self.control is not None else control.measure()
+        if not self.saving:
+            self._decide(interrupted)
             return
         if interrupted:
             self.save_note = "the run was interrupted: the baseline was not touched"
@@ -245,6 +258,8 @@ class LoaderbenchSession:
             return
         try:
             calibration = {SPIN_CALIBRATION: spin_loops_per_s()} if calibrated() else {}
+            if self.control is not None:
+                calibration.update(self.control.as_calibration())
             self.saved = self.store.record(
                 self.fingerprint,
                 self.measurements,
@@ -265,6 +280,18 @@ class LoaderbenchSession:
             "session (--loader-baseline-save --loader-baseline-append, in a separate run) narrows the noise to the "
             "case's own."
         )
+
+    def _decide(self, interrupted: bool) -> None:
+        gate = self.gate
+        if gate is None or not gate.active or interrupted:
+            return
+        gate.use_control(self.control)
+        spec = child_spec(self.config, self.scenarios_path, self.ranks)
+        gate.finalize(confirm=lambda ids: fresh_process(spec, self._requests, ids))
+        for v in gate.verdicts:
+            info = self._extra_infos.get(v.case_id)
+            if info is not None:
+                info["gate"] = [w.as_dict() for w in gate.verdicts if w.case_id == v.case_id]
 
     def _sessions(self) -> str:
         """How many recording sessions the saved cases now hold: ``3``, or ``1 to 3``."""

@@ -47,10 +47,10 @@ from loaderbench.cuda import rates as cm
 from loaderbench.cuda.nvml import NvmlSampler
 from loaderbench.cuda.ops import SIMULATED_SUFFIX
 from loaderbench.errors import InvalidConfig, NotMeasured
+from loaderbench.testing.simulated_nvml import SIMULATED_GPU_UUID, simulated_pynvml
 
 #: The GPU model a simulated run reports: in ``gpu_name`` and in the baseline fingerprint's GPU list.
 SIMULATED_GPU_NAME = "loaderbench simulated GPU"
-SIMULATED_GPU_UUID = "GPU-loaderbench-simulated-0"
 #: Appended to the consumer id, and so to every case id, of a case run on the simulated device.
 SIMULATED_ID = SIMULATED_SUFFIX
 #: The calls ``fail_at`` can name.
@@ -305,8 +305,6 @@ class SimulatedGpu:
         self.reserved = self.allocated
 
     def nvml_sampler(self, index: int, uuid: str | None, interval_s: float) -> NvmlSampler:
-        from loaderbench.testing.simulated_nvml import simulated_pynvml
-
         return NvmlSampler(
             index=index, uuid=uuid, interval_s=interval_s, clock=self._clock, loader=lambda: simulated_pynvml(self)
         )

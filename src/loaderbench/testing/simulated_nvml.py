@@ -18,6 +18,8 @@ UTIL_WINDOW_S = 1 / 6
 PCIE_WINDOW_S = 0.02
 _RX = 1
 PCIE_GENERATION, PCIE_WIDTH = 3, 16
+#: The simulated device's UUID, as NVML and the consumer see it.
+SIMULATED_GPU_UUID = "GPU-loaderbench-simulated-0"
 
 
 def _overlap(start: float, end: float, lo: float, hi: float) -> float:
@@ -44,8 +46,6 @@ def pcie_rx_kb_per_s(gpu: SimulatedGpu, window_s: float = PCIE_WINDOW_S) -> floa
 
 def simulated_pynvml(gpu: SimulatedGpu) -> types.ModuleType:
     """A module with the handful of ``pynvml`` calls :class:`~loaderbench.cuda.nvml.NvmlSampler` makes."""
-    from loaderbench.testing.simulated_gpu import SIMULATED_GPU_UUID
-
     mod = types.ModuleType("pynvml_simulated")
 
     def handle_by_uuid(uuid: str) -> object:
