@@ -1,0 +1,76 @@
+"""The one decision engine on synthetic evidence with known answers: Holm's procedure, the common offset,
+the control case, the noise check, and the job-level false-red rate by seeded simulation."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from loaderbench.decision.job import EVERY_CASE, Control, decide_job, holm_levels
+from loaderbench.decision.rules import Evidence
+
+
+def ev(case: str, x: float, se: float = 0.02, *, threshold: float = 0.10) -> Evidence:
+    base = 1000.0
+    return Evidence(case, "samples_per_s", x, se, math.inf, threshold, base, base / math.exp(x), unit="samples_per_s")
+
+
+def test_holm_steps_down_and_stops_at_the_first_acceptance() -> None:
+    rejected, levels = holm_levels([0.001, 0.04, 0.012, 0.5], 0.05)
+    assert levels == pytest.approx([0.05 / 4, 0.05 / 2, 0.05 / 3, 0.05 / 1])
+    assert rejected == [True, False, True, False]  # 0.012 <= 0.05/3, then 0.04 > 0.05/2 stops it
+
+
+def test_a_job_of_many_unchanged_cases_never_goes_red_at_the_per_test_level() -> None:
+    """140 hypotheses of pure noise, 300 seeded jobs: Holm keeps red jobs near 1%, not the ~13% a per-test
+    0.1% level would give."""
+    red = 0
+    for seed in range(300):
+        rng = random.Random(seed)
+        job = decide_job([ev(f"c{i}", rng.gauss(0, 0.02)) for i in range(140)])
+        red += bool(job.regressed)
+    assert red <= 9  # 1% of 300 is 3; the binomial's 99.9% bound is 9
+
+
+def test_a_real_regression_among_many_is_found() -> None:
+    rng = random.Random(1)
+    cases = [ev(f"c{i}", rng.gauss(0, 0.02)) for i in range(30)] + [ev("slow", math.log(1.5))]
+    job = decide_job(cases, offset_sigma={"samples_per_s": 0.03})
+    assert [d.evidence.case_id for d in job.regressed] == ["slow"]
+
+
+def test_a_machine_that_moved_with_its_control_is_one_line_not_many_reds() -> None:
+    rng = random.Random(2)
+    shift = math.log(1.2)  # every case 20% slower, and the control too
+    cases = [ev(f"c{i}", shift + rng.gauss(0, 0.02)) for i in range(30)]
+    job = decide_job(
+        cases,
+        offset_sigma={"samples_per_s": 0.03},
+        control=Control(shift, 0.02, "spin 1.20x slower"),
+        controlled=frozenset({"samples_per_s"}),
+    )
+    assert not job.regressed
+    assert any("moved as much" in line for line in job.lines)
+
+
+def test_every_loader_slower_while_the_control_held_fails_as_one_verdict() -> None:
+    rng = random.Random(3)
+    shift = math.log(1.3)  # a torch upgrade slows every fetch; the machine did not change
+    cases = [ev(f"c{i}", shift + rng.gauss(0, 0.02)) for i in range(30)]
+    job = decide_job(
+        cases,
+        offset_sigma={"samples_per_s": 0.03},
+        control=Control(0.0, 0.02, "unchanged"),
+        controlled=frozenset({"samples_per_s"}),
+    )
+    assert [d.evidence.case_id for d in job.regressed] == [EVERY_CASE]
+
+
+def test_cases_scattering_more_than_their_model_widen_every_noise_figure() -> None:
+    rng = random.Random(4)
+    cases = [ev(f"c{i}", rng.gauss(0, 0.08)) for i in range(40)]  # the model says 2%, the run shows 8%
+    job = decide_job(cases, offset_sigma={"samples_per_s": 0.03})
+    assert job.offsets[0].scale > 2.5
+    assert not job.regressed
