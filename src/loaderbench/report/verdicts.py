@@ -23,6 +23,7 @@ def summary_lines(gate: Gate) -> list[str]:
     lines = [f"loaderbench gate: {gate.status()}"]
     if gate.doc is None:
         return lines
+    lines.extend(gate.lines)  # the run's common offset and the control case, one line each
     verdicts = gate.verdicts
     regressed = [v for v in verdicts if v.outcome == "regressed"]
     if regressed:
