@@ -30,6 +30,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loaderbench import suite
+from loaderbench.config import LoaderConfig
+from loaderbench.cuda.ops import measure_h2d_limit_bytes_per_s
+from loaderbench.cuda.spec import CudaSpec
+from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.plan import Plan
+from loaderbench.engine.workloads import load_scenarios
+from loaderbench.errors import InvalidConfig, LoaderbenchError
+from loaderbench.pipelines.registry import unavailable_reason
+from loaderbench.ranks.launch import launch
+from loaderbench.testing.simulated_gpu import SimulatedGpu, SimulatedGpuSpec
+from loaderbench.testing.simulated_nvml import simulated_pynvml
+
 #: The whole check's budget, and each step's share of it (seconds).
 BUDGET_S = 480.0
 STEP_LIMIT_S = {"unit": 120.0, "smoke": 200.0, "h2d": 40.0, "nccl": 90.0, "decode": 120.0}
@@ -53,17 +66,12 @@ def pcie_spec_bytes_per_s(generation: int, width: int) -> float | None:
 
 def step_h2d(simulated: bool) -> dict[str, Any]:
     if simulated:
-        from loaderbench.testing.simulated_gpu import SimulatedGpu
-        from loaderbench.testing.simulated_nvml import simulated_pynvml
-
         gpu = SimulatedGpu()
         limits = {str(n): gpu.h2d_limit(n * MiB, 0) for n in (1, 16, 256)}
         nvml, handle, name = simulated_pynvml(gpu), gpu, gpu.gpu(0)[0]
     else:
         import pynvml  # type: ignore[import-not-found,unused-ignore]
         import torch
-
-        from loaderbench.cuda.ops import measure_h2d_limit_bytes_per_s
 
         limits = {str(n): measure_h2d_limit_bytes_per_s(n * MiB, 0) for n in (1, 16, 256)}
         name = torch.cuda.get_device_name(0)
@@ -90,8 +98,6 @@ def step_h2d(simulated: bool) -> dict[str, Any]:
 
 
 def _run_cases(cases: list[Any], plan: Any) -> dict[str, Any]:
-    from loaderbench.engine.cases import run_case
-    from loaderbench.errors import LoaderbenchError
 
     out: dict[str, Any] = {}
     for case in cases:
@@ -103,8 +109,6 @@ def _run_cases(cases: list[Any], plan: Any) -> dict[str, Any]:
 
 
 def _workload(name: str) -> Any:
-    from loaderbench import suite
-    from loaderbench.engine.workloads import load_scenarios
 
     return load_scenarios(suite.local_or_packaged(Path.cwd(), suite.WORKLOADS))[name]
 
@@ -112,11 +116,6 @@ def _workload(name: str) -> Any:
 def step_nccl(simulated: bool) -> dict[str, Any]:
     if simulated:
         return {"skipped": "the simulated device has no NCCL: this step runs on a GPU machine only"}
-    from loaderbench.config import LoaderConfig
-    from loaderbench.cuda.spec import CudaSpec
-    from loaderbench.engine.cases import Case
-    from loaderbench.engine.plan import Plan
-    from loaderbench.ranks.launch import launch
 
     w = _workload("transfer")
     config = LoaderConfig(
@@ -128,13 +127,6 @@ def step_nccl(simulated: bool) -> dict[str, Any]:
 
 
 def step_decode(simulated: bool, quick: bool) -> dict[str, Any]:
-    from loaderbench.config import LoaderConfig
-    from loaderbench.cuda.spec import CudaSpec
-    from loaderbench.engine.cases import Case
-    from loaderbench.engine.plan import Plan
-    from loaderbench.errors import InvalidConfig
-    from loaderbench.pipelines.registry import unavailable_reason
-    from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
 
     w = _workload("decode")
     workers = 0 if quick else 4
