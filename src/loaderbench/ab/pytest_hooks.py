@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import pytest
 from loaderbench.ab.child import select_cases
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.process import check_interpreter, probe
-from loaderbench.ab.records import BASE_ENVIRON, TEST_PREFIX, ChildSpec
+from loaderbench.ab.records import BASE_ENVIRON, TEST_PREFIX
 from loaderbench.ab.render import markdown_section, progress_line, representatives, summary_lines, verdict_texts
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.cuda.spec import cuda_available
@@ -40,6 +39,7 @@ from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
+from loaderbench.pytest_plugin.confirm import child_spec
 from loaderbench.report.files import write_report_files
 from loaderbench.suite import NOISE, WORKLOADS, local_or_packaged
 
@@ -79,19 +79,7 @@ class ABSession:
         self.label = f"--loader-ab={opt.loader_ab}"
         root = Path(str(config.rootpath))
         scenarios = Path(opt.loader_scenarios) if opt.loader_scenarios else local_or_packaged(root, WORKLOADS)
-        timeout = opt.loader_batch_timeout
-        spec = ChildSpec(
-            scenarios=str((self.cwd / scenarios).resolve()),
-            tier=opt.loader_tier,
-            device=opt.loader_device,
-            rounds=opt.loader_rounds,
-            round_s=opt.loader_round_seconds,
-            batch_timeout_s=timeout if math.isfinite(timeout) else None,
-            workloads=tuple(opt.loader_workloads.split(",")) if opt.loader_workloads else None,
-            config=opt.loader_config,
-            rootdir=str(root),
-            ranks=getattr(opt, "loader_ranks", 1),
-        )
+        spec = child_spec(config, self.cwd / scenarios, getattr(opt, "loader_ranks", 1))
         self.skipped: list[str] = []
         self.skip_reason = ""
         try:
