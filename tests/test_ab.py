@@ -30,7 +30,7 @@ from loaderbench.engine.workloads import CALIBRATION_ENV
 #: A stand-in for ``ARM -m loaderbench.ab.child SPEC RECORDS``: writes records of the protocol with
 #: samples/s from $FAKE_SPEED (case -> factor for this arm), a drift per child slot, and a log of its runs.
 FAKE_CHILD = """
-import json, math, os, random, sys, time
+import json, math, os, random, sys, time, zlib
 assert sys.argv[1:3] == ["-m", "loaderbench.ab.child"], sys.argv
 spec = json.load(open(sys.argv[3]))
 arm, log = os.environ["FAKE_ARM"], os.environ["FAKE_LOG"]
@@ -53,7 +53,7 @@ for case in spec["cases"]:
     if case == os.environ.get("FAKE_FAIL"):
         put({"type": "failure", "case_id": case, "message": f"{case}: the dataset raised in the {arm} arm"})
         continue
-    rng = random.Random(hash((case, slot)) & 0xFFFF)
+    rng = random.Random(zlib.crc32(f"{case}:{slot}".encode()))  # not hash(): it is salted per process
     noise = float(os.environ.get("FAKE_NOISE_" + case, "0.002"))
     value = 1000.0 * speed.get(case, 1.0) * math.exp(-drift * slot + rng.gauss(0, noise))
     record = {"workload": case, "device": "cpu", "config": {}, "rounds": {"samples_per_s": [value] * 3}}
