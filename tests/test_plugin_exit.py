@@ -67,6 +67,20 @@ def test_require_baseline_passes_once_recorded(project: pytest.Pytester) -> None
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
 
 
+def test_a_run_comparing_fewer_cases_than_it_measured_says_so_on_its_last_line(project: pytest.Pytester) -> None:
+    assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK  # w0-bs8 only
+    project.makefile(".toml", workloads=SCENARIO.format(tiers='["smoke"]').replace("tiny-io", "other-io"))
+    both = project.path / "both.toml"
+    both.write_text((project.path / "workloads.toml").read_text() + SCENARIO.format(tiers='["smoke"]'))
+    result = run(project, "--loader-scenarios=both.toml")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert "2 passed, 1 not compared" in result.stdout.lines[-1]
+    result = run(project, "--loader-scenarios=both.toml", "--loader-require-baseline")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    assert "1 not compared" in result.stdout.lines[-1]
+    result.stdout.fnmatch_lines(["*--loader-require-baseline: 1 case(s) have no matching baseline entry (other-io-*"])
+
+
 def test_a_selection_with_no_case_exits_5_with_the_reason(project: pytest.Pytester) -> None:
     project.makefile(".toml", workloads=SCENARIO.format(tiers='["full"]'))
     result = project.runpytest_subprocess("--benchmark", "--loader-scenarios=workloads.toml", "-p", "no:cacheprovider")

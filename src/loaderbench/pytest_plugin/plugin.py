@@ -211,6 +211,7 @@ def _finish(session: pytest.Session, exitstatus: int) -> None:
         session.shouldfail = s.nothing_ran
         return
     exits.fail_run(session, s.run_failures())
+    exits.note_run(session, s.shortfall())
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

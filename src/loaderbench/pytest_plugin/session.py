@@ -359,6 +359,15 @@ class LoaderbenchSession:
                 )
         return out
 
+    def shortfall(self) -> list[tuple[str, int]]:
+        """What pytest's last line must say although the run passes: measured cases that a baseline was
+        found for but could not be compared (no entry, or another config).  ``--loader-require-baseline``
+        turns the same shortfall into a failure (:meth:`run_failures`) instead."""
+        if self.saving or self.require_baseline or self.gate is None or not self.gate.active:
+            return []
+        uncompared = self.gate.uncompared()
+        return [("not compared", len(uncompared))] if uncompared else []
+
     def verdicts(self) -> tuple[Verdict, ...]:
         return self.gate.verdicts if self.gate is not None else ()
 
