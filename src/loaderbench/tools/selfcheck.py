@@ -130,6 +130,7 @@ def _session(job: dict[str, Any]) -> dict[str, Any]:
                 return m
 
             t0 = time.perf_counter()
+
             def confirm(ids: Sequence[str], cid: str = first.case_id, again: Any = timed) -> dict[str, Measurement]:
                 return {cid: again()}
 
