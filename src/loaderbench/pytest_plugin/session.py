@@ -21,15 +21,15 @@ from loaderbench.engine.tiers import Tier, build_tier, explicit_tier
 from loaderbench.engine.tiers import with_ranks as ranked_cases
 from loaderbench.engine.workloads import calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import CaseFailed, LoaderbenchError
-from loaderbench.gate.model import Verdict, resolution
+from loaderbench.gate.model import Verdict
 from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
+from loaderbench.gate.verdict import DEFAULT_SETTINGS
 from loaderbench.measurement import Measurement
-from loaderbench.metrics import METRICS
 from loaderbench.pytest_plugin.confirm import child_spec, fresh_process, request_of
+from loaderbench.pytest_plugin.recording import add_noise_sessions, resolution_note, sessions_held
 from loaderbench.ranks.launch import OTHER_NODE
-from loaderbench.report.format import fmt_change
 from loaderbench.report.terminal import verdict_texts
 from loaderbench.report.verdicts import summary_lines
 from loaderbench.store import environment, fingerprint
@@ -272,11 +272,24 @@ class LoaderbenchSession:
             self.save_failed = True
             self.save_note = f"the baseline was NOT saved (the run fails): {exc}"
             return
+        own = [m.case_id for m in self.measurements if not self.priors.has_own(m.workload)]
+        noise_note = add_noise_sessions(
+            self.store,
+            self.fingerprint,
+            own,
+            lambda ids: fresh_process(child_spec(self.config, self.scenarios_path, self.ranks), self._requests, ids),
+            min_sessions=DEFAULT_SETTINGS.min_sessions,
+            environment=self.environment,
+            calibration=calibration,
+        )
         how = "added a session to" if self.append else "recorded"
+        resolves = resolution_note(self.store, self.fingerprint, self.measurements, self.priors)
         self.save_note = (
             f"{how} {len(self.measurements)} case(s) in {self.saved}"
             + (" (pruned cases absent from this run)" if self.prune else "")
-            + f"; its cases now hold {self._sessions()} recording session(s). {self._resolution()} Each further "
+            + (f"; {noise_note}" if noise_note else "")
+            + f"; its cases now hold {sessions_held(self.store, self.fingerprint)} recording session(s). "
+            + f"{resolves} Each further "
             "session (--loader-baseline-save --loader-baseline-append, in a separate run) narrows the noise to the "
             "case's own."
         )
@@ -292,36 +305,6 @@ class LoaderbenchSession:
             info = self._extra_infos.get(v.case_id)
             if info is not None:
                 info["gate"] = [w.as_dict() for w in gate.verdicts if w.case_id == v.case_id]
-
-    def _sessions(self) -> str:
-        """How many recording sessions the saved cases now hold: ``3``, or ``1 to 3``."""
-        doc = self.store.load(self.fingerprint)
-        counts = sorted({e.sessions for e in doc.cases.values()}) if doc is not None else [0]
-        return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
-
-    def _resolution(self) -> str:
-        """What the gate can now resolve on the saved cases: the smallest samples/s change it could flag."""
-        doc = self.store.load(self.fingerprint)
-        metric = METRICS["samples_per_s"]
-        figures = []
-        for m in self.measurements:
-            entry = doc.cases.get(m.case_id) if doc is not None else None
-            if entry is not None and metric.present(entry.runs):
-                prior = self.priors.get(m.workload, metric.name)
-                figures.append(resolution(metric, entry.runs, prior=prior))
-        known = sorted(f for f in figures if fmt_change(f)[0].isdigit())
-        if not known:
-            return (
-                "The gate cannot resolve a samples/s change on them yet (noise unknown or too large): "
-                "record more sessions."
-            )
-        span = fmt_change(known[0]) if known[0] == known[-1] else f"{fmt_change(known[0])} to {fmt_change(known[-1])}"
-        rest = len(figures) - len(known)
-        cannot = f"; {rest} case(s) cannot resolve one yet (too noisy)" if rest else ""
-        return (
-            f"The gate is active for them: it can now resolve samples/s changes of {span} or more "
-            f"(threshold {fmt_change(metric.threshold)}){cannot}."
-        )
 
     @property
     def failed_gate(self) -> bool:

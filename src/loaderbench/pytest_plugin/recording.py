@@ -1,0 +1,126 @@
+"""Recording a baseline for tests that have no noise prior of their own: their noise is measured, not assumed.
+
+The suite's own workloads come with a measured between-process noise prior (``noise.toml``), so one
+recorded session is enough to judge them.  A user's ``loader_benchmark`` test has none: judged by the
+wide default prior, a 1-session baseline resolves only very large changes.  So when a save leaves such a
+case with fewer than ``min_sessions`` sessions, :func:`add_noise_sessions` measures it again in fresh
+processes (where the between-process noise lives) and appends each as a recording session of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+from loaderbench.errors import LoaderbenchError
+from loaderbench.gate.model import resolution
+from loaderbench.gate.priors import NoisePriors
+from loaderbench.measurement import Measurement
+from loaderbench.metrics import METRICS
+from loaderbench.report.format import fmt_change
+from loaderbench.store.baseline import BaselineStore
+from loaderbench.store.environment import Environment
+from loaderbench.store.fingerprint import Fingerprint
+
+#: At most this many fresh processes are added at one save (each measures every case that needs it).
+NOISE_PROCESSES = 2
+
+
+def needing_noise(store: BaselineStore, fp: Fingerprint, case_ids: Sequence[str], *, min_sessions: int) -> list[str]:
+    """Those of ``case_ids`` whose stored entry holds fewer than ``min_sessions`` sessions."""
+    doc = store.load(fp)
+    if doc is None:
+        return []
+    return [c for c in case_ids if c in doc.cases and doc.cases[c].sessions < min_sessions]
+
+
+def add_noise_sessions(
+    store: BaselineStore,
+    fp: Fingerprint,
+    case_ids: Sequence[str],
+    measure: Callable[[Sequence[str]], Mapping[str, Measurement]],
+    *,
+    min_sessions: int,
+    environment: Environment,
+    calibration: Mapping[str, float],
+    processes: int = NOISE_PROCESSES,
+) -> str:
+    """Measure ``case_ids`` in up to ``processes`` fresh processes (``measure``), appending each process as
+    a session, until each holds ``min_sessions``.  Returns a note for the save line ("" when none ran)."""
+    added = 0
+    for _ in range(processes):
+        todo = needing_noise(store, fp, case_ids, min_sessions=min_sessions)
+        if not todo:
+            break
+        try:
+            measured = measure(todo)
+        except LoaderbenchError as exc:
+            return f"measuring their noise in a fresh process failed ({exc}); they gate on the default prior"
+        if not measured:
+            break
+        keys = list(measured)
+        try:
+            store.record(
+                fp,
+                [measured[k] for k in keys],
+                append=True,
+                case_ids=keys,
+                environment=environment,
+                calibration=calibration,
+            )
+        except LoaderbenchError as exc:
+            return f"their fresh-process session was not saved ({exc}); they gate on what is recorded"
+        added += 1
+    if not added:
+        return ""
+    return (
+        f"{len(case_ids)} case(s) without a noise prior of their own ({', '.join(case_ids)}) were measured "
+        f"again in {added} fresh process(es), each a recording session, so the gate judges them by their own "
+        "between-process noise"
+    )
+
+
+def sessions_held(store: BaselineStore, fp: Fingerprint) -> str:
+    """How many recording sessions the stored cases hold: ``3``, or ``1 to 3``."""
+    doc = store.load(fp)
+    counts = sorted({e.sessions for e in doc.cases.values()}) if doc is not None else [0]
+    return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
+
+
+def resolution_note(store: BaselineStore, fp: Fingerprint, saved: Sequence[Measurement], priors: NoisePriors) -> str:
+    """What the gate can now resolve on the ``saved`` cases (the smallest samples/s change it could flag),
+    and, where that is above the threshold, plainly that it cannot yet and about how many sessions it takes
+    (the noise of a mean shrinks as 1/sqrt(sessions))."""
+    doc = store.load(fp)
+    metric = METRICS["samples_per_s"]
+    entries = [(m.workload, doc.cases[m.case_id]) for m in saved if doc is not None and m.case_id in doc.cases]
+    # the job judges every gated metric of every case at once (Holm): resolve within that family
+    family = sum(1 for _, e in entries for x in METRICS.values() if x.present(e.runs) and x.applies(e.runs))
+    figures: list[tuple[float, int]] = []
+    for workload, entry in entries:
+        if metric.present(entry.runs):
+            prior = priors.get(workload, metric.name)
+            figures.append((resolution(metric, entry.runs, prior=prior, family=max(1, family)), entry.sessions))
+    known = sorted(f for f in figures if math.isfinite(f[0]) and f[0] <= 10)
+    threshold = fmt_change(metric.threshold)
+    if not known:
+        return (
+            "The gate cannot resolve a samples/s change on them yet (noise unknown or too large): record more sessions."
+        )
+    span = _span([f for f, _ in known])
+    short = [(f, n) for f, n in known if f > metric.threshold]
+    unknown = len(figures) - len(known)
+    if not short and not unknown:
+        return f"The gate is active for them: it resolves samples/s changes of {span} or more (threshold {threshold})."
+    more = max(math.ceil(n * (f / metric.threshold) ** 2) - n for f, n in short) if short else 0
+    return (
+        f"The gate resolves samples/s changes of {span}; it cannot yet resolve the {threshold} threshold on "
+        f"{len(short) + unknown} of {len(figures)} case(s)"
+        + (f" (about {more} more session(s) would bring them to it)" if short else "")
+        + ": a smaller regression there stays inconclusive."
+    )
+
+
+def _span(values: Sequence[float]) -> str:
+    lo, hi = fmt_change(min(values)), fmt_change(max(values))
+    return lo if lo == hi else f"{lo} to {hi}"
