@@ -102,7 +102,7 @@ def test_abba_order_early_decisions_and_one_calibration(tmp_path: Path) -> None:
     assert result.failed and "pairs limit" in result.stopped
     assert len(result.pairs["same"]) == 2 and len(result.pairs["slow"]) == 3 and len(result.pairs["noisy"]) == 5
     assert progress_line(steps[0]) == "loaderbench ab: block 1/5 (A B), base, 3 case(s) left, starting"
-    assert "noisy samples_per_s" in "\n".join(summary_lines(result))
+    assert "noisy: samples_per_s" in "\n".join(summary_lines(result))
 
 
 def test_both_arms_get_the_parents_one_calibration(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import Thresholds, parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
-from loaderbench.report.verdicts import inconclusive_lines, summary_lines
+from loaderbench.report.verdicts import inconclusive_lines, summary_lines, undecided_large, undecided_lines
 from loaderbench.store.baseline import BaselineStore
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint
@@ -576,3 +576,18 @@ def test_every_inconclusive_line_names_its_next_step_and_huge_figures_cannot_res
     assert all(line.startswith("    next: ") for line in nexts)
     assert "--loader-ab" in nexts[0] and "--loader-baseline-append" in nexts[1]
     assert "--loader-max-extra (now 3)" in nexts[2]
+
+
+def test_an_undecided_change_beyond_the_threshold_is_said_prominently_in_either_mode() -> None:
+    rng = random.Random(4)
+    v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 1, 1000.0), threshold=0.10)
+    large = dataclasses.replace(v, outcome="inconclusive", slowdown=1.42, resolves=1.01, reason="too noisy")
+    small = dataclasses.replace(v, outcome="inconclusive", slowdown=1.04, resolves=0.5, reason="too noisy")
+    ab = dataclasses.replace(large, mode="ab", pairs=8, ci_low=0.5, ci_high=0.9, ratio=0.7)
+    assert undecided_large([large, small, v]) == [large]
+    lines = undecided_lines([large, small], how="stopped: the budget")
+    assert lines[0].startswith("UNDECIDED (1): worse than the threshold") and "stopped: the budget" in lines[0]
+    assert "1.42x slower" in "\n".join(lines) and "baseline" in lines[1]
+    ab_lines = undecided_lines([ab], how="x")
+    assert "head/base [95% CI]" in ab_lines[1] and "[0.50x, 0.90x]" in "\n".join(ab_lines)
+    assert undecided_lines([small], how="x") == []

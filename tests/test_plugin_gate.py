@@ -60,8 +60,9 @@ def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester) ->
 def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.Pytester) -> None:
     first = run(project, "--loader-baseline-save")
     assert first.ret == pytest.ExitCode.OK
+    # no noise prior of its own (a TOML workload): measured again in 2 fresh processes at this one save
     first.stdout.fnmatch_lines(
-        ["*recorded 1 case(s) in *baselines*1 recording session(s). The gate * resolve samples/s change*"]
+        ["*recorded 1 case(s) in *baselines*fresh process(es)*3 recording session(s). The gate * threshold*"]
     )
     (doc_path,) = (project.path / "baselines").glob("*.json")
     doc = json.loads(doc_path.read_text())
@@ -71,8 +72,7 @@ def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.
     assert same.ret == pytest.ExitCode.OK, same.stdout.str()
     same.stdout.fnmatch_lines(["*comparing against*environment changes since the baseline: none*", "*0 regressed*"])
 
-    # every sample now takes 3x as long: one recorded session already gates it, from the workload's noise prior
-    # (this project has no fixtures/noise.toml, so the wide built-in one)
+    # every sample now takes 3x as long: one save (three processes) already gates it
     project.makefile(".toml", workloads=scenario(0.003))
     slower = run(project, "--benchmark-json=out.json")
     assert slower.ret == pytest.ExitCode.TESTS_FAILED

@@ -38,9 +38,10 @@ from loaderbench.errors import LoaderbenchError
 from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
-from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
+from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE, exits
 from loaderbench.pytest_plugin.confirm import child_spec
 from loaderbench.report.files import write_report_files
+from loaderbench.report.verdicts import undecided_large
 from loaderbench.suite import NOISE, WORKLOADS, local_or_packaged
 
 
@@ -162,6 +163,8 @@ class ABSession:
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.TESTS_FAILED):
             failed = self.result is not None and self.result.failed
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.OK
+            if self.result is not None:
+                exits.note_run(session, [("undecided", len(undecided_large(self.result.verdicts)))])
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         tr = terminalreporter

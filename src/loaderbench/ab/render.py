@@ -1,22 +1,22 @@
 """The A/B's text: the progress line per child, the end-of-run summary (the regressions table first) and
 the Markdown section of ``report.md``.
 
-Every number goes through :mod:`loaderbench.report.format`, every table through
-:mod:`loaderbench.report.table`.  Ratios are ``head / base``; the change column reads from the head's
+Every number goes through :mod:`loaderbench.report.format`; the verdict tables are the stored gate's
+(:mod:`loaderbench.report.verdicts`), one renderer for both modes.
+Ratios are ``head / base``; the change column reads from the head's
 side (``2.01x slower``: the head is slower).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 from loaderbench.ab.paired import ABVerdict
 from loaderbench.ab.runner import ABResult, Step
 from loaderbench.measurement import Measurement
-from loaderbench.metrics import METRICS
-from loaderbench.report.format import fmt_change, fmt_ratio, fmt_time
-from loaderbench.report.table import Column, markdown_table, text_table
+from loaderbench.report.format import fmt_time
+from loaderbench.report.table import Column, markdown_table
+from loaderbench.report.verdicts import AB_COLUMNS, inconclusive_lines, undecided_lines, verdict_row, verdict_table
 
 #: The consumer suffix that tells a base measurement from the head's in the report's tables and plots.
 BASE_LABEL = "base"
@@ -31,39 +31,14 @@ def progress_line(step: Step) -> str:
     )
 
 
-def _ratio(v: ABVerdict) -> str:
-    if v.pairs < 2:
-        return fmt_ratio(v.ratio)
-    return f"{fmt_ratio(v.ratio)} [{fmt_ratio(v.ci_low)}, {fmt_ratio(v.ci_high)}]"
-
-
-_COLUMNS = ("case", "metric", "base", "head", "head/base [95% CI]", "change", "threshold", "evidence")
-
-
-def _row(v: ABVerdict) -> list[str]:
-    m = METRICS[v.metric]
-    return [
-        v.case_id,
-        v.metric,
-        m.format_value(v.base),
-        m.format_value(v.head),
-        _ratio(v),
-        v.change,
-        fmt_change(v.threshold),
-        v.evidence,
-    ]
-
-
-def verdict_table(verdicts: Sequence[ABVerdict]) -> list[str]:
-    """case, metric, base, head, the ratio with its 95% interval, the change, threshold, evidence."""
-    return text_table([Column(t) for t in _COLUMNS], [_row(v) for v in verdicts], indent=2, gap=2)
-
-
 def difference(result: ABResult) -> str:
     """The environment difference between the arms, in one line."""
     found = result.changes()
     if found:
         return "; ".join(found)
+    missing = [n for n in ("base", "head") if result.environments.get(n) is None]
+    if missing:
+        return f"unknown: the {' and '.join(missing)} arm recorded no environment"
     return "none recorded (same versions, commit and variables): the arms differ only in their executables"
 
 
@@ -91,6 +66,12 @@ def summary_lines(result: ABResult) -> list[str]:
     if improved:
         lines.append("improved (not a failure):")
         lines.extend(verdict_table(improved))
+    lines.extend(
+        undecided_lines(
+            result.verdicts,
+            how=f"stopped: {result.stopped}; raise --loader-ab-pairs or --loader-ab-budget, or use a quieter machine",
+        )
+    )
     inconclusive = [v for v in result.verdicts if v.outcome == "inconclusive"]
     if inconclusive:
         lines.append("inconclusive (not a failure; the smallest change each can resolve, and why):")
@@ -103,20 +84,10 @@ def summary_lines(result: ABResult) -> list[str]:
     return lines
 
 
-def inconclusive_lines(verdicts: Sequence[ABVerdict]) -> list[str]:
-    """One line per undecided metric: its change, what it can resolve, and why it is undecided."""
-    out = []
-    for v in verdicts:
-        limit = fmt_change(v.resolves)
-        limit = f"resolves >={limit}" if limit[0].isdigit() else "cannot resolve a change yet"
-        out.append(f"  {v.case_id} {v.metric}: {v.change} ({limit}); {v.reason}")
-    return out
-
-
 def markdown_section(result: ABResult) -> str:
     """``## A/B: base vs head`` with every verdict, for ``report.md``."""
-    columns = [Column(t) for t in (*_COLUMNS[:6], "verdict", "why")]
-    rows = [[*_row(v)[:6], v.outcome, v.reason] for v in result.verdicts]
+    columns = [Column(t) for t in (*AB_COLUMNS[:6], "verdict", "why")]
+    rows = [[*verdict_row(v)[:6], v.outcome, v.reason] for v in result.verdicts]
     lines = [
         "## A/B: base vs head",
         "",

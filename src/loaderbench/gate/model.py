@@ -178,6 +178,31 @@ def resolution(
     return stats.expm1((zs + zp) * n.se)
 
 
+def sessions_to_resolve(
+    metric: Metric,
+    baseline: Sequence[Measurement],
+    threshold: float,
+    settings: Settings = DEFAULT_SETTINGS,
+    *,
+    prior: Prior | None = None,
+    family: int = 1,
+    most: int = 50,
+) -> int | None:
+    """How many recording sessions in all this case would need for :func:`resolution` to reach ``threshold``,
+    if its noise stays what it is now (``sigma``; each session adds a degree of freedom and shrinks the
+    baseline mean's share of ``se``); None when even ``most`` would not (today's own process noise alone is
+    too large: only the A/B or a larger threshold can help)."""
+    n = noise(metric, baseline, prior=prior)
+    for total in range(max(n.sessions, 1), most + 1):
+        dof = n.dof + (total - n.sessions)
+        if dof < settings.min_sessions - 1:
+            continue
+        zs, zp = critical_values(settings, dof, family=family)
+        if stats.expm1((zs + zp) * n.sigma * math.sqrt(1 / total + 1)) <= threshold:
+            return total
+    return None
+
+
 def process_values(metric: Metric, runs: Sequence[Measurement]) -> list[list[float]]:
     """Today's log values grouped by process (session tag), in the order the processes first appear."""
     groups: dict[str, list[float]] = {}

@@ -60,4 +60,5 @@ def note_run(session: pytest.Session, notes: list[tuple[str, int]]) -> None:
     if reporter is None:
         return
     for key, count in notes:
-        reporter.stats.setdefault(key, []).extend(RunFailure(key) for _ in range(count))
+        if count:
+            reporter.stats.setdefault(key, []).extend(RunFailure(key) for _ in range(count))

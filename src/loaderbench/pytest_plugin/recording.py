@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 from loaderbench.errors import LoaderbenchError
-from loaderbench.gate.model import resolution
+from loaderbench.gate.model import resolution, sessions_to_resolve
 from loaderbench.gate.priors import NoisePriors
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
@@ -88,36 +88,39 @@ def sessions_held(store: BaselineStore, fp: Fingerprint) -> str:
 
 
 def resolution_note(store: BaselineStore, fp: Fingerprint, saved: Sequence[Measurement], priors: NoisePriors) -> str:
-    """What the gate can now resolve on the ``saved`` cases (the smallest samples/s change it could flag),
-    and, where that is above the threshold, plainly that it cannot yet and about how many sessions it takes
-    (the noise of a mean shrinks as 1/sqrt(sessions))."""
+    """What the gate can now resolve on the ``saved`` cases (the smallest samples/s change it could flag, within
+    the job's whole family of hypotheses), and, where that is above the threshold, plainly that it cannot yet
+    and how many sessions in all it would take at today's noise (or that no number of sessions would)."""
     doc = store.load(fp)
     metric = METRICS["samples_per_s"]
     entries = [(m.workload, doc.cases[m.case_id]) for m in saved if doc is not None and m.case_id in doc.cases]
     # the job judges every gated metric of every case at once (Holm): resolve within that family
-    family = sum(1 for _, e in entries for x in METRICS.values() if x.present(e.runs) and x.applies(e.runs))
-    figures: list[tuple[float, int]] = []
+    family = max(1, sum(1 for _, e in entries for x in METRICS.values() if x.present(e.runs) and x.applies(e.runs)))
+    figures: list[float] = []
+    needed: list[int | None] = []
     for workload, entry in entries:
-        if metric.present(entry.runs):
-            prior = priors.get(workload, metric.name)
-            figures.append((resolution(metric, entry.runs, prior=prior, family=max(1, family)), entry.sessions))
-    known = sorted(f for f in figures if math.isfinite(f[0]) and f[0] <= 10)
+        if not metric.present(entry.runs):
+            continue
+        prior = priors.get(workload, metric.name)
+        figure = resolution(metric, entry.runs, prior=prior, family=family)
+        figures.append(figure)
+        if not figure <= metric.threshold:
+            needed.append(sessions_to_resolve(metric, entry.runs, metric.threshold, prior=prior, family=family))
     threshold = fmt_change(metric.threshold)
-    if not known:
-        return (
-            "The gate cannot resolve a samples/s change on them yet (noise unknown or too large): record more sessions."
-        )
-    span = _span([f for f, _ in known])
-    short = [(f, n) for f, n in known if f > metric.threshold]
-    unknown = len(figures) - len(known)
-    if not short and not unknown:
-        return f"The gate is active for them: it resolves samples/s changes of {span} or more (threshold {threshold})."
-    more = max(math.ceil(n * (f / metric.threshold) ** 2) - n for f, n in short) if short else 0
+    known = [f for f in figures if math.isfinite(f) and f <= 10]
+    resolves = f"it resolves samples/s changes of {_span(known)} or more" if known else "it resolves no change yet"
+    if not needed:
+        return f"The gate is active for them: {resolves} (threshold {threshold})."
+    reachable = [n for n in needed if n is not None]
+    how = (
+        f"about {max(reachable)} sessions in all would reach it at today's noise"
+        if len(reachable) == len(needed)
+        else "no number of sessions would reach it at today's noise: compare base and head with --loader-ab, "
+        "or set a larger --loader-threshold for them"
+    )
     return (
-        f"The gate resolves samples/s changes of {span}; it cannot yet resolve the {threshold} threshold on "
-        f"{len(short) + unknown} of {len(figures)} case(s)"
-        + (f" (about {more} more session(s) would bring them to it)" if short else "")
-        + ": a smaller regression there stays inconclusive."
+        f"The gate cannot yet resolve the {threshold} threshold on {len(needed)} of {len(figures)} case(s) "
+        f"({resolves}; {how}): a smaller regression there stays inconclusive."
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from loaderbench.gate.model import Verdict
 from loaderbench.gate.runner import Gate
 from loaderbench.metrics import METRICS
-from loaderbench.report.format import fmt_change
+from loaderbench.report.format import fmt_change, fmt_ratio
 from loaderbench.report.table import Column, text_table
 
 
@@ -31,6 +31,11 @@ def summary_lines(gate: Gate) -> list[str]:
         lines.extend(verdict_table(regressed))
         blame = "; ".join(gate.changes) if gate.changes else "none (same software as the baseline)"
         lines.append(f"  environment changes since the baseline: {blame}")
+    lines.extend(
+        undecided_lines(
+            verdicts, how="record more baseline sessions, or compare base and head in one job with --loader-ab"
+        )
+    )
     counts = {o: sum(v.outcome == o for v in verdicts) for o in ("improved", "unchanged", "inconclusive")}
     cases = len({v.case_id for v in verdicts})
     lines.append(
@@ -64,18 +69,42 @@ def summary_lines(gate: Gate) -> list[str]:
 
 def inconclusive_lines(verdicts: Sequence[Verdict], *, max_extra: int | None = None) -> list[str]:
     """One line per undecided metric: its change, the change the gate could resolve (or ``cannot resolve`` and
-    why), the reason, and the next step."""
+    why), the reason, and the next step (the stored gate's; the A/B's reason names its own)."""
     out = []
     for v in verdicts:
         out.append(f"  {v.case_id}: {v.metric} {v.change} ({_resolvable(v)}); {v.reason.split('; next:')[0]}")
-        out.append(f"    next: {next_step(v, max_extra=max_extra)}")
+        if v.mode == "stored":
+            out.append(f"    next: {next_step(v, max_extra=max_extra)}")
     return out
+
+
+def undecided_large(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """The inconclusive verdicts whose observed change is worse than their threshold: the job could not
+    decide them, but what it saw is a regression's size.  Never a quiet green."""
+    return [
+        v
+        for v in verdicts
+        if v.outcome == "inconclusive" and math.isfinite(v.slowdown) and v.slowdown - 1 > v.threshold
+    ]
+
+
+def undecided_lines(verdicts: Sequence[Verdict], *, how: str) -> list[str]:
+    """The prominent block for :func:`undecided_large` (none when empty); ``how`` says what to do."""
+    large = undecided_large(verdicts)
+    if not large:
+        return []
+    return [
+        f"UNDECIDED ({len(large)}): worse than the threshold as observed, but not decided (not a pass; {how}):",
+        *verdict_table(large),
+    ]
 
 
 def _resolvable(v: Verdict) -> str:
     limit = fmt_change(v.resolves)
     if limit[0].isdigit():
         return f"resolves >={limit}"
+    if v.mode == "ab":
+        return "cannot resolve a change yet"
     if math.isinf(v.resolves) or math.isnan(v.resolves):
         return f"cannot resolve: the noise is unknown from {v.baseline_sessions} baseline session(s)"
     return f"cannot resolve: noise ±{v.noise:.1%} from {v.baseline_sessions} baseline session(s) is too large"
@@ -92,21 +121,36 @@ def next_step(v: Verdict, *, max_extra: int | None = None) -> str:
     return f"rerun; or measure more: raise --loader-max-extra{extra} or --loader-rounds"
 
 
+def _ratio(v: Verdict) -> str:
+    if v.pairs < 2:
+        return fmt_ratio(v.ratio)
+    return f"{fmt_ratio(v.ratio)} [{fmt_ratio(v.ci_low)}, {fmt_ratio(v.ci_high)}]"
+
+
+STORED_COLUMNS = ("case", "metric", "baseline", "current", "change", "threshold", "evidence")
+AB_COLUMNS = ("case", "metric", "base", "head", "head/base [95% CI]", "change", "threshold", "evidence")
+
+
+def verdict_row(v: Verdict) -> list[str]:
+    """One row of :func:`verdict_table` (the A/B's carry the ratio with its interval)."""
+    m = METRICS[v.metric]
+    ratio = [_ratio(v)] if v.mode == "ab" else []
+    return [
+        v.case_id,
+        v.metric,
+        m.format_value(v.baseline),
+        m.format_value(v.current),
+        *ratio,
+        v.change,
+        fmt_change(v.threshold),
+        v.evidence,
+    ]
+
+
 def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:
-    """case, metric, baseline, current, change, threshold and the evidence, one row per verdict."""
-    columns = [Column(t) for t in ("case", "metric", "baseline", "current", "change", "threshold", "evidence")]
-    rows = []
-    for v in verdicts:
-        m = METRICS[v.metric]
-        rows.append(
-            [
-                v.case_id,
-                v.metric,
-                m.format_value(v.baseline),
-                m.format_value(v.current),
-                v.change,
-                fmt_change(v.threshold),
-                v.evidence,
-            ]
-        )
-    return text_table(columns, rows, indent=2, gap=2)
+    """The one verdict table of the stored gate and the A/B: case, metric, the two values (the A/B's with
+    head/base and its 95% interval), change, threshold and the evidence, one row per verdict."""
+    if not verdicts:
+        return []
+    titles = AB_COLUMNS if verdicts[0].mode == "ab" else STORED_COLUMNS
+    return text_table([Column(t) for t in titles], [verdict_row(v) for v in verdicts], indent=2, gap=2)
