@@ -17,42 +17,20 @@ Extra arguments after ``--`` go to every pytest call (e.g. ``-- --loader-workloa
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import beta
-
-from loaderbench.tools.selfcheck_common import log
-
-
-def upper_95(failures: int, trials: int) -> float:
-    """The exact one-sided 95% upper bound of a rate seen ``failures`` times in ``trials``."""
-    return 1.0 if failures >= trials else float(beta.ppf(0.95, failures + 1, trials - failures))
-
-
-@contextmanager
-def _locked(path: str | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+from loaderbench.tools.selfcheck_common import locked, log, upper_95
 
 
 def _pytest(args: Sequence[str], out: Path, name: str, lock: str | None) -> dict[str, Any]:
-    with _locked(lock):
+    with locked(lock):
         load0 = os.getloadavg()[0]
         start = time.time()
         proc = subprocess.run(

@@ -49,8 +49,10 @@ from loaderbench.tools.selfcheck_common import (
     geomean,
     load_lines,
     load_summary,
+    locked,
     log,
     parse_cases,
+    upper_95,
 )
 from loaderbench.tools.slow_interpreter import write_slowed_interpreter
 
@@ -75,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--ab`` options of the self-check's parser."""
     add = parser.add_argument
     add("--ab", action="store_true", help="check the interleaved A/B (--loader-ab) instead of the stored gate")
+    add("--lock", default=None, help="A/B: flock this file around every job (other measurements take it too)")
     add("--ab-pairs", type=int, default=_SCHEDULE.max_pairs, help="A/B: pairs per job at most (default: %(default)s)")
     add(
         "--ab-budget",
@@ -149,7 +152,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             order.shuffle(shuffled)
             for v in shuffled:
                 log(f"job {i + 1}/{args.reruns}: {v.label}, {len(v.cases)} case(s)", tool="selfcheck --ab")
-                jobs.append(_job(spec, v, {"base": base, "head": heads[v.slowdown]}, schedule))
+                with locked(args.lock):
+                    jobs.append(_job(spec, v, {"base": base, "head": heads[v.slowdown]}, schedule))
                 if args.json_path:  # every finished job is kept, should the check be cut short
                     partial = {"partial": True, "settings": vars(args), "jobs": jobs}
                     Path(args.json_path).write_text(json.dumps(partial, default=str) + "\n", encoding="utf-8")
@@ -223,7 +227,10 @@ def figures_of(jobs: list[dict[str, Any]], variants: Sequence[Variant]) -> dict[
         if times:
             walls[variant.label] = {"median": stats.median(times), "max": max(times), "jobs": len(times)}
     load = load_summary([x for j in jobs for x in j["load"]])
-    return {"cases": rows, "wall_per_job_s": walls, "load_average": load}
+    aa_jobs = [j for j in jobs if j["slowdown"] == 0]
+    red = sum(any(v["outcome"] == "regressed" for v in j["verdicts"]) for j in aa_jobs)
+    per_job = {"red": red, "jobs": len(aa_jobs), "upper_95": upper_95(red, len(aa_jobs))}
+    return {"cases": rows, "wall_per_job_s": walls, "load_average": load, "aa_per_job": per_job}
 
 
 def render(figures: dict[str, Any], variants: Sequence[Variant]) -> list[str]:
@@ -250,6 +257,12 @@ def render(figures: dict[str, Any], variants: Sequence[Variant]) -> list[str]:
             notes.append(f"{row['case']}: A/A false alarms on {', '.join(row['aa_false_metrics'])}")
     lines = text_table([Column(title) for title in head], rows, gap=2)
     lines += [f"note: {n}" for n in notes]
+    job = figures.get("aa_per_job")
+    if job:
+        lines.append(
+            f"A/A jobs red (any regressed verdict, i.e. exit 1): {job['red']}/{job['jobs']} "
+            f"(95% upper bound {job['upper_95']:.1%})"
+        )
     for label, w in figures["wall_per_job_s"].items():
         lines.append(f"{label} jobs: wall time median {w['median']:.0f} s, max {w['max']:.0f} s ({w['jobs']} jobs)")
     lines += load_lines(figures.get("load_average"), at="job")

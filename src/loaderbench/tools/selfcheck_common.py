@@ -4,12 +4,16 @@ mean of ratios, and the progress log on stderr."""
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+from scipy.stats import beta
 
 from loaderbench import stats
 from loaderbench.config import LoaderConfig
@@ -76,3 +80,24 @@ def load_lines(load: Mapping[str, Any] | None, *, at: str) -> list[str]:
 def log(text: str, *, tool: str = "selfcheck") -> None:
     """A timestamped progress line on stderr."""
     print(f"[{tool} {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def upper_95(failures: int, trials: int) -> float:
+    """The exact (Clopper-Pearson) one-sided 95% upper bound of a rate seen ``failures`` times in ``trials``."""
+    if trials <= 0:
+        return 1.0
+    return 1.0 if failures >= trials else float(beta.ppf(0.95, failures + 1, trials - failures))
+
+
+@contextmanager
+def locked(path: str | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (none when None), so that measurements sharing it never overlap."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
