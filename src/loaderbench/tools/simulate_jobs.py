@@ -159,7 +159,13 @@ def simulate(
     """False reds over ``jobs`` A/A jobs, and per case the detections of a ``slowdown`` over ``jobs // 10``."""
     rng = random.Random(seed)
     offset_sigma = {m: offset_prior * math.sqrt(1 + 1 / sessions) for m in noise["offset_sd"]}
-    red = sum(bool(_job(noise, rng, sessions=sessions, offset_sigma=offset_sigma)) for _ in range(jobs))
+    red = 0
+    blamed: dict[str, int] = {}
+    for _ in range(jobs):
+        found = _job(noise, rng, sessions=sessions, offset_sigma=offset_sigma)
+        red += bool(found)
+        for case in found:
+            blamed[case] = blamed.get(case, 0) + 1
     power: dict[str, float] = {}
     trials = max(10, jobs // 10)
     for key in noise["cases"]:
@@ -171,7 +177,14 @@ def simulate(
             for _ in range(trials)
         )
         power[case] = hits / trials
-    return {"red": red, "jobs": jobs, "upper_95": upper_95(red, jobs), "power": power, "power_trials": trials}
+    return {
+        "red": red,
+        "jobs": jobs,
+        "upper_95": upper_95(red, jobs),
+        "blamed": dict(sorted(blamed.items(), key=lambda kv: -kv[1])),
+        "power": power,
+        "power_trials": trials,
+    }
 
 
 def render(noise: dict[str, Any], result: dict[str, Any], slowdown: float) -> list[str]:
@@ -180,6 +193,7 @@ def render(noise: dict[str, Any], result: dict[str, Any], slowdown: float) -> li
         + ", ".join(f"{m} {sd:.1%}" for m, sd in sorted(noise["offset_sd"].items())),
         f"simulated: {result['red']} red of {result['jobs']} A/A jobs = {100 * result['red'] / result['jobs']:.2f} "
         f"per 100 (95% upper bound {result['upper_95']:.2%})",
+        "cases in the red jobs: " + (", ".join(f"{c} {n}x" for c, n in result["blamed"].items()) or "none"),
         f"power: samples/s {slowdown:.0%} slower, caught in ({result['power_trials']} simulated jobs per case):",
     ]
     for case, p in sorted(result["power"].items(), key=lambda kv: kv[1]):
