@@ -4,6 +4,7 @@ no process left behind)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,12 +19,15 @@ import psutil
 import pytest
 
 from loaderbench import cli
+from loaderbench.ab.child import select_cases
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.process import PROBE_MARK, check_interpreter
 from loaderbench.ab.records import BASE_ENVIRON, ChildSpec
 from loaderbench.ab.render import progress_line, summary_lines
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.engine.workloads import CALIBRATION_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # --- the runner on fake children ---------------------------------------------------------------------
 
@@ -434,3 +438,13 @@ def test_cli_ab_checks_its_paths(capsys: pytest.CaptureFixture[str], tmp_path: P
     liar = wrapper(tmp_path, "liar.sh", "echo nope; exit 1")
     assert cli.main(["ab", sys.executable, str(liar)]) == 2
     assert "HEAD=" in capsys.readouterr().err
+
+
+def test_the_child_spec_carries_the_simulated_gpu_and_the_child_marks_its_cuda_cases() -> None:
+    sim = dataclasses.replace(spec(), scenarios=str(ROOT / "fixtures" / "workloads.toml"), device="cuda")
+    sim = dataclasses.replace(sim, simulated_gpu=True)
+    assert ChildSpec.from_json(sim.to_json()) == sim
+    cases = select_cases(sim)
+    assert cases and all(c.simulated_gpu is not None and c.id.endswith("-simgpu") for c in cases)
+    plain = dataclasses.replace(sim, simulated_gpu=False)
+    assert "simulated_gpu" not in plain.to_json() and all(c.simulated_gpu is None for c in select_cases(plain))

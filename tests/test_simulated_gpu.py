@@ -224,6 +224,7 @@ def test_a_case_runs_through_the_harness_marked_simulated_and_bounded_by_the_cop
     assert info["nvml_status"].startswith("ok")
     assert info["nvml_pcie_rx_bytes_per_s_mean"] is not None
     assert info["feed_bound"] in ("copy-bound", "loader-bound"), info["feed_bound_figures"]
+    assert info["simulated_gpu_note"] in m.notes  # the device's own words reach every report's notes
 
 
 def test_a_cuda_error_in_a_case_is_one_paragraph_memory_is_released_and_the_next_case_runs(

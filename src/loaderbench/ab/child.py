@@ -18,6 +18,7 @@ bad arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from loaderbench.engine.tiers import with_ranks as ranked_cases
 from loaderbench.engine.workloads import load_scenarios, spin_loops_per_s
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.store import environment
+from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
 
 
 def select_cases(spec: ChildSpec) -> list[Case]:
@@ -48,6 +50,9 @@ def select_cases(spec: ChildSpec) -> list[Case]:
     if spec.config:
         tier = explicit_tier(tier, workloads, LoaderConfig.from_id(spec.config))
     cases = [c for c in tier.cases if spec.device == "all" or c.device == spec.device]
+    if spec.simulated_gpu:  # as the plugin marks them: never a silent fallback, only when asked
+        gpu = SimulatedGpuSpec()
+        cases = [dataclasses.replace(c, simulated_gpu=gpu) if c.device == "cuda" else c for c in cases]
     if spec.ranks != 1:  # --loader-ranks: as the pytest session runs them
         cases = list(ranked_cases(cases, spec.ranks))
     return sorted(cases, key=lambda c: c.device == "cuda")

@@ -65,6 +65,7 @@ class ChildSpec:
     cases: tuple[str, ...] = ()
     rootdir: str = ""
     ranks: int = 1  # --loader-ranks: each case in that many ranks
+    simulated_gpu: bool = False  # --loader-simulated-gpu: CUDA cases on the simulated device
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class ChildSpec:
             "cases": list(self.cases),
             "rootdir": self.rootdir,
             **({"ranks": self.ranks} if self.ranks != 1 else {}),
+            **({"simulated_gpu": True} if self.simulated_gpu else {}),
         }
 
     @classmethod
@@ -101,6 +103,7 @@ class ChildSpec:
             cases=tuple(str(c) for c in data.get("cases", ())),
             rootdir=str(data.get("rootdir", "")),
             ranks=int(data.get("ranks", 1)),
+            simulated_gpu=bool(data.get("simulated_gpu", False)),
         )
 
     @property

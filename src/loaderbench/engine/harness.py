@@ -130,6 +130,9 @@ def measure(
         if "epoch_end_s" not in phases:
             notes.append("the epoch did not end where planned, so epoch_end_s is not measured")
         extra = dict(consumer.finish())
+        for text in [*(extra.get("cuda_notes") or []), extra.get("simulated_gpu_note")]:
+            if text and text not in notes:  # the consumer's own words reach every report, not only extra_info
+                notes.append(str(text))
         if cpu_s is not None and steady:
             extra["cpu_s_per_sample"] = cpu_s / (steady * epoch.batch_size)
     except Hung as exc:

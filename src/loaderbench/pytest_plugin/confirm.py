@@ -86,4 +86,5 @@ def child_spec(config: pytest.Config, scenarios: Path, ranks: int) -> ChildSpec:
         config=opt.loader_config,
         rootdir=str(config.rootpath),
         ranks=ranks,
+        simulated_gpu=bool(getattr(opt, "loader_simulated_gpu", False)),
     )

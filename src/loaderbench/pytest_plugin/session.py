@@ -34,6 +34,7 @@ from loaderbench.report.terminal import verdict_texts
 from loaderbench.report.verdicts import summary_lines
 from loaderbench.store import environment, fingerprint
 from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineDoc, BaselineStore
+from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
 
 
 def threshold_option(text: str) -> Any:
@@ -71,6 +72,8 @@ def record_command(opt: Any) -> str:
     ):
         if value is not None and value != default:
             args.append(shlex.quote(f"{flag}={value}"))
+    if getattr(opt, "loader_simulated_gpu", False):
+        args.append("--loader-simulated-gpu")
     return " ".join([*args, "--loader-baseline-save"])
 
 
@@ -181,7 +184,11 @@ class LoaderbenchSession:
         thresholds = self.config.option.loader_threshold
         if thresholds is None or self.tier is None:
             return ""
-        known = [c.id for c in self.tier.cases]
+        sim = SimulatedGpuSpec() if getattr(self.config.option, "loader_simulated_gpu", False) else None
+        known = [
+            dataclasses.replace(c, simulated_gpu=sim).id if sim and c.device == "cuda" else c.id
+            for c in self.tier.cases
+        ]
         for case, _ in thresholds.cases:
             if case in known or any(case.startswith(f"{name}-") for name in fixture_names):
                 continue
