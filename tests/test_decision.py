@@ -74,3 +74,15 @@ def test_cases_scattering_more_than_their_model_widen_every_noise_figure() -> No
     job = decide_job(cases, offset_sigma={"samples_per_s": 0.03})
     assert job.offsets[0].scale > 2.5
     assert not job.regressed
+
+
+def test_futility_stops_only_what_no_number_of_pairs_could_decide() -> None:
+    from loaderbench.decision.sequential import futile
+
+    alpha = 0.01 / 100
+    # time to first batch, A/A, pairs spreading ±30%: neither outcome is within 16 pairs' reach
+    assert futile(0.02, 0.30, 5, 5, 0.10, alpha, 16)
+    assert not futile(0.02, 0.30, 2, 2, 0.10, alpha, 16)  # before the first look: never
+    assert not futile(0.02, 0.03, 5, 5, 0.10, alpha, 16)  # quiet pairs: unchanged is within reach
+    assert not futile(0.60, 0.30, 5, 5, 0.10, alpha, 16)  # a 1.8x change may still be shown
+    assert not futile(0.02, 0.30, 15, 16, 0.10, alpha, 16)  # the last look is the runner's to end

@@ -34,7 +34,7 @@ from scipy import stats as sps
 
 from loaderbench.decision.job import Decision
 from loaderbench.decision.rules import DEFAULT_LEVELS, Evidence, Levels, Outcome, outcome, power_margin, resolves
-from loaderbench.decision.sequential import MIN_PAIRS, look_level, pair_noise
+from loaderbench.decision.sequential import MIN_PAIRS, futile, look_level, pair_noise
 from loaderbench.decision.verdict import Verdict, verdict_of
 from loaderbench.gate.priors import Prior
 from loaderbench.measurement import Measurement
@@ -95,6 +95,13 @@ def decide(
     reason = _reason(e, out, n, can, level)
     if out in ("regressed", "improved"):
         out, reason = _robust(xs, x, threshold, noise.dof, levels)
+    more = out == "inconclusive"  # at the last look too: the runner says what stopped it
+    if more and not final and futile(x, noise.sd, noise.dof, n, threshold, alpha, max_pairs):
+        more = False
+        reason = (
+            f"too noisy to be decided within {max_pairs} pairs: the pairs spread ±{noise.sd:.1%}, so neither "
+            f"a threshold-sized change nor its absence can be shown by then; stopped at {n} pairs"
+        )
     mean_ratio = statistics.fmean(ratios) if n else math.nan
     half = float(sps.t.ppf(0.5 + levels.ci / 2, max(1.0, e.dof))) * se if n >= 2 else math.nan
     d = Decision(e, out, level, e.p_worse if x >= 0 else e.p_better, can, reason)
@@ -109,6 +116,7 @@ def decide(
         ci_level=levels.ci,
         spread=noise.sd,
         log_ratios=ratios,
+        needs_more=more,
     )
     return dataclasses.replace(v, ratio=math.exp(mean_ratio) if n else math.nan)
 

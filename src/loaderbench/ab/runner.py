@@ -270,7 +270,7 @@ def run_ab(
             if not verdicts[case_id]:
                 not_compared[case_id] = "no metric was measured in every run of both arms"
                 active.remove(case_id)
-            elif all(v.outcome != "inconclusive" for v in verdicts[case_id]):
+            elif not any(v.needs_more for v in verdicts[case_id]):  # decided, or futile (never regressed)
                 active.remove(case_id)
     if not active:
         stopped = "every case was decided"

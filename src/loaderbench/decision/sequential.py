@@ -12,6 +12,13 @@ An O'Brien-Fleming function (:func:`spent`) was tried first; under a union bound
 ``p < 1e-11``, so a 2x change could not stop in 3 pairs.  ``unchanged`` may stop a case at any look
 (``|x| < T - z_p * se``); it spends nothing.
 
+**Futility.**  A metric whose pairs spread so much that neither outcome is within reach by the last look
+stops early (:func:`futile`): ``unchanged`` out of reach (``T - z_p * sd / sqrt(max_pairs) <= |x|``)
+and ``regressed`` too (even the change's upper bound ``|x| + 2 se`` is below what the last look could
+resolve at this spread).  A futility stop never says ``regressed``, so it cannot raise the false-red
+rate; it saves the pairs an A/A case of a noisy metric (time to first batch, epoch stall) would spend
+to the limit for an ``inconclusive`` anyway.
+
 **Noise.**  The pairs' log ratios ``x_i`` give ``s^2`` with ``n - 1`` degrees of freedom; the stored
 between-process prior ``p`` of the workload (two processes per pair: ``2 p^2``) is worth ``d`` more.
 They are pooled, ``((n-1) s^2 + d 2 p^2) / (n - 1 + d)`` with ``n - 1 + d`` degrees of freedom, unless
@@ -28,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scipy import stats as sps
+
+from loaderbench.decision.rules import Z_POWER, quantile
 
 #: Pairs before the first look: one of them must be expendable (the trimmed check of the A/B).
 MIN_PAIRS = 3
@@ -82,3 +91,17 @@ def pair_noise(xs: Sequence[float], prior_sigma: float | None, prior_dof: float)
         return PairNoise(math.sqrt(s2), float(n - 1), "the pairs alone: noisier than the stored prior")
     pooled = ((n - 1) * s2 + prior_dof * p2) / (n - 1 + prior_dof)
     return PairNoise(math.sqrt(pooled), n - 1 + prior_dof, "the pairs pooled with the stored prior")
+
+
+def futile(x: float, sd: float, dof: float, pairs: int, threshold: float, alpha: float, max_pairs: int) -> bool:
+    """Whether more pairs, up to ``max_pairs``, cannot decide a metric now at ``pairs`` pairs with mean log
+    change ``x`` and per-pair spread ``sd`` (see the module docstring); False before :data:`MIN_PAIRS`."""
+    if pairs < MIN_PAIRS or pairs >= max_pairs or not (math.isfinite(sd) and sd > 0 and math.isfinite(x)):
+        return False
+    df = dof if math.isfinite(dof) and dof >= 1 else math.inf
+    zp = quantile(float(sps.norm.sf(Z_POWER)), df)
+    last = sd / math.sqrt(max_pairs)
+    if abs(x) < math.log1p(threshold) - zp * last:
+        return False  # unchanged is within reach
+    reach = (quantile(alpha * (1 - EARLY_SHARE), df) + zp) * last
+    return abs(x) + 2 * sd / math.sqrt(pairs) < reach
