@@ -591,3 +591,12 @@ def test_an_undecided_change_beyond_the_threshold_is_said_prominently_in_either_
     ab_lines = undecided_lines([ab], how="x")
     assert "head/base [95% CI]" in ab_lines[1] and "[0.50x, 0.90x]" in "\n".join(ab_lines)
     assert undecided_lines([small], how="x") == []
+
+
+def test_memory_measured_another_way_than_the_baseline_is_not_compared_and_says_so(recorded: BaselineStore) -> None:
+    gate = Gate(recorded, fingerprint())
+    now = dataclasses.replace(measurement(random.Random(13), 1000.0), memory_kind="pss-anon", peak_memory_bytes=2**20)
+    verdicts = judged(gate, now, Confirm(1000.0))
+    assert {v.metric for v in verdicts} == {"samples_per_s", "ttfb_s", "epoch_stall_s"}  # no memory verdict
+    assert not gate.failed
+    assert any("peak memory was measured as pss in the baseline and pss-anon now" in n for n in gate.notes)

@@ -85,6 +85,14 @@ class Metric:
         """Whether every run has a finite, positive value for this metric."""
         return bool(runs) and all(math.isfinite(v) and v > 0 for v in (self.run_value(r) for r in runs))
 
+    def comparable(self, baseline: Sequence[Measurement], current: Sequence[Measurement]) -> bool:
+        """Whether the two sets of runs measured this metric the same way: peak memory only when every run
+        has one memory kind (``pss-anon``, ``pss``, ``rss``: each counts different pages), every other
+        metric always."""
+        if self.name != "peak_memory_bytes":
+            return True
+        return len({r.memory_kind for r in (*baseline, *current)}) == 1
+
     def applies(self, runs: Sequence[Measurement]) -> bool:
         """Whether the gate judges this metric for a case with these baseline runs: CPU time per sample only
         for CPU-bound cases (CPU time per sample x samples/s >= :data:`CPU_BOUND_CPUS`), every other metric

@@ -175,8 +175,11 @@ def decide_runs(
 ) -> Verdict | None:
     """:func:`decide` on paired measurements (``base[i]`` and ``head[i]`` from block ``i``); None when the
     metric is missing from any run of either arm (a CPU case has no ``feed_samples_per_s``) or does not
-    apply to the case (CPU time per sample of a case that is not CPU-bound)."""
+    apply to the case (CPU time per sample of a case that is not CPU-bound), or the arms measured it in
+    different ways (an older loaderbench in the base arm counting other memory pages)."""
     if not (metric.present(base) and metric.present(head)) or not metric.applies(base):
+        return None
+    if not metric.comparable(base, head):
         return None
     return decide(
         case_id,

@@ -196,6 +196,15 @@ class Gate:
         for metric in METRICS.values():
             if not (metric.present(baseline) and metric.present(current)) or not metric.applies(baseline):
                 continue
+            if not metric.comparable(baseline, current):
+                note = (
+                    f"peak memory was measured as {', '.join(sorted({r.memory_kind for r in baseline}))} in the "
+                    f"baseline and {current[0].memory_kind} now (different pages counted): not compared; re-record "
+                    "the baseline to gate memory again"
+                )
+                if note not in self.notes:
+                    self.notes.append(note)
+                continue
             out.append(
                 evidence(
                     cid,
