@@ -21,6 +21,7 @@ import pytest
 from loaderbench import cli
 from loaderbench.ab.child import select_cases
 from loaderbench.ab.errors import ABError
+from loaderbench.ab.paired import ABVerdict
 from loaderbench.ab.process import PROBE_MARK, check_interpreter
 from loaderbench.ab.records import BASE_ENVIRON, ChildSpec
 from loaderbench.ab.render import progress_line, summary_lines
@@ -451,3 +452,20 @@ def test_the_child_spec_carries_the_simulated_gpu_and_the_child_marks_its_cuda_c
     assert cases and all(c.simulated_gpu is not None and c.id.endswith("-simgpu") for c in cases)
     plain = dataclasses.replace(sim, simulated_gpu=False)
     assert "simulated_gpu" not in plain.to_json() and all(c.simulated_gpu is None for c in select_cases(plain))
+
+
+def test_a_metric_decided_at_a_look_stays_decided_while_the_case_runs_on() -> None:
+    from loaderbench.ab.runner import _keep_decided
+
+    def v(metric: str, outcome: str, pairs: int) -> ABVerdict:
+        return ABVerdict(metric=metric, outcome=outcome, pairs=pairs, **BLANK)  # type: ignore[arg-type]
+
+    before = [v("samples_per_s", "regressed", 3), v("ttfb_s", "inconclusive", 3)]
+    now = [v("samples_per_s", "inconclusive", 4), v("ttfb_s", "unchanged", 4)]
+    kept = _keep_decided(before, now)
+    expected = [("samples_per_s", "regressed", 3), ("ttfb_s", "unchanged", 4)]
+    assert [(x.metric, x.outcome, x.pairs) for x in kept] == expected
+
+
+BLANK = dict(case_id="c", baseline=1.0, current=2.0, ratio=2.0, slowdown=2.0, threshold=0.1, p_value=None, z=0.0,
+             noise=0.01, resolves=0.1, mode="ab")  # fmt: skip

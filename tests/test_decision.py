@@ -80,9 +80,11 @@ def test_futility_stops_only_what_no_number_of_pairs_could_decide() -> None:
     from loaderbench.decision.sequential import futile
 
     alpha = 0.01 / 100
-    # time to first batch, A/A, pairs spreading ±30%: neither outcome is within 16 pairs' reach
-    assert futile(0.02, 0.30, 5, 5, 0.10, alpha, 16)
-    assert not futile(0.02, 0.30, 2, 2, 0.10, alpha, 16)  # before the first look: never
-    assert not futile(0.02, 0.03, 5, 5, 0.10, alpha, 16)  # quiet pairs: unchanged is within reach
-    assert not futile(0.60, 0.30, 5, 5, 0.10, alpha, 16)  # a 1.8x change may still be shown
-    assert not futile(0.02, 0.30, 15, 16, 0.10, alpha, 16)  # the last look is the runner's to end
+    # time to first batch, A/A, five pairs spreading ±40%: neither outcome is within 16 pairs' reach
+    assert futile(0.05, 0.40, 4, 5, 0.10, alpha, 16)
+    assert not futile(0.05, 0.40, 1, 2, 0.10, alpha, 16)  # before the first look: never
+    assert not futile(0.02, 0.03, 4, 5, 0.10, alpha, 16)  # quiet pairs: unchanged is within reach
+    assert not futile(0.60, 0.30, 4, 5, 0.10, alpha, 16)  # a 1.8x change may still be shown
+    assert not futile(0.05, 0.40, 14, 16, 0.10, alpha, 16)  # the last look is the runner's to end
+    # three pairs, one of them disturbed (±24%): its spread is too uncertain to give up on the case
+    assert not futile(0.02, 0.24, 2, 3, 0.10, alpha, 16)

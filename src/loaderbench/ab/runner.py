@@ -181,6 +181,13 @@ def decide_case(
     return out
 
 
+def _keep_decided(before: Sequence[ABVerdict], now: Sequence[ABVerdict]) -> list[ABVerdict]:
+    """``now``, except that a metric decided at an earlier look keeps that verdict (a sequential boundary
+    once crossed decides the hypothesis; later pairs of the case's other metrics do not reopen it)."""
+    decided = {v.metric: v for v in before if v.outcome != "inconclusive"}
+    return [decided.get(v.metric, v) for v in now]
+
+
 def child_timeout(spec: ChildSpec) -> float | None:
     """A child's time limit: generous (each case may use its watchdog several times), None without a watchdog."""
     if not math.isfinite(spec.timeout_s):
@@ -264,9 +271,10 @@ def run_ab(
                 verdicts.pop(case_id, None)
                 continue
             pairs[case_id].append(pair)
-            verdicts[case_id] = decide_case(
+            now = decide_case(
                 case_id, pairs[case_id], schedule, family=family, final=final or block == schedule.max_pairs
             )
+            verdicts[case_id] = _keep_decided(verdicts.get(case_id, []), now)
             if not verdicts[case_id]:
                 not_compared[case_id] = "no metric was measured in every run of both arms"
                 active.remove(case_id)

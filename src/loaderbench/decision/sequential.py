@@ -15,7 +15,10 @@ An O'Brien-Fleming function (:func:`spent`) was tried first; under a union bound
 **Futility.**  A metric whose pairs spread so much that neither outcome is within reach by the last look
 stops early (:func:`futile`): ``unchanged`` out of reach (``T - z_p * sd / sqrt(max_pairs) <= |x|``)
 and ``regressed`` too (even the change's upper bound ``|x| + 2 se`` is below what the last look could
-resolve at this spread).  A futility stop never says ``regressed``, so it cannot raise the false-red
+resolve at this spread), with ``sd`` taken at its 10% lower confidence bound, so that a few pairs with
+one disturbed among them do not stop a case quieter pairs could decide.  A metric decided at a look
+stays decided (the runner keeps its first verdict): a boundary once crossed is not un-crossed.
+A futility stop never says ``regressed``, so it cannot raise the false-red
 rate; it saves the pairs an A/A case of a noisy metric (time to first batch, epoch stall) would spend
 to the limit for an ``inconclusive`` anyway.
 
@@ -46,6 +49,8 @@ DEFAULT_MAX_PAIRS = 16
 F_LEVEL = 0.01
 #: The share of a hypothesis's level its early looks spend (evenly); the last look spends the rest.
 EARLY_SHARE = 0.1
+#: Futility judges the pairs' spread at this lower confidence bound (optimistic: it stops only the hopeless).
+FUTILITY_SPREAD = 0.1
 
 
 def spent(alpha: float, fraction: float) -> float:
@@ -100,6 +105,10 @@ def futile(x: float, sd: float, dof: float, pairs: int, threshold: float, alpha:
         return False
     df = dof if math.isfinite(dof) and dof >= 1 else math.inf
     zp = quantile(float(sps.norm.sf(Z_POWER)), df)
+    # an optimistic spread (its 10% lower confidence bound): three pairs with one disturbed among them must
+    # not stop a case that quieter pairs could still decide
+    if math.isfinite(df):
+        sd *= math.sqrt(float(sps.chi2.ppf(FUTILITY_SPREAD, df)) / df)
     last = sd / math.sqrt(max_pairs)
     if abs(x) < math.log1p(threshold) - zp * last:
         return False  # unchanged is within reach
