@@ -143,3 +143,44 @@ def test_the_suites_cuda_smoke_cases_run_end_to_end_on_the_simulated_device(
         assert r["h2d_bytes_per_s"] <= r["simulated_gpu_spec"]["h2d_bytes_per_s"] * 1.02
     text = (report / "report.md").read_text()
     assert "simgpu" in text
+
+
+SLOW_LOADER = """
+import os, time
+import torch
+from torch.utils.data import Dataset
+
+from loaderbench.config import LoaderConfig
+
+DELAY = {delay}
+
+
+class Slow(Dataset):
+    def __len__(self):
+        return 96
+
+    def __getitem__(self, i):
+        time.sleep(DELAY)
+        return torch.zeros(3, 16, 16)
+
+
+def test_gpu_feed(loader_benchmark):
+    loader_benchmark(Slow, LoaderConfig(batch_size=8), device="cuda")
+"""
+
+
+def test_a_slower_loader_feeding_the_simulated_gpu_is_caught_by_the_gate(pytester: pytest.Pytester) -> None:
+    """Item 2: a regression injected into the loader of a CUDA case is caught on the simulated device, through
+    the recording (its noise measured in fresh processes that also use the simulated device) and the gate."""
+    args = ["--benchmark", "--loader-simulated-gpu", "--loader-baseline-dir=baselines", *FAST]
+    pytester.makepyfile(test_feed=SLOW_LOADER.format(delay=0.001))
+    saved = pytester.runpytest_subprocess(*args, "--loader-baseline-save")
+    assert saved.ret == pytest.ExitCode.OK, saved.stdout.str()
+    saved.stdout.fnmatch_lines(["*fresh process(es)*3 recording session(s)*"])  # confirmations ran simulated too
+    pytester.makepyfile(test_feed=SLOW_LOADER.format(delay=0.004))  # 4x slower per sample
+    slower = pytester.runpytest_subprocess(*args, "--benchmark-json=out.json")
+    assert slower.ret == pytest.ExitCode.TESTS_FAILED, slower.stdout.str()
+    gate = json.loads((pytester.path / "out.json").read_text())["benchmarks"][0]["extra_info"]["gate"]
+    regressed = {v["metric"] for v in gate if v["outcome"] == "regressed"}
+    assert "feed_samples_per_s" in regressed or "samples_per_s" in regressed, gate
+    assert all(v["case_id"].endswith("-simgpu") for v in gate)

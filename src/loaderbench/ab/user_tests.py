@@ -65,6 +65,8 @@ def pytest_args(spec: ChildSpec, node_ids: Sequence[str], baselines: str) -> lis
         args.append(f"--loader-ranks={spec.ranks}")
     if math.isfinite(spec.timeout_s):
         args.append(f"--loader-batch-timeout={spec.timeout_s}")
+    if spec.simulated_gpu:
+        args.append("--loader-simulated-gpu")
     return args
 
 
