@@ -51,7 +51,7 @@ def select_cases(spec: ChildSpec) -> list[Case]:
         tier = explicit_tier(tier, workloads, LoaderConfig.from_id(spec.config))
     cases = [c for c in tier.cases if spec.device == "all" or c.device == spec.device]
     if spec.simulated_gpu:  # as the plugin marks them: never a silent fallback, only when asked
-        gpu = SimulatedGpuSpec()
+        gpu = SimulatedGpuSpec.from_env()
         cases = [dataclasses.replace(c, simulated_gpu=gpu) if c.device == "cuda" else c for c in cases]
     if spec.ranks != 1:  # --loader-ranks: as the pytest session runs them
         cases = list(ranked_cases(cases, spec.ranks))

@@ -125,6 +125,6 @@ def make(
         session,
         benchmark,
         workload_name(request.node.name),
-        simulated_gpu=SimulatedGpuSpec() if simulated_gpu else None,
+        simulated_gpu=SimulatedGpuSpec.from_env() if simulated_gpu else None,
         cuda_problem=cuda_problem,
     )

@@ -97,7 +97,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     cases = s.cases()
     if simulated_gpu(metafunc.config):
-        spec = SimulatedGpuSpec()
+        spec = SimulatedGpuSpec.from_env()
         cases = [dataclasses.replace(c, simulated_gpu=spec) if c.device == "cuda" else c for c in cases]
     params = [pytest.param(c, id=c.id, marks=_marks(c)) for c in cases]
     if not params:

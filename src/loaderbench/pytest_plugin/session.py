@@ -184,7 +184,7 @@ class LoaderbenchSession:
         thresholds = self.config.option.loader_threshold
         if thresholds is None or self.tier is None:
             return ""
-        sim = SimulatedGpuSpec() if getattr(self.config.option, "loader_simulated_gpu", False) else None
+        sim = SimulatedGpuSpec.from_env() if getattr(self.config.option, "loader_simulated_gpu", False) else None
         known = [
             dataclasses.replace(c, simulated_gpu=sim).id if sim and c.device == "cuda" else c.id
             for c in self.tier.cases

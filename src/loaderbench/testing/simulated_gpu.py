@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import os
 import threading
 import time
 import weakref
@@ -55,6 +56,10 @@ SIMULATED_GPU_NAME = "loaderbench simulated GPU"
 SIMULATED_ID = SIMULATED_SUFFIX
 #: The calls ``fail_at`` can name.
 FAULT_CALLS = ("to_device", "sleep", "synchronize", "record", "h2d_limit")
+
+
+#: The environment variable :meth:`SimulatedGpuSpec.from_env` reads the copy bandwidth from.
+H2D_ENV = "LOADERBENCH_SIMULATED_H2D_BYTES_PER_S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,20 @@ class SimulatedGpuSpec:
                 f"fail_at={self.fail_at!r}: must be (call, n) with call one of {FAULT_CALLS} and n >= 1. "
                 "Use e.g. ('sleep', 3)."
             )
+
+    @classmethod
+    def from_env(cls) -> SimulatedGpuSpec:
+        """The device ``--loader-simulated-gpu`` runs on: the defaults, except a copy bandwidth set in
+        ``$LOADERBENCH_SIMULATED_H2D_BYTES_PER_S`` (for tests of the suite: a "slower GPU" between two runs,
+        from outside the code under test; it keeps the baseline key, as a degraded device would)."""
+        text = os.environ.get(H2D_ENV, "").strip()
+        if not text:
+            return cls()
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidConfig(f"${H2D_ENV}={text!r}: not a number of bytes per second. Use e.g. 12e9.") from None
+        return cls(h2d_bytes_per_s=value)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
