@@ -151,6 +151,25 @@ def test_ab_mode_refuses_a_case_in_no_tier(capsys: pytest.CaptureFixture[str]) -
     assert "io-cpu-w3-bs32-pf7" in capsys.readouterr().err
 
 
+def test_ab_mode_pools_the_stored_priors_as_the_real_ab_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the priors every look would judge the pairs alone (2 dof at 3 pairs): a weaker A/B than
+    ``loaderbench ab``, and figures that describe nothing users run."""
+    seen = []
+
+    def fake_run_ab(spec: Any, arms: Any, schedule: Any, **_: Any) -> Any:
+        seen.append(schedule)
+        raise selfcheck_ab.ABError("stop here")
+
+    monkeypatch.setattr(selfcheck_ab, "run_ab", fake_run_ab)
+    argv = ["--ab", "--scenarios", str(ROOT / "fixtures" / "workloads.toml"), "--cases", "io:w0", "--reruns", "1"]
+    selfcheck_ab.main(selfcheck.build_parser().parse_args(argv))
+    assert seen and seen[0].priors is not None
+    assert seen[0].priors.get("io", "samples_per_s") is not None
+    seen.clear()
+    selfcheck_ab.main(selfcheck.build_parser().parse_args([*argv, "--priors", ""]))
+    assert seen and seen[0].priors is None
+
+
 # --- shared syntax and the stored self-check's baseline sizes -----------------------------------------------
 
 

@@ -63,9 +63,10 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> list[dict[str, Any]]:
             if rec["rc"] != 0:
                 raise SystemExit(f"aa_jobs: recording session {i + 1} exited {rec['rc']}; see {out}/record-{i + 1}.txt")
     jobs = []
+    done = len((out / "jobs.jsonl").read_text().splitlines()) if (out / "jobs.jsonl").exists() else 0
     for j in range(args.jobs):
         start = time.time()
-        name = f"job-{j + 1:03d}"
+        name = f"job-{done + j + 1:03d}"
         job = _pytest([*base, f"--benchmark-json={out / (name + '.json')}"], out, name, args.lock)
         verdicts = _verdicts(out / f"{name}.json")
         counts: dict[str, int] = {}

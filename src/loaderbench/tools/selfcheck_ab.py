@@ -40,6 +40,7 @@ from loaderbench.ab.runner import Arm, Schedule, Step, run_ab
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import LoaderbenchError, UsageError
+from loaderbench.gate.priors import load_priors
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.report.format import fmt_time
 from loaderbench.report.table import Column, text_table
@@ -137,7 +138,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.ab_budget > 0:
         raise UsageError(f"--ab-budget={args.ab_budget}: must be positive seconds, e.g. 900.")
     spec = _spec(args, list(ids))
-    schedule = Schedule(max_pairs=args.ab_pairs, budget_s=args.ab_budget, thresholds=thresholds)
+    # the stored priors, as `loaderbench ab` and `--loader-ab` pool them: without them every look would
+    # judge the pairs alone, with 2 dof at the first look, and measure a weaker A/B than users get
+    priors = load_priors(Path(args.priors)) if args.priors else None
+    schedule = Schedule(max_pairs=args.ab_pairs, budget_s=args.ab_budget, thresholds=thresholds, priors=priors)
     base = Arm("base", sys.executable, dict(os.environ), f"the base interpreter {sys.executable}")
     jobs: list[dict[str, Any]] = []
     order = random.Random(args.seed)
