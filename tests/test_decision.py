@@ -9,7 +9,7 @@ import random
 import pytest
 
 from loaderbench.decision.job import EVERY_CASE, Control, decide_job, holm_levels
-from loaderbench.decision.rules import Evidence
+from loaderbench.decision.rules import Evidence, holds_in_each
 
 
 def ev(case: str, x: float, se: float = 0.02, *, threshold: float = 0.10) -> Evidence:
@@ -88,3 +88,15 @@ def test_futility_stops_only_what_no_number_of_pairs_could_decide() -> None:
     assert not futile(0.05, 0.40, 14, 16, 0.10, alpha, 16)  # the last look is the runner's to end
     # three pairs, one of them disturbed (±24%): its spread is too uncertain to give up on the case
     assert not futile(0.02, 0.24, 2, 3, 0.10, alpha, 16)
+
+
+def test_confirmation_needs_every_process_beyond_the_power_margin() -> None:
+    """The one confirmation rule (the gate's fresh process and the job simulation both call it): a
+    threshold-sized change in both processes confirms; one process near zero, or a NaN, does not."""
+    e = ev("slow", math.log(1.2), se=0.02)
+    margin = math.log(1.1) - 1.28 * 0.02  # T - z_p * se with a known se (infinite dof)
+    assert holds_in_each(e, [math.log(1.2), math.log(1.15)])
+    assert holds_in_each(e, [margin + 1e-9, margin + 1e-9])
+    assert not holds_in_each(e, [math.log(1.2), margin - 1e-6])
+    assert not holds_in_each(e, [math.log(1.2), 0.0])
+    assert not holds_in_each(e, [math.log(1.2), math.nan])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -109,6 +110,14 @@ def power_margin(e: Evidence, levels: Levels = DEFAULT_LEVELS) -> float:
     """``T - z_p * se``: an estimate below this rules a threshold-sized change out."""
     zp = quantile(float(sps.norm.sf(levels.z_power)), e.dof)
     return math.log1p(e.threshold) - zp * e.se
+
+
+def holds_in_each(e: Evidence, changes: Iterable[float], levels: Levels = DEFAULT_LEVELS) -> bool:
+    """The confirmation rule: whether every process's own change (``changes``: oriented log changes, each
+    taken beyond the job's common offset as ``e`` is) reaches ``e``'s power margin, so that one disturbed
+    process cannot carry a regression.  A NaN change confirms nothing."""
+    margin = power_margin(e, levels)
+    return all(c >= margin for c in changes)
 
 
 def resolves(e: Evidence, level: float, levels: Levels = DEFAULT_LEVELS) -> float:

@@ -39,7 +39,7 @@ from scipy import stats as sps
 
 from loaderbench import stats
 from loaderbench.decision.job import Decision, decide_job
-from loaderbench.decision.rules import Z_POWER, Evidence, quantile
+from loaderbench.decision.rules import Evidence, holds_in_each, quantile
 from loaderbench.decision.verdict import Verdict, verdict_of
 from loaderbench.gate.priors import Prior
 from loaderbench.gate.verdict import DEFAULT_SETTINGS, Outcome, Settings
@@ -264,12 +264,8 @@ def confirmed(metric: Metric, e: Evidence, current: Sequence[Measurement]) -> bo
     """Whether every process of today, on its own, shows a threshold-sized change beyond the offset the job
     took (``e`` is the offset-adjusted evidence): one disturbed process cannot carry a regression."""
     offset = math.log(metric.slowdown(e.baseline, e.current)) - e.x
-    margin = math.log1p(e.threshold) - quantile(float(sps.norm.sf(Z_POWER)), e.dof) * e.se
-    for g in process_values(metric, current):
-        own = math.log(metric.slowdown(e.baseline, math.exp(sum(g) / len(g))))
-        if own - offset < margin:
-            return False
-    return True
+    own = (math.log(metric.slowdown(e.baseline, math.exp(sum(g) / len(g)))) for g in process_values(metric, current))
+    return holds_in_each(e, (x - offset for x in own))
 
 
 def compare(

@@ -38,10 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import norm
-
 from loaderbench.decision.job import EVERY_CASE, decide_job
-from loaderbench.decision.rules import Z_POWER, Evidence, quantile
+from loaderbench.decision.rules import Evidence, holds_in_each
 from loaderbench.tools.selfcheck_common import upper_95
 
 #: The degrees of freedom a case's noise is known with in the gate (its prior's, plus the sessions').
@@ -146,9 +144,8 @@ def _job(
         if key not in fresh:
             red.add(e.case_id)  # the offset hypothesis, or a case that was not a suspect at first
             continue
-        margin = math.log1p(e.threshold) - quantile(float(norm.sf(Z_POWER)), e.dof) * e.se
         own = (draws[key][0], fresh[key])
-        if all(x - offset.get(e.metric, 0.0) >= margin for x in own):
+        if holds_in_each(e, (x - offset.get(e.metric, 0.0) for x in own)):
             red.add(e.case_id)
     return red
 
