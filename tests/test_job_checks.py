@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import psutil
 import pytest
 
 from loaderbench.tools import aa_jobs, simulate_jobs
@@ -31,6 +32,21 @@ def test_the_driver_summary_counts_red_jobs_and_names_their_regressions() -> Non
     assert lines[0].startswith("1 red of 2 A/A jobs (95% upper bound") and "over 2.0 h" in lines[0]
     assert any("job-003: exit 3 (not a verdict" in line for line in lines)
     assert any("job-002: io-cpu-w0-bs32 samples_per_s: 1.20x slower" in line for line in lines)
+
+
+def test_hog_jobs_are_counted_apart_and_every_hog_is_reaped() -> None:
+    jobs = [
+        {"name": "job-001", "rc": 0, "wall_s": 160.0, "load": [1.0, 1.5], "at": 0.0, "regressed": [], "tail": []},
+        {"name": "job-002", "rc": 1, "wall_s": 170.0, "load": [2.2, 3.1], "at": 60.0, "hog": 1, "tail": [],
+         "regressed": ["io-cpu-w2-bs32 samples_per_s: 1.30x slower"]},
+    ]  # fmt: skip
+    lines = aa_jobs.summary(jobs)
+    assert lines[0].startswith("1 red of 2 A/A jobs")
+    assert "of which 1 ran beside a CPU hog (the drift scenario): 1 red" in lines
+    with aa_jobs.hogging(2):
+        spinning = [p for p in psutil.Process().children() if "while True" in " ".join(p.cmdline())]
+        assert len(spinning) == 2
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in spinning)
 
 
 def _noise(cases: int, sd: float) -> dict[str, object]:

@@ -4,6 +4,8 @@ It runs the real main job (``pytest --benchmark``, a fresh process each time) ag
 records first (``--record`` sessions: one ``--loader-baseline-save``, then ``--loader-baseline-append``),
 then ``--jobs`` unchanged reruns, at least ``--spacing-min`` minutes apart so that the machine's state
 can drift between them.  Nothing changes between recording and rerun, so every red job is a false red.
+``--hog N`` runs N spinning processes beside every rerun: the drift scenario of a machine busier than it
+was at recording (the gate must say so and not blame the code).
 
 Each job's stdout and ``--benchmark-json`` are kept under ``OUT``; ``OUT/jobs.jsonl`` gets one line per
 job (exit code, verdict counts, the regressed verdicts' messages, wall time, 1-minute load average
@@ -22,15 +24,32 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from loaderbench.tools.selfcheck_common import locked, log, upper_95
 
+#: A CPU hog: one process that spins until it is killed.
+_HOG = "while True: pass"
 
-def _pytest(args: Sequence[str], out: Path, name: str, lock: str | None) -> dict[str, Any]:
-    with locked(lock):
+
+@contextmanager
+def hogging(count: int) -> Iterator[None]:
+    """``count`` spinning processes beside whatever runs inside; every one is killed and reaped after."""
+    procs = [subprocess.Popen([sys.executable, "-c", _HOG]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def _pytest(args: Sequence[str], out: Path, name: str, lock: str | None, hog: int = 0) -> dict[str, Any]:
+    with locked(lock), hogging(hog):
         load0 = os.getloadavg()[0]
         start = time.time()
         proc = subprocess.run(
@@ -41,7 +60,8 @@ def _pytest(args: Sequence[str], out: Path, name: str, lock: str | None) -> dict
         wall = time.time() - start
         load1 = os.getloadavg()[0]
     (out / f"{name}.txt").write_text(proc.stdout + proc.stderr)
-    return {"name": name, "rc": proc.returncode, "wall_s": round(wall, 1), "load": [load0, load1], "at": start}
+    job = {"name": name, "rc": proc.returncode, "wall_s": round(wall, 1), "load": [load0, load1], "at": start}
+    return job | ({"hog": hog} if hog else {})
 
 
 def _verdicts(path: Path) -> list[dict[str, Any]]:
@@ -67,7 +87,7 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> list[dict[str, Any]]:
     for j in range(args.jobs):
         start = time.time()
         name = f"job-{done + j + 1:03d}"
-        job = _pytest([*base, f"--benchmark-json={out / (name + '.json')}"], out, name, args.lock)
+        job = _pytest([*base, f"--benchmark-json={out / (name + '.json')}"], out, name, args.lock, args.hog)
         verdicts = _verdicts(out / f"{name}.json")
         counts: dict[str, int] = {}
         for v in verdicts:
@@ -100,6 +120,11 @@ def summary(jobs: Sequence[dict[str, Any]]) -> list[str]:
         if loads
         else "",
     ]
+    hogged = [j for j in jobs if j.get("hog") and j["rc"] in (0, 1)]
+    if hogged:
+        lines.append(
+            f"of which {len(hogged)} ran beside a CPU hog (the drift scenario): {sum(j['rc'] == 1 for j in hogged)} red"
+        )
     lines += [f"  {j['name']}: exit {j['rc']} (not a verdict: see {j['name']}.txt)" for j in other]
     for j in red:
         lines += [f"  {j['name']}: " + "; ".join(j["regressed"] or j["tail"])]
@@ -118,12 +143,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=20, help="unchanged reruns (default 20)")
     parser.add_argument("--spacing-min", type=float, default=6.0, help="minutes from one job's start to the next's")
     parser.add_argument("--lock", default=None, help="flock this file around every pytest call")
+    parser.add_argument(
+        "--hog",
+        type=int,
+        default=0,
+        help="spinning processes beside every rerun (not the recording): the drift scenario, a machine busier "
+        "than at recording (default 0)",
+    )
     parser.add_argument("--summary-only", action="store_true", help="print the summary of OUT/jobs.jsonl and stop")
     args = parser.parse_args(argv)
-    if args.record < 1 or args.jobs < 1 or args.spacing_min < 0:
+    if args.record < 1 or args.jobs < 1 or args.spacing_min < 0 or args.hog < 0:
         parser.error(
-            f"--record={args.record} --jobs={args.jobs} --spacing-min={args.spacing_min}: "
-            "--record and --jobs must be >= 1 and --spacing-min >= 0"
+            f"--record={args.record} --jobs={args.jobs} --spacing-min={args.spacing_min} --hog={args.hog}: "
+            "--record and --jobs must be >= 1, --spacing-min and --hog >= 0"
         )
     if args.summary_only:
         path = Path(args.out) / "jobs.jsonl"
