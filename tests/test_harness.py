@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from loaderbench import FakeClock, LoaderConfig, Plan, measure
 from loaderbench.engine import memory
 from loaderbench.engine.cleanup import case_processes
-from loaderbench.engine.plan import estimate_samples_per_s, plan_epoch, warmup_batches
+from loaderbench.engine.plan import estimate_samples_per_s, plan_epoch, replanned_batches, warmup_batches
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed
 
@@ -171,6 +171,17 @@ def test_epoch_is_sized_to_whole_rounds() -> None:
     assert epoch.batches_per_round == 40  # 0.2 s * 2000 samples/s / 10 per batch
     assert warmup_batches(cfg, plan) == 2 + 3 * 2  # drains the batches prefetched during start-up
     assert epoch.total_batches == 8 + 1 + 5 * 40 + 40  # and one untimed round for the memory sampler
+
+
+def test_rounds_shrink_when_the_warm_up_is_far_slower_than_planned_and_never_grow() -> None:
+    plan = Plan(rounds=5, round_s=0.2, warmup_batches=2)
+    # planned 40 batches a round (5 ms each); the warm-up's batches took 50 ms: a cost the estimate missed
+    assert replanned_batches(40, 2, 0.100, plan) == 4  # 0.2 s / 50 ms
+    assert replanned_batches(40, 8, 0.040, plan) == 40  # as planned
+    assert replanned_batches(40, 8, 0.075, plan) == 40  # under REPLAN_FACTOR times slower: left alone
+    assert replanned_batches(40, 2, 10.0, plan) == plan.min_batches_per_round
+    assert replanned_batches(40, 0, 1.0, plan) == 40 and replanned_batches(40, 2, 0.0, plan) == 40
+    assert replanned_batches(400, 2, 0.001, plan) == 400  # faster than planned: never more batches
 
 
 def test_unstable_and_short_cases_warn_with_advice() -> None:

@@ -184,3 +184,44 @@ def test_a_slower_loader_feeding_the_simulated_gpu_is_caught_by_the_gate(pyteste
     regressed = {v["metric"] for v in gate if v["outcome"] == "regressed"}
     assert "feed_samples_per_s" in regressed or "samples_per_s" in regressed, gate
     assert all(v["case_id"].endswith("-simgpu") for v in gate)
+
+
+COPY_BOUND = """
+import torch
+from torch.utils.data import Dataset
+
+from loaderbench.config import LoaderConfig
+
+
+class Frames(Dataset):
+    def __len__(self):
+        return 256
+
+    def __getitem__(self, i):
+        return torch.zeros(3, 64, 64)  # 48 KiB a sample: the simulated copy, not the loader, sets the pace
+
+
+def test_copy_bound_feed(loader_benchmark):
+    loader_benchmark(Frames, LoaderConfig(batch_size=8), device="cuda")
+"""
+
+
+def test_a_slower_copy_engine_is_caught_by_the_gate(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 2, the copy half: the same loader on a simulated device whose host-to-device copies are 4x slower
+    (set from outside the code under test, keeping the baseline key, as a degraded link would) is a feed-rate
+    regression; the rounds stay about their planned length although the CPU-side estimate cannot see the copy."""
+    args = ["--benchmark", "--loader-simulated-gpu", "--loader-baseline-dir=baselines", *FAST]
+    pytester.makepyfile(test_copy=COPY_BOUND)
+    monkeypatch.setenv("LOADERBENCH_SIMULATED_H2D_BYTES_PER_S", "400e6")
+    saved = pytester.runpytest_subprocess(*args, "--loader-baseline-save", "--benchmark-json=saved.json")
+    assert saved.ret == pytest.ExitCode.OK, saved.stdout.str()
+    rec = json.loads((pytester.path / "saved.json").read_text())["benchmarks"][0]["extra_info"]
+    assert rec["h2d_bytes_per_s"] <= 400e6 * 0.5 * 1.02  # pageable: half the pinned bandwidth, never above
+    monkeypatch.setenv("LOADERBENCH_SIMULATED_H2D_BYTES_PER_S", "100e6")
+    slower = pytester.runpytest_subprocess(*args, "--benchmark-json=out.json")
+    assert slower.ret == pytest.ExitCode.TESTS_FAILED, slower.stdout.str()
+    bench = json.loads((pytester.path / "out.json").read_text())["benchmarks"][0]["extra_info"]
+    assert bench["h2d_bytes_per_s"] <= 100e6 * 0.5 * 1.02
+    regressed = {v["metric"] for v in bench["gate"] if v["outcome"] == "regressed"}
+    assert regressed & {"feed_samples_per_s", "samples_per_s", "h2d_bytes_per_s"}, bench["gate"]
+    assert any("not the" in w and "planned" in w for w in bench["warnings"]), bench["warnings"]

@@ -62,7 +62,15 @@ from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_
 from loaderbench.engine.datasets import dist_rank
 from loaderbench.engine.explain import explain_failure
 from loaderbench.engine.memory import PeakMemorySampler, known_processes, tree_cpu_seconds
-from loaderbench.engine.plan import Epoch, Plan, estimate_samples_per_s, plan_epoch, warmup_batches
+from loaderbench.engine.plan import (
+    REPLAN_FACTOR,
+    Epoch,
+    Plan,
+    estimate_samples_per_s,
+    plan_epoch,
+    replanned_batches,
+    warmup_batches,
+)
 from loaderbench.engine.watchdog import Hung, Watchdog
 from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, WorkloadError
@@ -277,10 +285,18 @@ def _run(
             consumer.consume(first)
             del first
             dog.phase("warming up")
-            for _ in range(warmup_batches(config, plan)):
+            warm, t_warm = warmup_batches(config, plan), clock()
+            for _ in range(warm):
                 consumer.consume(next(live[0]))
                 dog.beats += 1
             consumer.sync()  # untimed: GPU work queued during warm-up must not run into round 1
+            planned, k = k, replanned_batches(k, warm, clock() - t_warm, plan)
+            if k < planned:
+                samples = k * epoch.batch_size
+                notes.append(
+                    f"rounds of {k} batches, not the {planned} planned: the warm-up's batches took over "
+                    f"{REPLAN_FACTOR:g}x the time the CPU-side estimate gave them (a copy or device step it cannot see)"
+                )
             dog.phase("measuring the steady-state rounds")
             with memory.paused():  # no instrument inside the timed rounds
                 cpu_before = tree_cpu_seconds(known_processes(workers))  # before the first round (no /proc scan)

@@ -126,3 +126,21 @@ def plan_epoch(workload: Workload, config: LoaderConfig, plan: Plan, rate: float
         step = config.num_workers
         total = math.ceil(total / step) * step
     return Epoch(batch_size=bs, batches_per_round=per_round, total_batches=total)
+
+
+#: How much slower per batch than planned the warm-up must run before the rounds are made shorter.
+REPLAN_FACTOR = 2.0
+
+
+def replanned_batches(per_round: int, warm_batches: int, warm_s: float, plan: Plan) -> int:
+    """Batches per round after the warm-up (``warm_batches`` batches consumed in ``warm_s`` seconds, the
+    consumer's work included): when a warm-up batch took more than :data:`REPLAN_FACTOR` times what the
+    plan assumed, a cost the CPU-side estimate cannot see was paid (a slow host-to-device copy, a device
+    step), and a round of ``per_round`` batches would last many times ``plan.round_s``; then fewer
+    batches, so a round lasts about ``plan.round_s``.  Never more batches than planned."""
+    if warm_batches < 1 or not warm_s > 0 or per_round <= plan.min_batches_per_round:
+        return per_round
+    seen = warm_s / warm_batches
+    if seen <= REPLAN_FACTOR * plan.round_s / per_round:
+        return per_round
+    return max(plan.min_batches_per_round, min(per_round, math.ceil(plan.round_s / seen)))
