@@ -39,7 +39,9 @@ def _anon_pss(pid: int) -> int | None:
     return found["Pss_Anon"] + found.get("Pss_Shmem", 0) if "Pss_Anon" in found else None
 
 
-def _pss(proc: psutil.Process) -> tuple[int, str]:
+def _pss(proc: psutil.Process) -> tuple[int, str | None]:
+    """(bytes, kind) of one process; (0, None) for one that exited meanwhile (a worker shutting down): it
+    holds no memory, and must not make the whole reading's kind coarser."""
     anon = _anon_pss(proc.pid)
     if anon is not None:
         return anon, "pss-anon"
@@ -50,7 +52,7 @@ def _pss(proc: psutil.Process) -> tuple[int, str]:
             return int(pss), "pss"
         return int(info.rss), "rss"
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return 0, "pss"
+        return 0, None
     except psutil.AccessDenied:
         return int(proc.memory_info().rss), "rss"
 
@@ -74,7 +76,8 @@ def tree_memory(procs: list[psutil.Process] | None = None) -> tuple[int, str]:
     for proc in procs if procs is not None else tree_processes():
         value, proc_kind = _pss(proc)
         total += value
-        kinds.add(proc_kind)
+        if proc_kind is not None:
+            kinds.add(proc_kind)
     kind = next((k for k in ("rss", "pss", "pss-anon") if k in kinds), "pss-anon")
     return total, kind
 
