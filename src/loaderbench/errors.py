@@ -6,6 +6,8 @@ what to do instead.  Catch :class:`LoaderbenchError` to catch them all.
 
 from __future__ import annotations
 
+import contextlib
+
 
 class LoaderbenchError(Exception):
     """Base class of every error loaderbench raises deliberately."""
@@ -75,3 +77,22 @@ class NotMeasured(LoaderbenchError):
     loaderbench never reports a made-up number: the metric is recorded as not
     measured, with this reason.
     """
+
+
+#: The attribute :func:`note_interruption` sets: ``(case id, phase)``.
+_INTERRUPTED = "loaderbench_interrupted"
+
+
+def note_interruption(exc: BaseException, *, case: str, phase: str) -> None:
+    """Remember on ``exc``, raised into a case from outside the harness (pytest-timeout's alarm, Ctrl-C), which case
+    it stopped and in which phase, so whoever reports it can name both; the innermost case's note is kept."""
+    if interruption(exc) is None:
+        # an exception type without a __dict__ cannot carry it: nothing to name, no harm
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(exc, _INTERRUPTED, (case, phase))
+
+
+def interruption(exc: BaseException) -> tuple[str, str] | None:
+    """``(case id, phase)`` that :func:`note_interruption` remembered on ``exc``; None when none."""
+    where = getattr(exc, _INTERRUPTED, None)
+    return (str(where[0]), str(where[1])) if isinstance(where, tuple) and len(where) == 2 else None

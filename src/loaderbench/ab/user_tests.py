@@ -35,6 +35,15 @@ class TestRecorder:
         self.write = write
         self.answered: set[str] = set()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        """The tests run here, one at a time: an ``-n`` in the user's addopts must not hand them to pytest-xdist
+        workers (xdist reads these options after this hook; without xdist there are none to set)."""
+        if hasattr(config.option, "numprocesses"):
+            config.option.numprocesses = 0
+            config.option.dist = "no"
+            config.option.tx = []
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield

@@ -5,14 +5,18 @@ clean up after a case: the case's worker processes (forkserver workers are
 grandchildren, through the forkserver) are waited for and killed if they
 linger; /dev/shm segments that its dead workers left behind (the
 ``file_system`` sharing strategy leaks the batches that were in flight) are
-unlinked, unless this process still maps them.
+unlinked, unless this process still maps them.  :func:`alarm_held` keeps an alarm from outside (pytest-timeout's)
+from cutting that clean-up short.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from types import FrameType
 
 import psutil
 
@@ -101,3 +105,23 @@ def remove_leftover_segments(before: set[str], workers: Iterable[int], path: str
             os.unlink(os.path.join(path, name))
             removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def alarm_held() -> Iterator[None]:
+    """Hold ``SIGALRM`` (pytest-timeout's ``signal`` method) while a case cleans up: an alarm that lands there
+    would cut the clean-up short and leave its workers running, so its handler runs once the block is done.
+    Only on the main thread, where Python runs signal handlers; elsewhere, and with no Python handler set, the
+    block runs as it is."""
+    previous = signal.getsignal(signal.SIGALRM)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    held: list[FrameType | None] = []
+    signal.signal(signal.SIGALRM, lambda _signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        if held:
+            previous(signal.SIGALRM, held[0])

@@ -124,11 +124,11 @@ def others_busy(before: Any, after: Any, own_before: Any, own_after: Any) -> flo
     """The share of the machine's CPU time (every CPU's) that processes other than this one used between
     two ``psutil.cpu_times()`` readings, given this process's ``cpu_times()`` at both; NaN when no time
     passed.  Idle, I/O wait and stolen time are not busy; guest time is already counted in user time."""
-    total = sum(after) - sum(before)
+    total = float(sum(after) - sum(before))
     if total <= 0:
         return math.nan
     busy = total - (_idle(after) - _idle(before))
-    own = (own_after.user + own_after.system) - (own_before.user + own_before.system)
+    own = float((own_after.user + own_after.system) - (own_before.user + own_before.system))
     return min(1.0, max(0.0, (busy - own) / total))
 
 

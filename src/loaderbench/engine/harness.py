@@ -56,7 +56,7 @@ from loaderbench.clock import Clock, perf_clock
 from loaderbench.config import LoaderConfig
 from loaderbench.engine import allocator
 from loaderbench.engine.batches import tensor_bytes
-from loaderbench.engine.cleanup import reap, remove_leftover_segments, shm_segments
+from loaderbench.engine.cleanup import alarm_held, reap, remove_leftover_segments, shm_segments
 from loaderbench.engine.collates import ExplainingCollate
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
 from loaderbench.engine.datasets import dist_rank
@@ -73,7 +73,7 @@ from loaderbench.engine.plan import (
 )
 from loaderbench.engine.watchdog import Hung, Watchdog
 from loaderbench.engine.workloads import Workload
-from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, WorkloadError
+from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, WorkloadError, note_interruption
 from loaderbench.machine import affinity_cpus
 from loaderbench.measurement import PROCESS_SESSION, Measurement, case_id, now
 from loaderbench.pipelines import registry
@@ -158,16 +158,24 @@ def measure(
         if dog.fired:
             raise dog.failure(config.timeout) from None
         raise explain_failure(cid, exc, phase=dog.current_phase, worker_exits=exits) from None
+    except BaseException as exc:  # stopped from outside (pytest-timeout's alarm, Ctrl-C): cleaned up below
+        note_interruption(exc, case=cid, phase=dog.current_phase)
+        raise
     finally:
-        dog.stop()
-        loader = None
-        gc.collect()
-        leaked = reap(me, children_before, plan.shutdown_timeout_s)
-        removed = remove_leftover_segments(shm_before, workers)
-        torch.set_num_threads(old_threads)
-        torch.multiprocessing.set_sharing_strategy(old_strategy)  # type: ignore[no-untyped-call]
-        if tmp is not None:
-            tmp.cleanup()
+        try:
+            with alarm_held():  # pytest-timeout's alarm waits until the workers are gone
+                dog.stop()
+                loader = None
+                gc.collect()
+                leaked = reap(me, children_before, plan.shutdown_timeout_s)
+                removed = remove_leftover_segments(shm_before, workers)
+                torch.set_num_threads(old_threads)
+                torch.multiprocessing.set_sharing_strategy(old_strategy)  # type: ignore[no-untyped-call]
+                if tmp is not None:
+                    tmp.cleanup()
+        except BaseException as exc:  # the alarm, held while cleaning up and delivered now
+            note_interruption(exc, case=cid, phase="cleaning up after the case (its workers were stopped first)")
+            raise
     if leaked:
         notes.append(f"{leaked} worker process(es) did not exit within {plan.shutdown_timeout_s:g} s and were killed")
     if removed:

@@ -27,7 +27,7 @@ from loaderbench.cuda.spec import cuda_available
 from loaderbench.engine import decode
 from loaderbench.engine.cases import Case, simulated_ranks_reason
 from loaderbench.pipelines.registry import unavailable_reason
-from loaderbench.pytest_plugin import exits, fixture, options, ordering
+from loaderbench.pytest_plugin import exits, fixture, options, ordering, parallel, timeouts
 from loaderbench.pytest_plugin.session import LoaderbenchSession
 from loaderbench.report.files import write_report_files
 from loaderbench.report.format import terminal_width
@@ -47,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    refusal = parallel.refusal(config)  # first: before any measurement, and before xdist starts its workers
+    if refusal:
+        raise pytest.UsageError(refusal)
     config.addinivalue_line(
         "markers",
         "loaderbench(device='cpu'|'cuda'): a benchmark case; runs only under --benchmark. A loader_benchmark test "
@@ -76,6 +79,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"loaderbench: {s.tier.summary()}",
         f"loaderbench: device={s.device}, rounds={s.plan.rounds}, ranks={s.ranks}, "
         f"round_s={s.plan.round_s:g}, scenarios={s.scenarios_path}",
+        *timeouts.header(config, s.plan, s.ranks),
     ]
 
 
@@ -155,6 +159,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     deselected = [i for i in items if i not in keep]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
+    timeouts.fit(config, keep, session_of(config).plan, session_of(config).ranks)  # a global --timeout: one to fit
     items[:] = ordering.cuda_last(config, keep)
 
 
@@ -182,6 +187,24 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     if item.get_closest_marker("loaderbench") is not None:
         session_of(item.config).ran += 1  # reached its call phase: not skipped
     return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A benchmark item that pytest-timeout stopped (its own marker fired): one paragraph naming the case and the
+    phase, listed with the run's failed cases, instead of a traceback from wherever the alarm landed."""
+    report = yield
+    excinfo = call.excinfo
+    if excinfo is not None and item.get_closest_marker("loaderbench") is not None and timeouts.is_timeout(excinfo):
+        s = session_of(item.config)
+        failure = timeouts.explain(item, excinfo, s.plan)
+        s.failures.append(failure)
+        report.longrepr = str(failure)
+        report.sections = timeouts.without_stack_dump(report.sections)
+        benchmark = getattr(item, "funcargs", {}).get("benchmark")
+        if benchmark is not None:
+            benchmark.skipped = True  # no "Benchmark fixture was not used" warning on top of the failure
+    return report
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
