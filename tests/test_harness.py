@@ -175,7 +175,7 @@ def test_epoch_is_sized_to_whole_rounds() -> None:
 
 def test_rounds_shrink_when_the_warm_up_is_far_slower_than_planned_and_never_grow() -> None:
     plan = Plan(rounds=5, round_s=0.2, warmup_batches=2)
-    # planned 40 batches a round (5 ms each); the warm-up's batches took 50 ms: a cost the estimate missed
+    # planned 40 batches a round (5 ms each); consuming a warm-up batch took 50 ms: a cost the estimate missed
     assert replanned_batches(40, 2, 0.100, plan) == 4  # 0.2 s / 50 ms
     assert replanned_batches(40, 8, 0.040, plan) == 40  # as planned
     assert replanned_batches(40, 8, 0.075, plan) == 40  # under REPLAN_FACTOR times slower: left alone

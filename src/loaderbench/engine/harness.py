@@ -293,17 +293,24 @@ def _run(
             consumer.consume(first)
             del first
             dog.phase("warming up")
-            warm, t_warm = warmup_batches(config, plan), clock()
+            warm, consumed_s = warmup_batches(config, plan), 0.0
             for _ in range(warm):
-                consumer.consume(next(live[0]))
+                batch = next(live[0])
+                t = clock()
+                consumer.consume(batch)
+                consumed_s += clock() - t
+                del batch
                 dog.beats += 1
+            t = clock()
             consumer.sync()  # untimed: GPU work queued during warm-up must not run into round 1
-            planned, k = k, replanned_batches(k, warm, clock() - t_warm, plan)
+            consumed_s += clock() - t
+            planned, k = k, replanned_batches(k, warm, consumed_s, plan)
             if k < planned:
                 samples = k * epoch.batch_size
                 notes.append(
-                    f"rounds of {k} batches, not the {planned} planned: the warm-up's batches took over "
-                    f"{REPLAN_FACTOR:g}x the time the CPU-side estimate gave them (a copy or device step it cannot see)"
+                    f"rounds of {k} batches, not the {planned} planned: consuming a warm-up batch (its copy or "
+                    f"device step, which the CPU-side estimate cannot see) took over {REPLAN_FACTOR:g}x the time "
+                    "the plan gave a whole batch"
                 )
             dog.phase("measuring the steady-state rounds")
             with memory.paused():  # no instrument inside the timed rounds

@@ -132,15 +132,17 @@ def plan_epoch(workload: Workload, config: LoaderConfig, plan: Plan, rate: float
 REPLAN_FACTOR = 2.0
 
 
-def replanned_batches(per_round: int, warm_batches: int, warm_s: float, plan: Plan) -> int:
-    """Batches per round after the warm-up (``warm_batches`` batches consumed in ``warm_s`` seconds, the
-    consumer's work included): when a warm-up batch took more than :data:`REPLAN_FACTOR` times what the
-    plan assumed, a cost the CPU-side estimate cannot see was paid (a slow host-to-device copy, a device
-    step), and a round of ``per_round`` batches would last many times ``plan.round_s``; then fewer
-    batches, so a round lasts about ``plan.round_s``.  Never more batches than planned."""
-    if warm_batches < 1 or not warm_s > 0 or per_round <= plan.min_batches_per_round:
+def replanned_batches(per_round: int, warm_batches: int, consumed_s: float, plan: Plan) -> int:
+    """Batches per round after the warm-up, whose ``warm_batches`` batches the consumer spent ``consumed_s``
+    seconds on (its host-to-device copies and device steps; not the loader's time, which the CPU-side
+    estimate covers, worker start-up included): when consuming a batch took more than
+    :data:`REPLAN_FACTOR` times what the plan gave a whole batch, a round of ``per_round`` batches would
+    last many times ``plan.round_s`` (a copy-bound case on a slow link); then fewer batches, so a round
+    lasts about ``plan.round_s``.  Never more batches than planned; a CPU consumer, which does next to
+    nothing with a batch, never changes the plan."""
+    if warm_batches < 1 or not consumed_s > 0 or per_round <= plan.min_batches_per_round:
         return per_round
-    seen = warm_s / warm_batches
+    seen = consumed_s / warm_batches
     if seen <= REPLAN_FACTOR * plan.round_s / per_round:
         return per_round
     return max(plan.min_batches_per_round, min(per_round, math.ceil(plan.round_s / seen)))
