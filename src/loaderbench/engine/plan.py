@@ -138,8 +138,8 @@ def replanned_batches(per_round: int, warm_batches: int, consumed_s: float, plan
     estimate covers, worker start-up included): when consuming a batch took more than
     :data:`REPLAN_FACTOR` times what the plan gave a whole batch, a round of ``per_round`` batches would
     last many times ``plan.round_s`` (a copy-bound case on a slow link); then fewer batches, so a round
-    lasts about ``plan.round_s``.  Never more batches than planned; a CPU consumer, which does next to
-    nothing with a batch, never changes the plan."""
+    lasts about ``plan.round_s`` (so does a simulated step far slower than the loader).  Never more batches
+    than planned; the plain CPU consumer, which does nothing with a batch, never changes the plan."""
     if warm_batches < 1 or not consumed_s > 0 or per_round <= plan.min_batches_per_round:
         return per_round
     seen = consumed_s / warm_batches
