@@ -282,6 +282,14 @@ def test_a_process_that_exited_meanwhile_does_not_coarsen_the_memory_kind() -> N
     gone.wait()
     total, kind = memory.tree_memory([psutil.Process(), proc])
     assert kind == "pss-anon" and total > 0
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exited, not yet reaped: as a worker is
+    zproc = psutil.Process(zombie.pid)
+    while zproc.status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.01)
+    try:
+        assert memory.tree_memory([psutil.Process(), zproc])[1] == "pss-anon"
+    finally:
+        zombie.wait()
     cases = [LoaderConfig(batch_size=8, num_workers=2)]
     m = measure(CLOCKED, cases[0], plan=Plan(rounds=2, round_s=0.02, next_epoch=True))
     assert m.memory_kind == "pss-anon"

@@ -20,17 +20,24 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import psutil
 
 
 def _anon_pss(pid: int) -> int | None:
-    """``Pss_Anon + Pss_Shmem`` of ``pid`` in bytes, or None where the kernel does not give them."""
+    """``Pss_Anon + Pss_Shmem`` of ``pid`` in bytes; 0 for a process that no longer has an address space
+    (exiting, or a zombie: the kernel then gives an empty rollup); None where the kernel does not give
+    the figures (no ``smaps_rollup``, or no ``Pss_Anon`` line in it)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
             text = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0 if Path("/proc/self/smaps_rollup").exists() else None  # the process is gone
     except OSError:
         return None
+    if not text.strip():
+        return 0
     found: dict[str, int] = {}
     for line in text.splitlines():
         key, _, rest = line.partition(":")
@@ -40,13 +47,19 @@ def _anon_pss(pid: int) -> int | None:
 
 
 def _pss(proc: psutil.Process) -> tuple[int, str | None]:
-    """(bytes, kind) of one process; (0, None) for one that exited meanwhile (a worker shutting down): it
-    holds no memory, and must not make the whole reading's kind coarser."""
+    """(bytes, kind) of one process; (0, None) for one that exited meanwhile or is exiting (a worker
+    shutting down): it holds no memory, and must not make the whole reading's kind coarser. A race
+    seen in CI: a worker between losing its address space and being reaped read as an empty rollup,
+    and the fallback then called it whole PSS."""
     anon = _anon_pss(proc.pid)
+    if anon == 0:
+        return 0, None
     if anon is not None:
         return anon, "pss-anon"
     try:
         info = proc.memory_full_info()
+        if info.rss == 0:
+            return 0, None
         pss = getattr(info, "pss", None)
         if pss is not None:
             return int(pss), "pss"
