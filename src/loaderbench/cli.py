@@ -8,7 +8,8 @@
   ``report.md`` and the plots from a saved ``results.json`` (or a
   pytest-benchmark ``--benchmark-json`` file) without re-running anything.
 * ``loaderbench ab BASE HEAD [-- PYTEST_ARGS]``: the interleaved A/B of two
-  interpreters in one job (see :mod:`loaderbench.ab.command`).
+  interpreters in one job; ``loaderbench ab --base-ref REF [HEAD]`` makes the base
+  arm from a git revision of your repository (see :mod:`loaderbench.ab.command`).
 
 Exit codes: 0 on success; 2 for bad input (a clear message naming the value
 and the fix, no traceback); 1 when the dataset could not be measured at all.
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from loaderbench.ab.command import run_command
+from loaderbench.ab.command import run_base_ref, run_command
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.errors import CaseFailed, LoaderbenchError, UsageError
 from loaderbench.options import choice, number
@@ -142,8 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         "processes of both interpreters, interleaved in ABBA order, decided with paired statistics. "
         "Exit status: pytest's (1 on a regression).",
     )
-    a.add_argument("base", metavar="BASE", help='the base interpreter, or a wrapper that ends with exec python "$@"')
-    a.add_argument("head", metavar="HEAD", help="the head interpreter (the one under test), or a wrapper")
+    a.add_argument(
+        "--base-ref",
+        metavar="REF",
+        help="make the base arm from this git revision of the repository you run in (a worktree and an environment "
+        "with your project installed from it, torch and loaderbench from HEAD's; removed afterwards); then give "
+        "at most HEAD (default: this interpreter)",
+    )
+    a.add_argument(
+        "base", metavar="BASE", nargs="?", help='the base interpreter, or a wrapper that ends with exec python "$@"'
+    )
+    a.add_argument("head", metavar="HEAD", nargs="?", help="the head interpreter (the one under test), or a wrapper")
     a.add_argument(
         "pytest_args",
         nargs=argparse.REMAINDER,
@@ -231,15 +241,40 @@ def _said_files(files: ReportFiles, out: TextIO) -> None:
         out.write(f"  {note}\n")
 
 
+def cmd_ab(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    given = [a for a in (args.base, args.head) if a is not None]
+    if args.base_ref is not None:
+        if len(given) > 1:
+            parser.error(
+                f"ab --base-ref={args.base_ref}: give at most HEAD (the base is made from the ref), not {given}."
+            )
+        return run_base_ref(args.base_ref, given[0] if given else sys.executable, args.pytest_args)
+    if len(given) != 2:
+        parser.error("ab: give BASE and HEAD (two interpreters), or --base-ref=REF [HEAD]")
+    return run_command(args.base, args.head, args.pytest_args)
+
+
+def _split_pytest_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``ab ... -- PYTEST_ARGS``: the part argparse parses and the pytest arguments after the first ``--``
+    (argparse would hand the first of them to an optional positional)."""
+    if "ab" in argv and "--" in argv[argv.index("ab") :]:
+        cut = argv.index("--", argv.index("ab"))
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    own, passed = _split_pytest_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(own)
+    if args.command == "ab":
+        args.pytest_args = [*args.pytest_args, *passed]
     out, err = sys.stdout, sys.stderr
     try:
         if args.command == "tune":
             return cmd_tune(args, out, err)
         if args.command == "ab":
-            return run_command(args.base, args.head, args.pytest_args)
+            return cmd_ab(args, parser)
         return cmd_report(args, out, err)
     except CaseFailed as exc:
         err.write(f"{PROG} {args.command}: the dataset could not be measured: {exc}\n")

@@ -1,9 +1,11 @@
 """The A/B child process: ``ARM -m loaderbench.ab.child SPEC.json RECORDS.jsonl``.
 
 Run by the A/B runner in each arm's own interpreter and environment, in a fresh
-process per block: it builds the tier from the spec exactly as the pytest
-session does (so ``kind = "user"`` workloads are imported in the arm's own
-environment), runs each requested case once, and appends one JSON record per
+process per block, in the arm's own directory (the head's invocation directory, or
+the base checkout's copy of it), whose git commit the environment records as the
+pytest session records its rootdir's.  It builds the tier from the spec exactly as
+the pytest session does (so ``kind = "user"`` workloads are imported in the arm's
+own environment), runs each requested case once, and appends one JSON record per
 case to ``RECORDS`` (the protocol: :mod:`loaderbench.ab.records`); a user's ``loader_benchmark``
 tests among the cases run through pytest (:mod:`loaderbench.ab.user_tests`).  The spin
 calibration comes from ``$LOADERBENCH_SPIN_LOOPS_PER_S``, which the runner
@@ -58,13 +60,6 @@ def select_cases(spec: ChildSpec) -> list[Case]:
     return sorted(cases, key=lambda c: c.device == "cuda")
 
 
-def _repo() -> Path | None:
-    """The checkout this loaderbench runs from (an editable install), whose commit the environment
-    records; None for an installed package."""
-    here = Path(environment.__file__).resolve().parent.parent
-    return None if "site-packages" in here.parts or "dist-packages" in here.parts else here
-
-
 def _write(out: TextIO, record: dict[str, Any]) -> None:
     out.write(line(record))
     out.flush()
@@ -78,7 +73,7 @@ def run(spec: ChildSpec, out: TextIO) -> int:
         {
             "type": "environment",
             "protocol": PROTOCOL,
-            "environment": environment.current(repo=_repo()).as_dict(),
+            "environment": environment.current(repo=Path.cwd()).as_dict(),
             "variables": snapshot_variables(os.environ),
             "calibration": spin_loops_per_s(),
             "malloc": malloc,

@@ -6,6 +6,11 @@ status through (0, 1 on a regression, 4 on a usage error found by pytest).  The 
 command was started with is handed to the base arm (``$LOADERBENCH_AB_BASE_ENVIRON``), so what a HEAD
 wrapper script exports reaches the head arm only, as it would with BASE a wrapper of its own.
 Problems found here are :class:`ABError` (the CLI's exit 2).
+
+``loaderbench ab --base-ref REF [HEAD] [-- PYTEST_ARGS]`` makes the base arm itself from a git revision
+(:mod:`loaderbench.ab.checkout`: a worktree of REF and an environment with the project installed from
+it, removed afterwards), and runs the same pytest with ``--loader-ab-base-dir`` pointing into the
+worktree; HEAD defaults to the interpreter running this command.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from loaderbench.ab.checkout import base_checkout
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.process import check_interpreter, missing_modules
 from loaderbench.ab.records import BASE_ENVIRON
@@ -32,6 +38,21 @@ def pytest_command(base: str, head: str, pytest_args: Sequence[str]) -> list[str
     if args[:1] == ["--"]:
         args = args[1:]
     return [head, "-m", "pytest", "--benchmark", f"--loader-ab={base}", *args]
+
+
+def run_base_ref(ref: str, head: str, pytest_args: Sequence[str], *, cwd: Path | None = None) -> int:
+    """The A/B of the working tree (HEAD's environment) against the git revision ``ref`` (see the docstring)."""
+    here = Path.cwd() if cwd is None else cwd
+    head_path = check_interpreter(head, label=f"HEAD={head!r}", cwd=here)
+    with base_checkout(ref, cwd=here, head=head_path) as base:
+        installed = f", {base.installed} installed into it" if base.installed else ""
+        print(f"loaderbench ab: base {ref} = {base.commit[:12]}: worktree {base.worktree}{installed}", flush=True)
+        args = list(pytest_args)
+        if args[:1] == ["--"]:
+            args = args[1:]
+        return run_command(
+            str(base.interpreter), head_path, [f"--loader-ab-base-dir={base.invocation_dir}", *args], cwd=here
+        )
 
 
 def run_command(base: str, head: str, pytest_args: Sequence[str], *, cwd: Path | None = None) -> int:

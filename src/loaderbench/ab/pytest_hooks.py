@@ -88,6 +88,7 @@ class ABSession:
             cases = select_cases(spec)
         except LoaderbenchError as exc:
             raise pytest.UsageError(str(exc)) from None
+        self.base_dir = _base_dir(opt.loader_ab_base_dir, self.cwd)
         if any(c.device == "cuda" for c in cases):
             ok, why = cuda_available()
             if not ok:
@@ -105,7 +106,7 @@ class ABSession:
         base_env = dict(json.loads(handed)) if handed else dict(environ)
         base_env.pop(BASE_ENVIRON, None)
         self.arms = {
-            "base": Arm("base", self.base, base_env, self.label),
+            "base": Arm("base", self.base, base_env, self.label, directory=self.base_dir),
             "head": Arm("head", sys.executable, environ, f"the head interpreter {sys.executable}"),
         }
         self.result: ABResult | None = None
@@ -114,12 +115,24 @@ class ABSession:
     # --- hooks ---------------------------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         s = self.spec
+        where = f" (base runs in {self.base_dir})" if self.base_dir is not None else ""
         return [
-            f"loaderbench ab: base {self.base} vs head {sys.executable}",
-            f"loaderbench ab: {len(s.cases)} case(s) of tier {s.tier} (device={s.device}), rounds={s.rounds}, "
-            f"round_s={s.round_s:g}, up to {self.schedule.max_pairs} pairs in ABBA order, "
-            f"budget {self.schedule.budget_s:g} s, scenarios={s.scenarios}",
+            f"loaderbench ab: base {self.base} vs head {sys.executable}{where}",
+            f"loaderbench ab: rounds={s.rounds}, round_s={s.round_s:g}, up to {self.schedule.max_pairs} pairs in "
+            f"ABBA order, budget {self.schedule.budget_s:g} s (what it compares is said after collection)",
         ]
+
+    def selection_line(self) -> str:
+        """What the A/B will really compare: the tier's cases, the user's ``loader_benchmark`` tests, or both."""
+        s = self.spec
+        tests = sum(c.startswith(TEST_PREFIX) for c in s.cases)
+        parts = []
+        if len(s.cases) > tests:
+            tier = f"{len(s.cases) - tests} case(s) of tier {s.tier}"
+            parts.append(f"{tier} (device={s.device}, scenarios={s.scenarios})")
+        if tests:
+            parts.append(f"{tests} loader_benchmark test(s) of this repository")
+        return f"loaderbench ab: comparing {' and '.join(parts)}"
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[Any]) -> None:
@@ -145,6 +158,9 @@ class ABSession:
         def progress(step: Step) -> None:
             if reporter is not None:
                 reporter.write_line(progress_line(step))
+
+        if reporter is not None:
+            reporter.write_line(self.selection_line())
 
         try:
             with tempfile.TemporaryDirectory(prefix="loaderbench-ab-probe-") as tmp:
@@ -228,3 +244,16 @@ class ABSession:
                 },
             },
         }
+
+
+def _base_dir(value: str | None, cwd: Path) -> Path | None:
+    """``--loader-ab-base-dir`` as an existing directory (relative to the invocation directory), or None."""
+    if value is None:
+        return None
+    path = (cwd / Path(value).expanduser()).resolve()
+    if not path.is_dir():
+        raise pytest.UsageError(
+            f"--loader-ab-base-dir={value}: {path} is not a directory. Give the base commit's copy of this "
+            "directory (e.g. a `git worktree` of it), or drop the option to run both arms here."
+        )
+    return path

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shlex
 import shutil
 import tempfile
@@ -63,6 +64,10 @@ class Arm:
     executable: str
     env: Mapping[str, str]
     label: str
+    #: The arm's own copy of the invocation directory (``--loader-ab-base-dir``: a checkout of the base
+    #: commit), where its children run, so its tests, conftest and scenario file are its own; None: the
+    #: invocation directory.
+    directory: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +200,26 @@ def child_timeout(spec: ChildSpec) -> float | None:
     return 120.0 + len(spec.cases) * (3 * spec.timeout_s + 60.0)
 
 
+def moved(path: str, cwd: Path, directory: Path | None) -> str:
+    """``path`` (the spec's rootdir or scenario file, as the head sees it) in the arm's ``directory``: the
+    same place relative to the invocation directory ``cwd``, where that exists there; else unchanged
+    (a packaged scenario file, or one the base commit does not have)."""
+    if directory is None or not path:
+        return path
+    there = Path(os.path.normpath(directory / os.path.relpath(path, cwd)))
+    return str(there) if there.exists() else path
+
+
 def run_arm(arm: Arm, block: int, spec: ChildSpec, *, workdir: Path, cwd: Path) -> ChildOutput:
-    """One child of ``arm`` measuring ``spec.cases``; :class:`ABError` when it crashes."""
+    """One child of ``arm`` measuring ``spec.cases``; :class:`ABError` when it crashes.  It runs in the arm's
+    own directory when it has one (:attr:`Arm.directory`), with the spec's paths moved there."""
+    if arm.directory is not None:
+        spec = dataclasses.replace(
+            spec,
+            rootdir=moved(spec.rootdir, cwd, arm.directory),
+            scenarios=moved(spec.scenarios, cwd, arm.directory),
+        )
+        cwd = arm.directory
     stem = workdir / f"block{block}-{arm.name}"
     spec_path, records, log = (stem.with_suffix(s) for s in (".spec.json", ".records.jsonl", ".log"))
     spec_path.write_text(json.dumps(spec.to_json(), indent=1), encoding="utf-8")

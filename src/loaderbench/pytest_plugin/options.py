@@ -173,6 +173,14 @@ def add_options(parser: pytest.Parser) -> None:
         "statistics; exits 1 on a regression. Runs no test items and records no baseline. Default: none.",
     )
     group.addoption(
+        "--loader-ab-base-dir",
+        default=None,
+        metavar="DIR",
+        help="With --loader-ab: the base arm's own copy of this directory (a checkout of the base commit); its "
+        "children run there, so its tests, conftest and scenario file are the base's. `loaderbench ab "
+        "--base-ref=REF` sets it to a worktree of REF. Default: both arms run here.",
+    )
+    group.addoption(
         "--loader-ab-pairs",
         type=number("--loader-ab-pairs", int, minimum=3, exclusive=False, fix="Use e.g. 16"),
         default=16,
