@@ -274,7 +274,7 @@ def test_end_to_end_finds_the_regression_and_not_the_unchanged_case(
     assert result.ret == 1, out + result.stderr.str()
     assert "Traceback" not in out + result.stderr.str()
     lines = out.splitlines()
-    first = lines.index(next(ln for ln in lines if ln.startswith("REGRESSIONS (")))
+    first = lines.index(next(ln for ln in lines if ln.startswith("REGRESSIONS: ")))
     table = lines[first + 1 : first + 4]
     assert table[0].split()[:4] == ["case", "metric", "base", "head"] and "head/base [95% CI]" in table[0]
     assert table[1].split()[:2] == ["tiny-cpu-w0-bs8", "samples_per_s"] and "slower" in table[1]
@@ -321,7 +321,7 @@ def test_a_users_loader_benchmark_test_is_compared_in_each_arms_environment(pyte
     )  # fmt: skip
     out = result.stdout.str()
     assert result.ret == 1, out + result.stderr.str()
-    assert "REGRESSIONS (" in out and "CUDA case(s) skipped" not in out  # no tier case in this A/B
+    assert "REGRESSIONS: 1 case, " in out and "CUDA case(s) skipped" not in out  # no tier case in this A/B
     row = next(ln for ln in out.splitlines() if ln.strip().startswith("test:test_mine.py::test_my_pipeline "))
     assert "samples_per_s" in row and "slower" in row, row
     assert "2 deselected" in out and "Traceback" not in out + result.stderr.str()

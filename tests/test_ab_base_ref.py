@@ -137,25 +137,33 @@ def test_the_base_arm_imports_the_base_commits_code_though_the_head_has_it_edita
 def test_base_ref_errors_name_the_ref_and_the_fix(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
-    with pytest.raises(ABError, match=r"--base-ref=main: .* is not inside a git repository"):
-        with base_checkout("main", cwd=plain, head=sys.executable):
-            pass
+    with (
+        pytest.raises(ABError, match=r"--base-ref=main: .* is not inside a git repository"),
+        base_checkout("main", cwd=plain, head=sys.executable),
+    ):
+        pass
     repo = user_repo(tmp_path / "repo")
-    with pytest.raises(ABError, match=r"--base-ref=no-such-branch: no such commit .*git branch --all"):
-        with base_checkout("no-such-branch", cwd=repo, head=sys.executable):
-            pass
-    with pytest.raises(ABError, match=r"--base-ref=--x: not a git revision"):
-        with base_checkout("--x", cwd=repo, head=sys.executable):
-            pass
+    with (
+        pytest.raises(ABError, match=r"--base-ref=no-such-branch: no such commit .*git branch --all"),
+        base_checkout("no-such-branch", cwd=repo, head=sys.executable),
+    ):
+        pass
+    with (
+        pytest.raises(ABError, match=r"--base-ref=--x: not a git revision"),
+        base_checkout("--x", cwd=repo, head=sys.executable),
+    ):
+        pass
     assert git(repo, "worktree", "list").count("\n") == 0
 
 
 def test_a_directory_the_base_commit_lacks_is_an_error_and_leaves_nothing(tmp_path: Path) -> None:
     repo = user_repo(tmp_path / "repo")
     (repo / "newdir").mkdir()
-    with pytest.raises(ABError, match=r"the directory you run from, newdir, does not exist at"):
-        with base_checkout("main", cwd=repo / "newdir", head=sys.executable):
-            pass
+    with (
+        pytest.raises(ABError, match=r"the directory you run from, newdir, does not exist at"),
+        base_checkout("main", cwd=repo / "newdir", head=sys.executable),
+    ):
+        pass
     assert git(repo, "worktree", "list").count("\n") == 0
 
 

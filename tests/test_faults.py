@@ -259,6 +259,13 @@ def test_an_exception_in_a_worker(baseline: Path) -> None:
     assert "Remedy: fix the dataset; run it with num_workers=0" in text
 
 
+def test_an_exception_at_zero_workers_is_not_told_to_rerun_at_zero_workers(baseline: Path) -> None:
+    text = run_fault(baseline, faulty("raise", in_main=True), LoaderConfig(batch_size=4), kind="dataset")
+    assert f"the dataset or collate raised KeyError: 'sample {AT} is missing'" in text
+    assert "it raised in this process (num_workers=0): call its __getitem__" in text
+    assert "run it with num_workers=0" not in text
+
+
 @pytest.mark.parametrize("sharing", ["file_descriptor", "file_system"])
 def test_a_worker_killed_with_sigkill(baseline: Path, sharing: str) -> None:
     """Under file_system the dead worker's segments stay in /dev/shm unless the harness removes them."""

@@ -322,7 +322,7 @@ def test_gate_confirms_then_fails_a_regression(recorded: BaselineStore) -> None:
     assert sps.current_runs == 1 + again.calls
     assert gate.failed
     lines = summary_lines(gate)
-    assert lines[1].startswith("REGRESSIONS (1)")
+    assert lines[1] == "REGRESSIONS: 1 case, 1 metric:"
     assert "io-cpu-w0-bs32" in lines[3] and "1.43x slower" in lines[3]
 
 
@@ -576,6 +576,18 @@ def test_every_inconclusive_line_names_its_next_step_and_huge_figures_cannot_res
     assert all(line.startswith("    next: ") for line in nexts)
     assert "--loader-ab" in nexts[0] and "--loader-baseline-append" in nexts[1]
     assert "--loader-max-extra (now 3)" in nexts[2]
+
+
+def test_a_next_step_shared_by_several_metrics_is_said_once_with_the_users_own_command() -> None:
+    rng = random.Random(4)
+    v = compare("c", SPS, runs(rng, 3, 1000.0), runs(rng, 1, 1000.0), threshold=0.10)
+    a = dataclasses.replace(v, outcome="inconclusive", resolves=math.inf, reason="the baseline has 1 session")
+    b = dataclasses.replace(a, case_id="d", metric="ttfb_s")
+    record = "pytest --benchmark --loader-baseline-dir=perf/baselines --loader-baseline-save"
+    lines = inconclusive_lines([a, b], max_extra=3, record=record)
+    assert len(lines) == 3 and lines[0].startswith("  c: ") and lines[1].startswith("  d: ")
+    assert lines[2].startswith("    next (the 2 above): record more baseline sessions")
+    assert f"`{record} --loader-baseline-append`" in lines[2]
 
 
 def test_an_undecided_change_beyond_the_threshold_is_said_prominently_in_either_mode() -> None:

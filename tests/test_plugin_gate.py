@@ -80,7 +80,11 @@ def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.
     assert "1 passed, 1 regressed" in slower.stdout.lines[-1]
     slower.stdout.fnmatch_lines(["*loaderbench: the run fails: 1 case(s) regressed*"])
     slower.stdout.fnmatch_lines(
-        ["*REGRESSIONS (*", "*tiny-io-cpu-w0-bs8*samples_per_s*slower*", "*environment changes since the baseline*"]
+        [
+            "*REGRESSIONS: 1 case, *",
+            "*tiny-io-cpu-w0-bs8*samples_per_s*slower*",
+            "*environment changes since the baseline*",
+        ]
     )
     info = json.loads((project.path / "out.json").read_text())["benchmarks"][0]["extra_info"]
     outcomes = {v["metric"]: v["outcome"] for v in info["gate"]}

@@ -87,7 +87,9 @@ def test_the_fixture_measures_records_and_gates_without_fixtures_or_toml(pyteste
     make_project(pytester, 0.004)  # 4x slower per sample: the same gate fails the run
     slower = run(pytester, "--benchmark")
     assert slower.ret == pytest.ExitCode.TESTS_FAILED, slower.stdout.str()
-    slower.stdout.fnmatch_lines(["*REGRESSIONS (*", "*test_my_pipeline-w0-bs8-cpu-w0-bs8*samples_per_s*slower*"])
+    slower.stdout.fnmatch_lines(
+        ["*REGRESSIONS: 1 case, *", "*test_my_pipeline-w0-bs8-cpu-w0-bs8*samples_per_s*slower*"]
+    )
     assert "Benchmark fixture was not used" not in slower.stdout.str()
 
 

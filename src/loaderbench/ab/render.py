@@ -16,7 +16,14 @@ from loaderbench.ab.runner import ABResult, Step
 from loaderbench.measurement import Measurement
 from loaderbench.report.format import fmt_time
 from loaderbench.report.table import Column, markdown_table
-from loaderbench.report.verdicts import AB_COLUMNS, inconclusive_lines, undecided_lines, verdict_row, verdict_table
+from loaderbench.report.verdicts import (
+    AB_COLUMNS,
+    inconclusive_lines,
+    regressions_heading,
+    undecided_lines,
+    verdict_row,
+    verdict_table,
+)
 
 #: The consumer suffix that tells a base measurement from the head's in the report's tables and plots.
 BASE_LABEL = "base"
@@ -52,7 +59,7 @@ def summary_lines(result: ABResult) -> list[str]:
     ]
     regressed = result.regressions
     if regressed:
-        lines.append(f"REGRESSIONS ({len(regressed)}): the head is worse than the base")
+        lines.append(f"{regressions_heading(regressed)}: the head is worse than the base")
         lines.extend(verdict_table(regressed))
         lines.append(f"  environment, base -> head: {difference(result)}")
     counts = {o: sum(v.outcome == o for v in result.verdicts) for o in ("improved", "unchanged", "inconclusive")}

@@ -49,19 +49,31 @@ _PICKLE = ("can't pickle", "cannot pickle", "can't get local object", "pickling 
 
 
 def explain_failure(
-    case: str, exc: BaseException, *, phase: str = "", worker_exits: Mapping[int, int] | None = None
+    case: str,
+    exc: BaseException,
+    *,
+    phase: str = "",
+    worker_exits: Mapping[int, int] | None = None,
+    in_process: bool = False,
 ) -> CaseFailed:
-    """A :class:`CaseFailed` naming ``case``, what went wrong (during ``phase``) and what to do.
+    """A :class:`CaseFailed` naming ``case``, what went wrong (during ``phase``) and what to do;
+    ``in_process``: the case loads in the main process (``num_workers=0``), so the advice to rerun it there
+    does not apply.
 
     ``worker_exits`` maps worker pids to their exit codes (negative: the signal), for the failures that torch
     reports only as "exited unexpectedly" when it notices a dead worker before its SIGCHLD handler runs.
     """
-    failure = _explain(case, exc, phase=phase, worker_exits=worker_exits)
+    failure = _explain(case, exc, phase=phase, worker_exits=worker_exits, in_process=in_process)
     return CaseFailed(str(failure), case=case, phase=phase, kind=failure.kind)
 
 
 def _explain(
-    case: str, exc: BaseException, *, phase: str = "", worker_exits: Mapping[int, int] | None = None
+    case: str,
+    exc: BaseException,
+    *,
+    phase: str = "",
+    worker_exits: Mapping[int, int] | None = None,
+    in_process: bool = False,
 ) -> CaseFailed:
     """The explanation, by the first rule that matches."""
     text = f"{type(exc).__name__}: {exc}"
@@ -186,7 +198,10 @@ def _explain(
         "dataset",
         case,
         f"the dataset or collate raised {detail}{during}",
-        "fix the dataset; run it with num_workers=0 to get the plain traceback",
+        "fix the dataset; it raised in this process (num_workers=0): call its __getitem__ (and your collate) "
+        "directly to step into the error"
+        if in_process
+        else "fix the dataset; run it with num_workers=0 to get the plain traceback",
     )
 
 

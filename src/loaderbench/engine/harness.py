@@ -157,7 +157,9 @@ def measure(
         # ``from None``: the message replaces torch's traceback wall (the original stays in __context__)
         if dog.fired:
             raise dog.failure(config.timeout) from None
-        raise explain_failure(cid, exc, phase=dog.current_phase, worker_exits=exits) from None
+        raise explain_failure(
+            cid, exc, phase=dog.current_phase, worker_exits=exits, in_process=config.num_workers == 0
+        ) from None
     except BaseException as exc:  # stopped from outside (pytest-timeout's alarm, Ctrl-C): cleaned up below
         note_interruption(exc, case=cid, phase=dog.current_phase)
         raise

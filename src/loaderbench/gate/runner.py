@@ -70,6 +70,7 @@ class Gate:
         if max_extra_measurements < 0:
             raise UsageError(f"max_extra_measurements={max_extra_measurements}: must be 0 or more. Use e.g. 3.")
         self.thresholds = thresholds or Thresholds()
+        self.record_command = record_command  # the user's own selection and --loader-baseline-dir, for every hint
         self.max_extra = max_extra_measurements
         self.settings = settings
         self.fingerprint = fingerprint
@@ -141,7 +142,7 @@ class Gate:
             return ""
         return (
             f"; {len(few)} recorded in fewer than {self.settings.min_sessions} sessions cannot fail the run yet: "
-            "add sessions with --loader-baseline-save --loader-baseline-append"
+            f"add sessions with {self.record_command} --loader-baseline-append"
         )
 
     @property

@@ -27,7 +27,7 @@ def summary_lines(gate: Gate) -> list[str]:
     verdicts = gate.verdicts
     regressed = [v for v in verdicts if v.outcome == "regressed"]
     if regressed:
-        lines.append(f"REGRESSIONS ({len(regressed)}):")
+        lines.append(f"{regressions_heading(regressed)}:")
         lines.extend(verdict_table(regressed))
         blame = "; ".join(gate.changes) if gate.changes else "none (same software as the baseline)"
         lines.append(f"  environment changes since the baseline: {blame}")
@@ -52,29 +52,43 @@ def summary_lines(gate: Gate) -> list[str]:
     rest = [v for v in inconclusive if gating or v.baseline_sessions >= gate.min_sessions]
     if rest:
         lines.append("inconclusive (not a failure; the smallest change each can resolve, why, and what to do):")
-        lines.extend(inconclusive_lines(rest, max_extra=gate.max_extra))
+        lines.extend(inconclusive_lines(rest, max_extra=gate.max_extra, record=gate.record_command))
     if few:
         lines.append(
             f"not gated, baseline from fewer than {gate.min_sessions} sessions ({len(few)}): "
-            f"{', '.join(few)}; add sessions with --loader-baseline-save --loader-baseline-append"
+            f"{', '.join(few)}; add sessions with {gate.record_command} --loader-baseline-append"
         )
     if gate.new_cases:
         lines.append(
             f"not compared, no baseline entry ({len(gate.new_cases)}): {', '.join(gate.new_cases)}; "
-            "add them with --loader-baseline-save"
+            f"add them with {gate.record_command}"
         )
     lines.extend(f"note: {n}" for n in gate.notes)
     return lines
 
 
-def inconclusive_lines(verdicts: Sequence[Verdict], *, max_extra: int | None = None) -> list[str]:
+def regressions_heading(regressed: Sequence[Verdict]) -> str:
+    """``REGRESSIONS: 1 case, 3 metrics``: counted as the run's last line counts them (cases), with the rows."""
+    cases = len({v.case_id for v in regressed})
+    return f"REGRESSIONS: {cases} case{'s' * (cases != 1)}, {len(regressed)} metric{'s' * (len(regressed) != 1)}"
+
+
+def inconclusive_lines(
+    verdicts: Sequence[Verdict], *, max_extra: int | None = None, record: str | None = None
+) -> list[str]:
     """One line per undecided metric: its change, the change the gate could resolve (or ``cannot resolve`` and
-    why), the reason, and the next step (the stored gate's; the A/B's reason names its own)."""
-    out = []
+    why) and the reason; then the next step (the stored gate's; the A/B's reason names its own), once for each
+    group of metrics that share it rather than after every one."""
+    groups: dict[str, list[str]] = {}
     for v in verdicts:
-        out.append(f"  {v.case_id}: {v.metric} {v.change} ({_resolvable(v)}); {v.reason.split('; next:')[0]}")
-        if v.mode == "stored":
-            out.append(f"    next: {next_step(v, max_extra=max_extra)}")
+        step = next_step(v, max_extra=max_extra, record=record) if v.mode == "stored" else ""
+        line = f"  {v.case_id}: {v.metric} {v.change} ({_resolvable(v)}); {v.reason.split('; next:')[0]}"
+        groups.setdefault(step, []).append(line)
+    out = []
+    for step, lines in groups.items():
+        out.extend(lines)
+        if step:
+            out.append(f"    next{f' (the {len(lines)} above)' if len(lines) > 1 else ''}: {step}")
     return out
 
 
@@ -110,9 +124,10 @@ def _resolvable(v: Verdict) -> str:
     return f"cannot resolve: noise ±{v.noise:.1%} from {v.baseline_sessions} baseline session(s) is too large"
 
 
-def next_step(v: Verdict, *, max_extra: int | None = None) -> str:
-    """What to do about an inconclusive verdict."""
-    record = "record more baseline sessions (--loader-baseline-save --loader-baseline-append, one per run)"
+def next_step(v: Verdict, *, max_extra: int | None = None, record: str | None = None) -> str:
+    """What to do about an inconclusive verdict; ``record`` is the command that records this run's baseline."""
+    command = f"{record} --loader-baseline-append" if record else "--loader-baseline-save --loader-baseline-append"
+    record = f"record more baseline sessions (`{command}`, one per run)"
     if math.isinf(v.resolves) or math.isnan(v.resolves):
         return record
     if v.resolves > v.threshold:
