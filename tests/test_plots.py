@@ -94,3 +94,44 @@ def test_a_failing_plot_becomes_a_note(
     drawn = plots.write_plots(fixed, tmp_path)
     assert drawn.files == ()
     assert drawn.notes == ("broken.png not drawn: matplotlib failed (ValueError: no luck)",)
+
+
+def user_test_cases(fixed: tuple[results.Measurement, ...]) -> list[results.Measurement]:
+    """The suite's io cases as a user's parametrized ``loader_benchmark`` test records them: one workload per
+    parameter (the node's name), the test function as their group."""
+    io = [m for m in fixed if m.workload == "io" and m.device == "cpu" and not m.consumer]
+    return [dataclasses.replace(m, workload=f"test_mine-{m.config.id}", group="test_mine") for m in io]
+
+
+@needs_matplotlib
+def test_a_users_parametrized_configs_are_drawn_as_one_workload(
+    fixed: tuple[results.Measurement, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = user_test_cases(fixed)
+    assert len({m.config.num_workers for m in mine}) >= 2
+    titles: list[str] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: titles.extend(ax.get_title() for ax in fig.axes) or path)
+    assert isinstance(plots.throughput_vs_workers(mine, tmp_path / "t.png"), Path)
+    assert titles == ["test_mine"]  # one panel for the test function, not one per parameter
+    ungrouped = [dataclasses.replace(m, group="") for m in mine]
+    assert isinstance(plots.throughput_vs_workers(ungrouped, tmp_path / "u.png"), str)  # as before: not drawn
+
+
+@needs_matplotlib
+def test_the_startup_legend_names_only_the_settings_drawn(
+    fixed: tuple[results.Measurement, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = [m for m in fixed if m.config.num_workers > 0 and not m.config.persistent_workers]
+    legends: list[list[str]] = []
+
+    def save(fig: object, path: Path) -> Path:
+        for ax in fig.axes:  # type: ignore[attr-defined]
+            legends.append([t.get_text() for t in ax.get_legend().get_texts()])
+        return path
+
+    monkeypatch.setattr(plots, "_save", save)
+    plots.startup_and_stall(plain, tmp_path / "s.png")
+    assert legends == [["persistent_workers=False"]] * 2
+    legends.clear()
+    plots.startup_and_stall([m for m in fixed if m.config.num_workers > 0], tmp_path / "s.png")
+    assert legends == [["persistent_workers=False", "persistent_workers=True"]] * 2

@@ -327,3 +327,23 @@ def test_selfcheck_render_aligns_the_columns() -> None:
 
 
 # --- the package's layout ------------------------------------------------------------------------------------
+
+
+def test_a_users_test_function_groups_its_configs_unless_two_share_a_config(fixed: tuple[Measurement, ...]) -> None:
+    """Each parametrized ``loader_benchmark`` config is its own workload (its baseline key); the reports group
+    them by the test function, so ``vs w0`` compares them, except where the test is parametrized over datasets
+    too (two cases with one config): those keep their own workloads, since they are not one dataset's configs."""
+    io = [m for m in fixed if m.workload == "io" and m.device == "cpu" and not m.consumer]
+    mine = [dataclasses.replace(m, workload=f"test_mine-{m.config.id}", group="test_mine") for m in io]
+    grouped = cases.groups(mine)
+    assert list(grouped) == [("test_mine", "cpu")]
+    group = grouped[("test_mine", "cpu")]
+    w2 = next(m for m in group if m.config.id == "w2-bs32")
+    w0 = next(m for m in group if m.config.id == "w0-bs32")
+    assert cases.speedup(w2, group) == pytest.approx(w2.samples_per_s / w0.samples_per_s)
+    assert [m.case_id for m in cases.families(mine)] == [m.case_id for m in mine]  # the baseline keys stay
+    twice = [*mine, dataclasses.replace(w0, workload="test_mine-w0-bs32-other")]
+    assert ("test_mine", "cpu") not in cases.groups(twice) and len(cases.groups(twice)) == len(twice)
+    table = "\n".join(terminal.terminal_report(mine))
+    assert f"test_mine on cpu: {len(mine)} case(s)" in table
+    assert f"{w2.samples_per_s / w0.samples_per_s:.2f}x" in table

@@ -157,3 +157,40 @@ def test_spdl(loader_benchmark):
     result = pytester.runpytest_subprocess("--benchmark", "-rs", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*pipeline 'spdl'*needs spdl*pip install*loaderbench[[]rivals[]]*"])
+
+
+def test_a_parametrized_test_is_reported_as_one_workload_of_configs(pytester: pytest.Pytester) -> None:
+    """The README's fixture example over two configs: one table for the test function, ``vs w0`` filled in,
+    the worker plot drawn, and ``results.json`` carrying the group beside each config's own baseline key."""
+    pytester.makepyfile(
+        test_grp="""
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from loaderbench.config import LoaderConfig
+
+
+CONFIGS = [LoaderConfig(batch_size=8), LoaderConfig(batch_size=8, num_workers=2)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.id)
+def test_grp(loader_benchmark, cfg):
+    loader_benchmark(TensorDataset(torch.zeros(256, 4)), cfg)
+"""
+    )
+    result = pytester.runpytest_subprocess(
+        "--benchmark", "--loader-rounds=2", "--loader-round-seconds=0.03", "--loader-report=rep",
+        f"--loader-baseline-dir={pytester.path / 'bl'}", "-p", "no:cacheprovider",
+    )  # fmt: skip
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out
+    assert "test_grp on cpu: 2 case(s)" in out
+    w2 = next(ln for ln in out.splitlines() if ln.lstrip("* ").startswith("w2-bs8 "))
+    assert w2.lstrip("* ").split()[3].endswith("x")  # vs w0 is a ratio, not "-"
+    assert "throughput vs num_workers not drawn" not in out
+    doc = json.loads((pytester.path / "rep" / "results.json").read_text())
+    assert {(c["case_id"], c.get("group")) for c in doc["cases"]} == {
+        ("test_grp-w0-bs8-cpu-w0-bs8", "test_grp"),
+        ("test_grp-w2-bs8-cpu-w2-bs8", "test_grp"),
+    }

@@ -119,10 +119,19 @@ class Measurement:
     consumer: str = ""
     session: str = ""
     recorded: str = ""
+    #: What the reports group this case with ("": its workload): a user's ``loader_benchmark`` test function,
+    #: so that its parametrized configs are compared with each other as a workload's are.  Not part of the
+    #: case id (the baseline key).
+    group: str = ""
 
     @property
     def case_id(self) -> str:
         return case_id(self.workload, self.device, self.config, self.consumer)
+
+    @property
+    def family(self) -> str:
+        """The name the reports group and label this case by: :attr:`group`, else the workload."""
+        return self.group or self.workload
 
     def value(self, name: str) -> float:
         """A one-off value: a phase (seconds) or ``peak_memory_bytes``; NaN when not measured."""
@@ -230,6 +239,7 @@ class Measurement:
             "warnings": list(self.warnings),
             "session": self.session,
             "recorded": self.recorded,
+            **({"group": self.group} if self.group else {}),
         }
         info.update(self.extra)
         cleaned: dict[str, Any] = jsondoc.clean(info)  # the JSON rule: NaN and infinities become null
@@ -258,6 +268,7 @@ class Measurement:
                 "extra": dict(self.extra),
                 "session": self.session,
                 "recorded": self.recorded,
+                **({"group": self.group} if self.group else {}),
             }
         )
         return record
@@ -298,6 +309,7 @@ class Measurement:
             consumer=str(d.get("consumer", "")),
             session=str(d.get("session", "")),
             recorded=str(d.get("recorded", "")),
+            group=str(d.get("group", "")),
         )
 
 

@@ -191,4 +191,3 @@ def base_checkout(ref: str, *, cwd: Path, head: str) -> Iterator[BaseCheckout]:
         shutil.rmtree(scratch, ignore_errors=True)
         with contextlib.suppress(_GitFailed, ABError):
             _git(["worktree", "prune"], cwd=top, label=label)
-

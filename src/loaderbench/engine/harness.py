@@ -121,8 +121,7 @@ def measure(
         dog.phase("building the dataset")
         dataset = workload.build(epoch.length * config.ranks, where)  # each rank reads its share
         with warnings.catch_warnings(record=True) as caught:
-            # torch warns (at construction and at iter()) about over-subscription and pinning
-            # without an accelerator; the case records them instead of failing on them
+            # torch warns (construction, iter()) of over-subscription and pinning without an accelerator: recorded
             warnings.simplefilter("always")
             kwargs = config.dataloader_kwargs(dataset, seed=plan.seed, user_collate=workload.user_collate(), rank=rank)
             # a pass-through that, if collation fails, names where the samples differ (in the worker)
@@ -157,9 +156,8 @@ def measure(
         # ``from None``: the message replaces torch's traceback wall (the original stays in __context__)
         if dog.fired:
             raise dog.failure(config.timeout) from None
-        raise explain_failure(
-            cid, exc, phase=dog.current_phase, worker_exits=exits, in_process=config.num_workers == 0
-        ) from None
+        zero = config.num_workers == 0
+        raise explain_failure(cid, exc, phase=dog.current_phase, worker_exits=exits, in_process=zero) from None
     except BaseException as exc:  # stopped from outside (pytest-timeout's alarm, Ctrl-C): cleaned up below
         note_interruption(exc, case=cid, phase=dog.current_phase)
         raise
@@ -187,6 +185,7 @@ def measure(
         )
     return Measurement(
         workload=workload.name,
+        group=workload.group,
         device=device,
         config=config,
         rounds=rounds,

@@ -1,10 +1,9 @@
 """Workloads: named, seeded dataset recipes that know their ideal throughput.
 
-A :class:`Workload` is a frozen value read from the scenario file
-(``fixtures/workloads.toml``) or built in code.  ``build(length, workdir)``
-makes a dataset of the requested epoch length; ``ideal_samples_per_s`` says what
-the cost model allows for a worker count, or ``None`` where the workload has no
-cost model (memory- and IPC-bound workloads).
+A :class:`Workload` is a frozen value read from the scenario file (``fixtures/workloads.toml``)
+or built in code.  ``build(length, workdir)`` makes a dataset of the requested epoch length;
+``ideal_samples_per_s`` says what the cost model allows for a worker count, or ``None`` where
+the workload has no cost model (memory- and IPC-bound workloads).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import importlib
 import importlib.util
 import math
 import os
+import reprlib
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -129,6 +129,7 @@ class Workload:
     description: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     fixed_length: int | None = None
+    group: str = ""  # the reports' grouping of its measurements ("": the name): Measurement.group
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -281,7 +282,7 @@ class Workload:
     def _build_user(self, length: int) -> Dataset[Any]:
         source = self.params.get("dataset")  # a Dataset or a no-argument factory (the loader_benchmark fixture)
         if source is not None:
-            dataset = check_dataset(source() if _is_factory(source) else source, f"dataset={source!r}")
+            dataset = check_dataset(source() if _is_factory(source) else source, f"dataset={reprlib.repr(source)}")
         else:
             dataset = load_factory(str(self._p("factory")))
         if isinstance(dataset, IterableDataset):

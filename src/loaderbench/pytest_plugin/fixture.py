@@ -8,7 +8,9 @@
 The dataset (or a no-argument factory returning one) is measured by the same
 harness as the suite's own cases, recorded in the same baseline store under the
 test's name (``test_my_pipeline-cpu-w2-bs32``), judged by the same gate, and
-skipped without ``pytest --benchmark``.  It needs no ``fixtures/`` folder and no TOML.
+skipped without ``pytest --benchmark``.  The reports group a test's parametrized
+configs under the test function's name, as they group a workload's configs (``vs w0``,
+the worker plots).  It needs no ``fixtures/`` folder and no TOML.
 :func:`tier_configs` gives a tier's configs to parametrize over.
 """
 
@@ -63,10 +65,12 @@ class LoaderBenchmark:
         *,
         simulated_gpu: SimulatedGpuSpec | None = None,
         cuda_problem: Callable[[], str] = str,
+        group: str = "",
     ) -> None:
         self._session = session
         self._benchmark = benchmark
         self.name = name
+        self.group = group  # the test function: the reports compare its parametrized configs with each other
         self.simulated_gpu = simulated_gpu
         self._cuda_problem = cuda_problem
         self.measurement: Measurement | None = None
@@ -103,6 +107,7 @@ class LoaderBenchmark:
             batch_size=config.batch_size or 1,
             description=f"{FIXTURE} in {self.name}",
             params={"dataset": dataset},
+            group=self.group,
         )
         case = Case(workload, config, device=device, simulated_gpu=simulated)
         self.measurement = self._session.run(case, self._benchmark)
@@ -127,4 +132,5 @@ def make(
         workload_name(request.node.name),
         simulated_gpu=SimulatedGpuSpec.from_env() if simulated_gpu else None,
         cuda_problem=cuda_problem,
+        group=workload_name(getattr(request.node, "originalname", "") or request.node.name),
     )

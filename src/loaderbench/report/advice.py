@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from loaderbench import stats
 from loaderbench.measurement import Measurement
+from loaderbench.report.cases import families
 from loaderbench.report.format import fmt_bytes, fmt_rate, fmt_ratio, fmt_time, wrap
 from loaderbench.report.table import Column, text_table
 from loaderbench.stats import mann_whitney_greater
@@ -119,7 +120,7 @@ def _pick(
 
 def _pairs(ms: Sequence[Measurement], field: str, a: object, b: object) -> list[tuple[Measurement, Measurement]]:
     """Pairs (x, y) of cases that differ only in LoaderConfig ``field``: x has value ``a``, y has ``b``."""
-    index = {(m.workload, m.device, m.consumer, m.config): m for m in ms}
+    index = {(m.family, m.device, m.consumer, m.config): m for m in ms}
     out = []
     for m in ms:
         if getattr(m.config, field) != a:
@@ -128,14 +129,14 @@ def _pairs(ms: Sequence[Measurement], field: str, a: object, b: object) -> list[
             other = m.config.replace(**{field: b})
         except ValueError:
             continue
-        twin = index.get((m.workload, m.device, m.consumer, other))
+        twin = index.get((m.family, m.device, m.consumer, other))
         if twin is not None:
             out.append((m, twin))
     return out
 
 
 def _label(m: Measurement) -> str:
-    return f"{m.workload} {m.config.id}" + (f" {m.consumer}" if m.consumer else "")
+    return f"{m.family} {m.config.id}" + (f" {m.consumer}" if m.consumer else "")
 
 
 def _verdict(results: Sequence[bool]) -> str:
@@ -355,7 +356,7 @@ CLAIMS = (more_workers_faster, oversubscription, workers_small_tensor, pin_memor
 
 def evaluate(measurements: Sequence[Measurement]) -> tuple[ClaimResult, ...]:
     """Every claim's verdict from what was measured (``not measured`` where nothing can test it)."""
-    ms = list(measurements)
+    ms = families(measurements)  # a user's test function pairs its configs, as a workload does
     return tuple(claim(ms) for claim in CLAIMS)
 
 

@@ -10,6 +10,7 @@ here too, so the terminal and Markdown reports list the same ones.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 
@@ -41,11 +42,29 @@ def is_cuda_group(ms: Sequence[Measurement]) -> bool:
     return any(extra_float(m, "feed_samples_per_s") is not None for m in ms)
 
 
+def families(measurements: Iterable[Measurement]) -> list[Measurement]:
+    """The measurements with their report grouping settled: a group (a user's test function) holds its
+    parametrized configs while each config appears in it once per device and consumer; a group where two
+    cases share one (the test is parametrized over datasets too) falls back to each case's own workload,
+    since its cases are not configs of one dataset."""
+    ms = list(measurements)
+    seen: dict[str, set[tuple[str, str, str]]] = {}
+    clash: set[str] = set()
+    for m in ms:
+        if m.group:
+            key = (m.device, m.consumer, m.config.id)
+            if key in seen.setdefault(m.group, set()):
+                clash.add(m.group)
+            seen[m.group].add(key)
+    return [dataclasses.replace(m, group="") if m.group in clash else m for m in ms]
+
+
 def groups(measurements: Iterable[Measurement]) -> dict[tuple[str, str], list[Measurement]]:
-    """(workload, device) -> cases sorted by samples/s, fastest first (unmeasured last), in first-seen order."""
+    """(family, device) -> cases sorted by samples/s, fastest first (unmeasured last), in first-seen order;
+    the family is the workload, or a user's test function (:func:`families`)."""
     out: dict[tuple[str, str], list[Measurement]] = {}
-    for m in measurements:
-        out.setdefault((m.workload, m.device), []).append(m)
+    for m in families(measurements):
+        out.setdefault((m.family, m.device), []).append(m)
     for ms in out.values():
         ms.sort(key=lambda m: (math.isnan(m.samples_per_s), -m.samples_per_s if not math.isnan(m.samples_per_s) else 0))
     return out

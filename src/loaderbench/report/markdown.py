@@ -19,6 +19,7 @@ from loaderbench.report.cases import (
     best,
     efficiency,
     extra_float,
+    families,
     flagged_cases,
     groups,
     h2d_of_limit,
@@ -45,10 +46,10 @@ def headline(measurements: Sequence[Measurement], verdicts: Mapping[str, str] | 
     for ms in groups(measurements).values():
         top = best(ms)
         if top is None:
-            rows.append([ms[0].workload, ms[0].device, "not measured", "-", "-", "-", "-"])
+            rows.append([ms[0].family, ms[0].device, "not measured", "-", "-", "-", "-"])
             continue
         row = [
-            top.workload,
+            top.family,
             top.device,
             _code(label(top)),
             fmt_number(top.samples_per_s),
@@ -139,7 +140,7 @@ def group_section(ms: Sequence[Measurement], verdicts: Mapping[str, str] | None)
         if verdicts is not None:
             row.append(verdicts.get(m.case_id, "not compared"))
         rows.append(row)
-    summary = f"{ms[0].workload} on {ms[0].device} ({len(ms)} cases)"
+    summary = f"{ms[0].family} on {ms[0].device} ({len(ms)} cases)"
     table = markdown_table(_columns(titles, align), rows)
     return ["<details>", f"<summary>{summary}</summary>", "", *table, "", "</details>", ""]
 
@@ -169,7 +170,7 @@ def markdown_report(
     if not measurements:
         return "\n".join([*lines, "No benchmark case was measured.", ""])
     devices = sorted({m.device for m in measurements})
-    workloads = {m.workload for m in measurements}
+    workloads = {m.family for m in families(measurements)}
     cpus = measurements[0].cpus
     lines += [
         f"{len(measurements)} cases on {len(workloads)} workloads ({', '.join(devices)}), "

@@ -27,7 +27,7 @@ from typing import Any
 
 from loaderbench import stats
 from loaderbench.measurement import Measurement
-from loaderbench.report.cases import extra_float, label
+from loaderbench.report.cases import extra_float, families, label
 
 INSTALL_HINT = "plots not drawn: matplotlib is not installed; get them with `pip install loaderbench[plot]`"
 _COLORS = {"in-process": "#444444", "fork": "#1f77b4", "spawn": "#d62728", "forkserver": "#2ca02c"}
@@ -55,10 +55,11 @@ def _measured(ms: Iterable[Measurement]) -> list[Measurement]:
 
 
 def _series(m: Measurement) -> str:
-    """A workload's name, with the device and consumer where they are not the plain CPU loop."""
+    """A workload's name (or a user's test function: :func:`~loaderbench.report.cases.families`), with the device
+    and consumer where they are not the plain CPU loop."""
     if m.device == "cpu" and not m.consumer:
-        return m.workload
-    return f"{m.workload} ({m.device}{', ' + m.consumer if m.consumer else ''})"
+        return m.family
+    return f"{m.family} ({m.device}{', ' + m.consumer if m.consumer else ''})"
 
 
 def _by_workload(ms: Iterable[Measurement]) -> dict[str, list[Measurement]]:
@@ -209,6 +210,8 @@ def startup_and_stall(ms: Sequence[Measurement], path: Path) -> Path | str:
                     xs.append(i + (k - 0.5) * 0.38)
                     ys.append(statistics.median(values) * 1e3)
                     ns.append(len(values))
+            if not ys:
+                continue  # no case with this setting: no empty bar set in the legend
             drawn += [y for y in ys if y > 0]
             bars = ax.bar(
                 xs,
@@ -227,7 +230,8 @@ def startup_and_stall(ms: Sequence[Measurement], path: Path) -> Path | str:
         ax.set_xlabel("start method (multiprocessing_context)")
         ax.set_ylabel("milliseconds (median over cases, log scale)")
         ax.set_title(title)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
     fig.suptitle("Worker start-up cost by start method and persistent_workers")
     return _save(fig, path)
 
@@ -267,7 +271,7 @@ def cuda_feed_rate(ms: Sequence[Measurement], path: Path) -> Path | str:
     ax = axes[0]
     lines: dict[str, list[Measurement]] = {}
     for m in cases:
-        lines.setdefault(f"{m.workload} {m.consumer}", []).append(m)
+        lines.setdefault(f"{m.family} {m.consumer}", []).append(m)
     for name, group in lines.items():
         best: dict[int, float] = {}
         for m in group:
@@ -299,9 +303,9 @@ def cuda_au_vs_step(ms: Sequence[Measurement], path: Path) -> Path | str:
         pipeline = m.extra.get("cuda_pipeline", "")
         step = float(m.extra["cuda_step_ms"])
         if by_step:
-            key, x = f"{m.workload} {m.config.id} {pipeline}", step
+            key, x = f"{m.family} {m.config.id} {pipeline}", step
         else:
-            key, x = f"{m.workload} {pipeline}", float(m.config.num_workers)
+            key, x = f"{m.family} {pipeline}", float(m.config.num_workers)
         points = lines.setdefault(key, {})
         points[x] = max(points.get(x, 0.0), au)
     for name, points in lines.items():
@@ -327,7 +331,7 @@ def cuda_h2d_vs_limit(ms: Sequence[Measurement], path: Path) -> Path | str:
     cases = cases[:30]
     fig, axes = _figure(1, width=9.0, height=max(3.0, 0.35 * len(cases) + 1.5))
     ax = axes[0]
-    names = [f"{m.workload} {label(m)}" for m in cases]
+    names = [f"{m.family} {label(m)}" for m in cases]
     h2d = [(extra_float(m, "h2d_bytes_per_s") or 0.0) / 1e9 for m in cases]
     ax.barh(range(len(cases)), h2d, color="#1f77b4", label="pipeline H2D (sustained)")
     limits = [(i, (extra_float(m, "h2d_limit_bytes_per_s") or math.nan) / 1e9) for i, m in enumerate(cases)]
@@ -367,6 +371,7 @@ def write_plots(measurements: Sequence[Measurement], directory: str | Path) -> P
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     notes: list[str] = []
+    measurements = families(measurements)  # a user's test function groups its configs, as a workload does
     cuda_ran = any(extra_float(m, "feed_samples_per_s") is not None for m in measurements)
     for name, draw in PLOTS:
         if name.startswith("cuda_") and not cuda_ran:

@@ -75,7 +75,7 @@ def group_table(ms: Sequence[Measurement], *, width: int = 120, verdicts: Mappin
     if verdicts is not None:
         cols.append(Column("verdict", fill=True))
     top = best(ms)
-    head = f"{ms[0].workload} on {ms[0].device}: {len(ms)} case(s)"
+    head = f"{ms[0].family} on {ms[0].device}: {len(ms)} case(s)"
     if top is not None:
         s = speedup(top, ms)
         vs = f", {s:.2f}x the num_workers=0 case" if s is not None and top.config.num_workers else ""
