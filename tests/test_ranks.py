@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -175,6 +176,49 @@ def test_two_ranks_through_the_plugin_record_the_job_and_its_ranks(
     stored = "".join(p.read_text() for p in (pytester.path / "baselines").rglob("*.json"))
     assert "tiny-io-cpu-w1-bs8-ranks2" in stored  # the baseline key includes the rank count
     assert "test_mine-cpu-w0-bs8-ranks2" in stored
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_two_nodes_on_loopback_record_the_job_on_node_zero_only(pytester: pytest.Pytester, no_leftovers: None) -> None:
+    """The README's several-nodes recipe, both nodes on this machine: two pytest processes, one rank each, joined
+    by torchrun's static rendezvous on 127.0.0.1 (gloo); node 0 records the job's one case with ``ranks=2``,
+    node 1 records nothing and says where the result is."""
+    pytester.makefile(".toml", workloads=SCENARIOS)
+    pytester.makepyfile(test_bench=BENCH)
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = []
+    for rank in (0, 1):
+        env = dict(os.environ)
+        args = f"--nnodes=2 --node-rank={rank} --nproc-per-node=1 --rdzv-endpoint={endpoint}"
+        env["LOADERBENCH_TORCHRUN_ARGS"] = args
+        argv = [
+            sys.executable, "-m", "pytest", "--benchmark", "--loader-scenarios=workloads.toml",
+            "--loader-config=w1-bs8", "--loader-ranks=2", "--loader-rounds=2", "--loader-round-seconds=0.05",
+            "--loader-baseline-save", f"--loader-baseline-dir=node{rank}", "-p", "no:cacheprovider", "-rs",
+        ]  # fmt: skip
+        log = (pytester.path / f"node{rank}.log").open("w")
+        nodes.append(subprocess.Popen(argv, cwd=pytester.path, env=env, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+    try:
+        for node in nodes:
+            node.wait(timeout=300)
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+    outs = [(pytester.path / f"node{rank}.log").read_text() for rank in (0, 1)]
+    assert [n.returncode for n in nodes] == [0, 0], "\n\n".join(outs)
+    stored = [p.read_text() for p in (pytester.path / "node0").rglob("*.json")]
+    assert len(stored) == 1 and "tiny-io-cpu-w1-bs8-ranks2" in stored[0], outs[0]
+    assert json.loads(stored[0])["cases"]["tiny-io-cpu-w1-bs8-ranks2"]["runs"][0]["config"]["ranks"] == 2
+    assert not list((pytester.path / "node1").rglob("*.json")), outs[1]
+    assert "recorded on the node that runs rank 0" in outs[1]
 
 
 def test_a_bad_rank_count_is_a_usage_error(pytester: pytest.Pytester) -> None:

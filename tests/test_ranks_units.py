@@ -29,6 +29,7 @@ from loaderbench.engine import datasets
 from loaderbench.engine.cases import Case
 from loaderbench.engine.consumers import CpuConsumer, StepConsumer
 from loaderbench.measurement import Measurement
+from loaderbench.pytest_plugin import confirm
 from loaderbench.ranks import launch
 from loaderbench.ranks.combine import combine, slowest_rank
 from loaderbench.ranks.coverage import (
@@ -366,3 +367,37 @@ def test_the_ab_child_runs_the_cases_in_the_spec_s_ranks(tmp_path: Path) -> None
     cases = select_cases(again)
     assert cases and all(c.config.ranks == 2 and c.id.endswith("-ranks2") for c in cases)
     assert "--loader-ranks=2" in pytest_args(again, ["t.py::test_x"], str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("args", "several"),
+    [
+        ("", False),
+        ("--standalone --nproc-per-node=2", False),
+        ("--nnodes=2 --node-rank=0 --rdzv-endpoint=h:1", True),
+        ("--nnodes 2 --node-rank 1", True),
+        ("--nnodes=1 --nproc-per-node=8", False),
+        ("--nnodes=1:4 --rdzv-backend=c10d", True),
+        ("--nnodes=two", False),
+    ],
+)
+def test_several_nodes_reads_the_torchrun_arguments(monkeypatch: pytest.MonkeyPatch, args: str, several: bool) -> None:
+    monkeypatch.setenv(launch.TORCHRUN_ARGS_ENV, args)
+    assert launch.several_nodes() is several
+
+
+def test_a_ranked_case_on_several_nodes_is_not_confirmed_or_remeasured_in_a_fresh_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its fresh process would rendezvous with nodes whose runs are over and wait for ever (seen: node 0's
+    recording hung measuring the case's noise in a fresh process after node 1 had finished)."""
+    ranked = Measurement.from_raw({"samples_per_s": [1.0]}, workload="w", config=LoaderConfig(batch_size=4, ranks=2))
+    alone = Measurement.from_raw({"samples_per_s": [1.0]}, workload="v", config=LoaderConfig(batch_size=4))
+    ids = [ranked.case_id, alone.case_id]
+    monkeypatch.setenv(launch.TORCHRUN_ARGS_ENV, "--nnodes=2 --node-rank=0 --rdzv-endpoint=h:1")
+    assert confirm.on_this_node(ids, [ranked, alone]) == [alone.case_id]
+    spec = ChildSpec(scenarios="", tier="smoke", device="cpu", rounds=2, round_s=0.05, batch_timeout_s=None)
+    with pytest.raises(UsageError, match=r"several nodes .* rerun every node to confirm"):
+        confirm.confirmer(spec, {}, [ranked, alone])([ranked.case_id])
+    monkeypatch.setenv(launch.TORCHRUN_ARGS_ENV, "--standalone --nproc-per-node=2")
+    assert confirm.on_this_node(ids, [ranked, alone]) == ids

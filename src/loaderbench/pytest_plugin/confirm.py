@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,9 @@ from loaderbench.ab.records import TEST_PREFIX, ChildSpec, read_records
 from loaderbench.engine.cases import Case
 from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
 from loaderbench.errors import UsageError
+from loaderbench.gate.runner import Confirm
 from loaderbench.measurement import Measurement
+from loaderbench.ranks.launch import several_nodes
 
 
 def fresh_process(spec: ChildSpec, requests: Mapping[str, str], case_ids: Sequence[str]) -> dict[str, Measurement]:
@@ -60,6 +62,31 @@ def fresh_process(spec: ChildSpec, requests: Mapping[str, str], case_ids: Sequen
         return {wanted[k]: m for k, m in out.measurements.items() if k in wanted}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def on_this_node(case_ids: Sequence[str], measured: Iterable[Measurement]) -> list[str]:
+    """Those of ``case_ids`` that a fresh process can measure on this node alone: not a ranked case when
+    ``LOADERBENCH_TORCHRUN_ARGS`` spreads the ranks over several nodes (its fresh process would wait for
+    the other nodes' ranks, whose pytest runs are over)."""
+    if not several_nodes():
+        return list(case_ids)
+    ranked = {m.case_id for m in measured if m.config.ranks > 1}
+    return [c for c in case_ids if c not in ranked]
+
+
+def confirmer(spec: ChildSpec, requests: Mapping[str, str], measured: Sequence[Measurement]) -> Confirm:
+    """The gate's confirmation: :func:`fresh_process`, refused with the reason (the suspects stay
+    inconclusive) for a ranked case spread over several nodes (:func:`on_this_node`)."""
+
+    def confirm(case_ids: Sequence[str]) -> Mapping[str, Measurement]:
+        if len(on_this_node(case_ids, measured)) < len(case_ids):
+            raise UsageError(
+                "their ranks run on several nodes (LOADERBENCH_TORCHRUN_ARGS), and a fresh process would wait for "
+                "the other nodes' ranks, whose runs are over; they stay inconclusive: rerun every node to confirm"
+            )
+        return fresh_process(spec, requests, case_ids)
+
+    return confirm
 
 
 def request_of(case: Case) -> str:

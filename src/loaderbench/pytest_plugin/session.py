@@ -27,7 +27,7 @@ from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.gate.verdict import DEFAULT_SETTINGS
 from loaderbench.measurement import Measurement
-from loaderbench.pytest_plugin.confirm import child_spec, fresh_process, request_of
+from loaderbench.pytest_plugin.confirm import child_spec, confirmer, fresh_process, on_this_node, request_of
 from loaderbench.pytest_plugin.recording import add_noise_sessions, resolution_note, sessions_held
 from loaderbench.ranks.launch import OTHER_NODE
 from loaderbench.report.terminal import verdict_texts
@@ -279,7 +279,9 @@ class LoaderbenchSession:
             self.save_failed = True
             self.save_note = f"the baseline was NOT saved (the run fails): {exc}"
             return
-        own = [m.case_id for m in self.measurements if not self.priors.has_own(m.workload)]
+        own = on_this_node(
+            [m.case_id for m in self.measurements if not self.priors.has_own(m.workload)], self.measurements
+        )
         noise_note = add_noise_sessions(
             self.store,
             self.fingerprint,
@@ -307,7 +309,7 @@ class LoaderbenchSession:
             return
         gate.use_control(self.control)
         spec = child_spec(self.config, self.scenarios_path, self.ranks)
-        gate.finalize(confirm=lambda ids: fresh_process(spec, self._requests, ids))
+        gate.finalize(confirm=confirmer(spec, self._requests, self.measurements))
         for v in gate.verdicts:
             info = self._extra_infos.get(v.case_id)
             if info is not None:

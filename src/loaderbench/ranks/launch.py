@@ -95,6 +95,18 @@ def default_timeout_s(plan: Plan) -> float | None:
     return 60.0 + 2 * plan.batch_timeout_s + 4 * (plan.rounds + 4) * plan.round_s
 
 
+def several_nodes() -> bool:
+    """Whether ``LOADERBENCH_TORCHRUN_ARGS`` spreads the ranks over several nodes (``--nnodes`` above 1, or an
+    elastic range whose maximum is): a ranked case's fresh process then waits for the other nodes' ranks."""
+    args = shlex.split(os.environ.get(TORCHRUN_ARGS_ENV, ""))
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--nnodes=") else args[i + 1] if arg == "--nnodes" else None
+        if value is not None and i + 1 <= len(args):
+            with contextlib.suppress(ValueError):
+                return int(value.rsplit(":", 1)[-1]) > 1
+    return False
+
+
 def torchrun_command(ranks: int, job_file: Path, out: Path, python: str = sys.executable) -> list[str]:
     extra = os.environ.get(TORCHRUN_ARGS_ENV, "").strip()
     where = shlex.split(extra) if extra else ["--standalone", f"--nproc-per-node={ranks}"]
