@@ -264,3 +264,17 @@ def test_randomly_shuffles_the_order_and_changes_nothing_in_kind(
         ]
     )
     assert baseline_case_ids(pytester) == dict.fromkeys(CASE_IDS, 3)
+
+
+def test_coverage_measurement_beside_the_benchmarks_runs_and_records_as_without_it(pytester: pytest.Pytester) -> None:
+    """pytest-cov (``--cov``) traces the main process, which slows it: the run still measures and records both
+    benchmark tests (each with its fresh-process sessions) and prints the coverage table beside the report.
+    Figures taken under coverage are slower than without it, so do not gate a baseline recorded without it."""
+    make_repo(pytester)
+    result = run(pytester, "-p", "pytest_cov", "--cov=test_repo", "--benchmark", "--loader-baseline-save")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out + result.stderr.str()
+    result.assert_outcomes(passed=2, deselected=1)
+    assert "coverage: platform" in out or "tests coverage" in out, out
+    assert "test_repo.py" in out.split("coverage", 1)[1]
+    assert baseline_case_ids(pytester) == dict.fromkeys(CASE_IDS, 3)
