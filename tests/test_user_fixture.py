@@ -186,6 +186,7 @@ def test_grp(loader_benchmark, cfg):
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.OK, out
     assert "test_grp on cpu: 2 case(s)" in out
+    assert "loaderbench: measuring 2 loader_benchmark test(s) of this repository" in out and "tier smoke" not in out
     w2 = next(ln for ln in out.splitlines() if ln.lstrip("* ").startswith("w2-bs8 "))
     assert w2.lstrip("* ").split()[3].endswith("x")  # vs w0 is a ratio, not "-"
     assert "throughput vs num_workers not drawn" not in out

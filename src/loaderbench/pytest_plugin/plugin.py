@@ -75,8 +75,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     s = session_of(config)
     if s.tier is None:
         return ["loaderbench: benchmark cases skipped (run `pytest --benchmark` for the main job)"]
-    return [
-        f"loaderbench: {s.tier.summary()}",
+    return [  # the tier's summary comes after collection, where it runs (pytest_collection_finish)
         f"loaderbench: device={s.device}, rounds={s.plan.rounds}, ranks={s.ranks}, "
         f"round_s={s.plan.round_s:g}, scenarios={s.scenarios_path}",
         *timeouts.header(config, s.plan, s.ranks),
@@ -161,6 +160,22 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         config.hook.pytest_deselected(items=deselected)
     timeouts.fit(config, keep, session_of(config).plan, session_of(config).ranks)  # a global --timeout: one to fit
     items[:] = ordering.cuda_last(config, keep)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What this run really measures: the tier's cases where the suite's own test is collected, the repository's
+    ``loader_benchmark`` tests, or both (the header cannot know: it comes before collection)."""
+    s = session_of(session.config)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if s.tier is None or reporter is None or session.config.pluginmanager.has_plugin(AB_PLUGIN):
+        return
+    items = session.items
+    users = sum(fixture.FIXTURE in getattr(i, "fixturenames", ()) for i in items)
+    suite = sum(CASE_FIXTURE in getattr(i, "fixturenames", ()) for i in items)
+    said = [f"{suite} case(s) of {s.tier.summary()}"] if suite else []
+    if users:
+        said.append(f"{users} loader_benchmark test(s) of this repository")
+    reporter.write_line(f"loaderbench: measuring {' and '.join(said) or 'nothing (no benchmark case collected)'}")
 
 
 @pytest.fixture
