@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import stat
@@ -122,9 +123,14 @@ def test_both_arms_get_the_parents_one_calibration(tmp_path: Path) -> None:
 
 
 def test_a_linear_drift_across_the_job_is_cancelled(tmp_path: Path) -> None:
-    arms = fake_arms(tmp_path, FAKE_DRIFT="0.05")
+    """Each child is 14% slower than the one before it: base-first in every block would read the head 14%
+    slower in every pair (a regression); ABBA turns it into +d and -d in turn, which the mean cancels."""
+    arms = fake_arms(tmp_path, FAKE_DRIFT="0.15")
     result = run_ab(spec("same"), arms, Schedule(max_pairs=4), cwd=tmp_path)
     assert not result.failed and {v.outcome for v in result.verdicts} <= {"unchanged", "inconclusive"}
+    logs = [math.log(h.samples_per_s / b.samples_per_s) for b, h in result.pairs["same"]]
+    assert logs[:2] == [pytest.approx(-0.15, abs=0.01), pytest.approx(0.15, abs=0.01)]  # against the head, then for it
+    assert abs(logs[0] + logs[1]) < 0.01  # one ABBA cycle cancels it
 
 
 def test_the_budget_stops_new_blocks_after_three(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from loaderbench.ab.paired import ABVerdict, decide_runs
 from loaderbench.ab.paired import decide as decide_at
+from loaderbench.ab.records import snapshot_variables, variable_changes
 from loaderbench.ab.runner import arm_order
 from loaderbench.decision.sequential import look_level
 from loaderbench.gate.priors import Prior
@@ -181,3 +182,16 @@ def test_noise_too_large_for_any_float_is_cannot_resolve_not_a_crash() -> None:
     """Two pairs 30x apart: the resolvable change overflows exp()."""
     v = decide("c", METRICS["samples_per_s"], [1.0, 1.0], [30.0, 1 / 30.0], threshold=0.10)
     assert v.outcome == "inconclusive" and fmt_change(v.resolves) == "cannot resolve"
+
+
+def test_secret_looking_variables_are_recorded_hashed_and_their_change_still_shown() -> None:
+    """The A/B records each arm's environment variables (results.json, the summary): a value whose name looks
+    secret is kept only as a short hash, which still shows that the two arms differ."""
+    base = snapshot_variables({"HF_TOKEN": "hunter2", "AWS_SECRET_ACCESS_KEY": "abc", "OMP_NUM_THREADS": "4", "_": "x"})
+    head = snapshot_variables({"HF_TOKEN": "hunter3", "AWS_SECRET_ACCESS_KEY": "abc", "OMP_NUM_THREADS": "1"})
+    assert base["OMP_NUM_THREADS"] == "4" and "_" not in base
+    assert base["HF_TOKEN"].startswith("sha256:") and "hunter2" not in json.dumps(base)
+    assert base["AWS_SECRET_ACCESS_KEY"] == head["AWS_SECRET_ACCESS_KEY"] != "abc"
+    changes = variable_changes(base, head)
+    assert changes[0].startswith("$HF_TOKEN sha256:") and "hunter" not in " ".join(changes)
+    assert changes[1] == "$OMP_NUM_THREADS 4 -> 1" and len(changes) == 2

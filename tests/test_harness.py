@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -293,3 +294,44 @@ def test_a_process_that_exited_meanwhile_does_not_coarsen_the_memory_kind() -> N
     cases = [LoaderConfig(batch_size=8, num_workers=2)]
     m = measure(CLOCKED, cases[0], plan=Plan(rounds=2, round_s=0.02, next_epoch=True))
     assert m.memory_kind == "pss-anon"
+
+
+#: Bytes each process that fetches a sample holds from its first fetch on (anonymous, touched).
+BALLAST = 48 * 2**20
+_HELD: dict[int, bytearray] = {}
+
+
+class Ballast(Dataset[torch.Tensor]):
+    """The first sample a process fetches makes it hold :data:`BALLAST` bytes of its own (a forked worker's
+    inherited copy of its parent's stays shared: PSS counts it once)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if os.getpid() not in _HELD:
+            _HELD[os.getpid()] = bytearray(b"\x01" * BALLAST)
+        time.sleep(0.0002)
+        return torch.zeros(4)
+
+
+@dataclass(frozen=True, slots=True)
+class BallastWorkload(Workload):
+    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
+        return Ballast(length)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux's smaps_rollup")
+def test_peak_memory_sums_the_main_process_and_every_worker() -> None:
+    """Each worker holds its own ballast: 2 workers (plus the main process's pilot fetch) count about two
+    ballasts more than 0 workers, where only the main process holds one."""
+    workload = BallastWorkload(name="ballast", kind="sleep", batch_size=8, params={"latency_s": 0.0002})
+    plan = Plan(rounds=2, round_s=0.05, next_epoch=False)
+    w0 = measure(workload, LoaderConfig(batch_size=8), plan=plan)
+    w2 = measure(workload, LoaderConfig(batch_size=8, num_workers=2, multiprocessing_context="fork"), plan=plan)
+    assert w0.memory_kind == w2.memory_kind == "pss-anon"
+    assert w0.peak_memory_bytes is not None and w2.peak_memory_bytes is not None
+    assert w2.peak_memory_bytes - w0.peak_memory_bytes > 1.6 * BALLAST, (w0.peak_memory_bytes, w2.peak_memory_bytes)

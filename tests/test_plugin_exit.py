@@ -3,6 +3,12 @@ benchmarks nothing all exit non-zero, and pytest's final line says why (pytester
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
 import pytest
 
 BENCH = """
@@ -86,3 +92,65 @@ def test_a_selection_with_no_case_exits_5_with_the_reason(project: pytest.Pytest
     result = project.runpytest_subprocess("--benchmark", "--loader-scenarios=workloads.toml", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout.str()
     result.stdout.fnmatch_lines(["*no benchmark case ran (exit 5): the selection has no case*"])
+
+
+GPU_ONLY = """
+import torch
+from torch.utils.data import TensorDataset
+
+from loaderbench.config import LoaderConfig
+
+
+def test_gpu(loader_benchmark):
+    loader_benchmark(TensorDataset(torch.zeros(64, 4)), LoaderConfig(batch_size=8), device="cuda")
+"""
+
+
+def test_a_run_whose_every_case_skipped_exits_5_without_a_benchmark_warning(pytester: pytest.Pytester) -> None:
+    """A ``loader_benchmark`` test skips inside its call (``device="cuda"`` on a machine without a GPU): a run that
+    benchmarked nothing must not look green to CI (before: exit 0, and pytest-benchmark's "fixture was not used"
+    warning beside the skip)."""
+    pytester.makepyfile(test_gpu=GPU_ONLY)
+    result = pytester.runpytest_subprocess("--benchmark", "-p", "no:cacheprovider", "-rs")
+    out = result.stdout.str()
+    if "no CUDA GPU" not in out:
+        pytest.skip("this machine has a CUDA GPU: the test does not skip here")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, out
+    result.stdout.fnmatch_lines(["*no benchmark case ran (exit 5): every selected benchmark case was skipped*"])
+    assert "fixture was not used" not in out
+
+
+def test_an_interrupted_run_exits_2_and_leaves_the_baseline_and_no_process(
+    project: pytest.Pytester,
+) -> None:
+    """Ctrl-C in the middle of a case (SIGINT to pytest): exit 2, the stored baseline untouched, no worker left."""
+    assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
+    (stored,) = (project.path / "baselines").glob("*.json")
+    before = stored.read_bytes()
+    log = project.path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "--benchmark", "--loader-scenarios=workloads.toml",
+             "--loader-config=w2-bs8", "--loader-rounds=200", "--loader-round-seconds=0.2",
+             "--loader-baseline-dir=baselines", "--loader-baseline-save", "--loader-baseline-append",
+             "-p", "no:cacheprovider"],
+            cwd=project.path, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while not psutil.Process(proc.pid).children() and time.monotonic() < deadline:
+                time.sleep(0.1)  # the case's DataLoader workers: it is measuring
+            time.sleep(0.5)
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            assert workers, "the case never started its workers"
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert code == pytest.ExitCode.INTERRUPTED, text
+    assert "nterrupted" in text, text
+    assert stored.read_bytes() == before
+    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]

@@ -97,7 +97,7 @@ def test_a_corrupt_baseline_is_a_clear_error_naming_the_file(project: pytest.Pyt
     (doc_path,) = (project.path / "baselines").glob("*.json")
     doc_path.write_text('{"format": "loaderbench-baseline", "version": 1, "cases": {')  # truncated
     result = run(project)
-    assert result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
     result.stderr.fnmatch_lines([f"*{doc_path.name}*"])
     assert "Traceback" not in result.stderr.str()
 

@@ -92,7 +92,7 @@ class LoaderBenchmark:
             config = config.replace(ranks=self._session.ranks)
         missing = unavailable_reason(config.pipeline)
         if missing is not None:  # a rival pipeline that is not installed: a skip with the one reason, as for cases
-            pytest.skip(missing)
+            self._skip(missing)
         simulated = self.simulated_gpu if device == "cuda" else None
         if device == "cuda":
             problem = self._cuda_problem()
@@ -100,7 +100,7 @@ class LoaderBenchmark:
                 pytest.fail(problem, pytrace=False)
             ok, why = cuda_available()
             if simulated is None and not ok:  # never a silent fallback to the simulated device
-                pytest.skip(f"{why}; --loader-simulated-gpu runs it on the simulated device")
+                self._skip(f"{why}; --loader-simulated-gpu runs it on the simulated device")
         workload = Workload(
             name=self.name,
             kind="user",
@@ -112,6 +112,11 @@ class LoaderBenchmark:
         case = Case(workload, config, device=device, simulated_gpu=simulated)
         self.measurement = self._session.run(case, self._benchmark)
         return self.measurement
+
+
+    def _skip(self, reason: str) -> None:
+        self._benchmark.skipped = True  # no pytest-benchmark "fixture was not used" warning beside the reason
+        pytest.skip(reason)
 
 
 def make(
