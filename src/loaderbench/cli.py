@@ -257,8 +257,8 @@ def cmd_ab(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _split_pytest_args(argv: list[str]) -> tuple[list[str], list[str]]:
     """``ab ... -- PYTEST_ARGS``: the part argparse parses and the pytest arguments after the first ``--``
     (argparse would hand the first of them to an optional positional)."""
-    if "ab" in argv and "--" in argv[argv.index("ab") :]:
-        cut = argv.index("--", argv.index("ab"))
+    if argv[:1] == ["ab"] and "--" in argv:
+        cut = argv.index("--")
         return argv[:cut], argv[cut + 1 :]
     return argv, []
 
