@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import stats as spstats
 
 from loaderbench.errors import UsageError
@@ -53,6 +54,9 @@ CONFIDENCE = 0.95
 #: Relative floor of a segment's standard deviation, so that a constant series has no change point
 #: from rounding (1e-9 of the larger mean).
 _RELATIVE_FLOOR = 1e-9
+
+#: A series of values (or of their uncertainties): a sequence of numbers or a 1-D numpy array.
+Values = Sequence[float] | NDArray[np.floating]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,7 @@ class ChangePoint:
 class _Series:
     """The finite values, their positions in the original series, and prefix sums for segment stats."""
 
-    def __init__(self, values: Sequence[float], uncertainties: Sequence[float] | None) -> None:
+    def __init__(self, values: Values, uncertainties: Values | None) -> None:
         raw = np.asarray(values, dtype=np.float64).ravel()
         finite = np.isfinite(raw)
         if uncertainties is not None:
@@ -251,9 +255,9 @@ def _check(alpha: float, min_size: int, window: int) -> None:
 
 
 def detect(
-    values: Sequence[float],
+    values: Values,
     *,
-    uncertainties: Sequence[float] | None = None,
+    uncertainties: Values | None = None,
     alpha: float = ALPHA,
     min_size: int = MIN_SIZE,
     window: int = WINDOW,
@@ -276,10 +280,10 @@ def detect(
 
 def update(
     previous: Sequence[ChangePoint],
-    values: Sequence[float],
+    values: Values,
     *,
     previous_length: int,
-    uncertainties: Sequence[float] | None = None,
+    uncertainties: Values | None = None,
     alpha: float = ALPHA,
     min_size: int = MIN_SIZE,
     window: int = WINDOW,
