@@ -22,7 +22,7 @@ from loaderbench.decision.verdict import verdict_of
 from loaderbench.engine.control import ControlReading, busier, shift
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.model import DEFAULT_SETTINGS, Settings, Verdict, evidence, stored_verdict
-from loaderbench.gate.priors import NoisePriors, Prior
+from loaderbench.gate.priors import NoisePriors, Prior, pooled
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
@@ -51,7 +51,10 @@ class Gate:
     was not recorded on gets the prior's between-host noise.  ``priors`` are the
     workloads' noise priors (``None``: the baseline's own sessions alone decide, and
     a case needs ``min_sessions`` of them to fail a run).  ``record_command`` is the command the "no
-    baseline" status tells the user to run (the session passes the user's own options in it).
+    baseline" status tells the user to run (the session passes the user's own options in it).  ``drift``
+    holds each case's measured between-run noise ``(case id, metric) -> Prior``, from a history
+    (:mod:`loaderbench.history.drift`), pooled conservatively with the workload's prior
+    (:func:`loaderbench.gate.priors.pooled`; only with ``priors``).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class Gate:
         environment: Environment | None = None,
         priors: NoisePriors | None = None,
         record_command: str = "pytest --benchmark --loader-baseline-save",
+        drift: Mapping[tuple[str, str], Prior] | None = None,
     ) -> None:
         if max_extra_measurements < 0:
             raise UsageError(f"max_extra_measurements={max_extra_measurements}: must be 0 or more. Use e.g. 3.")
@@ -75,6 +79,7 @@ class Gate:
         self.fingerprint = fingerprint
         self.environment = environment or Environment()
         self.priors = priors
+        self.drift: Mapping[tuple[str, str], Prior] = drift or {}
         self.changes: list[str] = []
         self.other_host = True
         self._verdicts: list[Verdict] = []
@@ -213,16 +218,19 @@ class Gate:
                     current,
                     threshold=self.thresholds.get(cid, metric),
                     settings=self.settings,
-                    prior=self._prior(baseline[0], metric.name),
+                    prior=self._prior(baseline[0], metric.name, cid),
                     other_host=self.other_host,
                 )
             )
         return out
 
-    def _prior(self, m: Measurement, metric: str) -> Prior | None:
+    def _prior(self, m: Measurement, metric: str, case_id: str) -> Prior | None:
+        """The workload's prior, pooled with the case's measured drift when a history gave one."""
         if self.priors is None:
             return None
-        return self.priors.get(m.workload, metric, oversubscribed=m.config.loading_processes > m.cpus)
+        stored = self.priors.get(m.workload, metric, oversubscribed=m.config.loading_processes > m.cpus)
+        measured = self.drift.get((case_id, metric))
+        return stored if measured is None else pooled(stored, measured)
 
     def _verdicts_of(self, job: JobDecision, cases: set[str] | None = None) -> list[Verdict]:
         out = []

@@ -184,9 +184,18 @@ def loader_benchmark(request: pytest.FixtureRequest) -> fixture.LoaderBenchmark:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    if item.get_closest_marker("loaderbench") is not None:
-        session_of(item.config).ran += 1  # reached its call phase: not skipped
-    return (yield)
+    if item.get_closest_marker("loaderbench") is None:
+        return (yield)
+    s = session_of(item.config)
+    s.ran += 1  # reached its call phase: not skipped
+    measured = len(s.measurements)
+    try:
+        return (yield)
+    except pytest.skip.Exception:
+        raise
+    except BaseException:  # the test failed after measuring (an assertion on the figures): not a run to keep
+        s.failed_cases.update(m.case_id for m in s.measurements[measured:])
+        raise
 
 
 @pytest.hookimpl(wrapper=True)
