@@ -263,8 +263,8 @@ def figures(measurements: Sequence[Measurement]) -> dict[str, Figure]:
         between = statistics.stdev(logs) if n >= 2 else 0.0
         se = math.sqrt((between**2 + within_se(metric, measurements) ** 2) / n)
         centre = statistics.fmean(logs)
-        value = math.exp(centre)
-        out[metric.name] = Figure(value, min(value, math.exp(centre - Z * se)), max(value, math.exp(centre + Z * se)))
+        value = math.exp(centre) if n > 1 else metric.run_value(measurements[0])  # one: exactly its value
+        out[metric.name] = Figure(value, value * math.exp(-Z * se), value * math.exp(Z * se))
     return out
 
 
