@@ -42,7 +42,14 @@ def history_directory(text: str) -> Path:
             "Could not parse value: --loader-history='' is empty. Pass a directory, e.g. --loader-history=history."
         )
     path = Path(text)
-    if path.exists() and not path.is_dir():
+    try:
+        a_file = path.exists() and not path.is_dir()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long
+        raise argparse.ArgumentTypeError(
+            f"Could not parse value: --loader-history={text!r} is not a usable directory name ({exc}). "
+            "Pass a directory, e.g. --loader-history=history."
+        ) from None
+    if a_file:
         raise argparse.ArgumentTypeError(
             f"Could not parse value: --loader-history={text!r} is a file, not a directory. Pass the directory "
             "that holds (or will hold) the history files, one per hardware key; it is created when missing."
