@@ -5,11 +5,13 @@ An **open regression** is the newest change point of a case's series for a metri
 worse, the way the gate reads each metric (:meth:`loaderbench.metrics.Metric.slowdown`: samples/s down is
 worse; TTFB, epoch stall, CPU time per sample and memory up are worse): the series has not recovered since.
 Each says whether it is beyond the gate's threshold for the metric (``--loader-threshold`` syntax,
-:class:`~loaderbench.gate.thresholds.Thresholds`; the metric's default without one).  The newest are first.
+:class:`~loaderbench.gate.thresholds.Thresholds`; the metric's default without one), and whether
+``--loader-history-fail`` fails a nightly job on it now (:func:`loaderbench.history.alarms.open_regressions`:
+it is recent and the newest level is beyond the threshold).  The newest are first.
 
 Change points come from :func:`loaderbench.history.changepoints.detect`, each run's value weighted by its
-within-run uncertainty (the record's 95% interval, ``(hi - lo) / (2 x 1.96)``).  An environment change is
-drawn where a run's environment differs from the run before it in the series
+within-run uncertainty (:func:`loaderbench.history.alarms.uncertainty`, from the record's 95% interval).
+An environment change is drawn where a run's environment differs from the run before it in the series
 (:func:`loaderbench.store.environment.changes`, the git commit aside: the commit range says it).
 """
 
@@ -20,8 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loaderbench.gate.thresholds import Thresholds
+from loaderbench.history.alarms import open_regressions, uncertainty
 from loaderbench.history.changepoints import ChangePoint, detect
-from loaderbench.history.record import Point, Z
+from loaderbench.history.record import Point, parse_time
 from loaderbench.history.store import History
 from loaderbench.metrics import METRICS, Metric
 from loaderbench.store.environment import changes
@@ -70,6 +73,9 @@ class Regression:
     change_point: ChangePoint
     slowdown: float
     threshold: float
+    #: Whether ``--loader-history-fail`` fails a job on it now (:mod:`loaderbench.history.alarms`: recent, and
+    #: the newest level beyond the threshold).
+    fails_job: bool = False
 
     @property
     def beyond_threshold(self) -> bool:
@@ -121,11 +127,6 @@ class Overview:
         return any(s.simulated for s in self.series)
 
 
-def uncertainty(p: Point) -> float:
-    """A point's standard uncertainty in its unit, from its 95% interval."""
-    return (p.hi - p.lo) / (2 * Z)
-
-
 def _changes(before: Point, after: Point) -> list[str]:
     return changes(
         dataclasses.replace(before.environment, git_commit=None),
@@ -154,15 +155,16 @@ def build(history: History, *, thresholds: Thresholds | None = None, metrics: Se
             metric = METRICS.get(name)
             if metric is not None and (not metrics or name in metrics):
                 every.append(series_of(history, case, metric))
+    failing = {(o.case, o.metric) for o in open_regressions(history, thresholds=thresholds)}
     regressions = []
     for s in every:
         if s.change_points and s.worse(s.change_points[-1]):
             cp = s.change_points[-1]
-            regressions.append(
-                Regression(s, cp, s.metric.slowdown(cp.before, cp.after), thresholds.get(s.case, s.metric))
-            )
-    regressions.sort(key=lambda r: (r.first.time, r.slowdown), reverse=True)
-    times = sorted(r.time for r in history.records)
+            slowdown = s.metric.slowdown(cp.before, cp.after)
+            fails = (s.case, s.metric.name) in failing
+            regressions.append(Regression(s, cp, slowdown, thresholds.get(s.case, s.metric), fails))
+    regressions.sort(key=lambda r: (parse_time(r.first.time), r.slowdown), reverse=True)
+    times = sorted((r.time for r in history.records), key=parse_time)
     return Overview(
         hardware=history.hardware,
         series=tuple(every),

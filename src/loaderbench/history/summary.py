@@ -55,7 +55,8 @@ def regression_cells(r: Regression) -> list[str]:
         change_label(r.series, cp),
         f"{signed(cp.change_lo)} .. {signed(cp.change_hi)}",
         f"{metric.format_value(cp.before)} -> {metric.format_value(cp.after)}",
-        f"{'beyond' if r.beyond_threshold else 'within'} {r.threshold:.0%}",
+        f"{'beyond' if r.beyond_threshold else 'within'} {r.threshold:.0%}"
+        + (": fails the job" if r.fails_job else ""),
         f"{when} ({r.runs_since} run{'s' if r.runs_since != 1 else ''})",
         f"{short_commit(r.last_before.commit)}..{short_commit(r.first.commit)}",
         "; ".join(r.environment_changes) or "none",
