@@ -122,8 +122,9 @@ class RunRecord:
         return json.dumps(self.to_json(), allow_nan=False, separators=(",", ":")) + "\n"
 
     @classmethod
-    def from_json(cls, data: Any) -> RunRecord:
-        """Inverse of :meth:`to_json`; raises ``ValueError`` naming what is missing or mistyped."""
+    def from_json(cls, data: Any, *, seen: dict[str, Environment] | None = None) -> RunRecord:
+        """Inverse of :meth:`to_json`; raises ``ValueError`` naming what is missing or mistyped.  ``seen``: the
+        environments read so far, by their JSON text (the runs of one run share theirs: read once)."""
         if not isinstance(data, dict):
             raise ValueError(f"a record is a JSON object, not {type(data).__name__}")
         for key in ("run", "time", "case", "workload", "device"):
@@ -141,11 +142,17 @@ class RunRecord:
         if not isinstance(config, dict):
             raise ValueError("field 'config' is not a JSON object")
         parse_time(data["time"])
+        key = repr(environment)
+        env = seen.get(key) if seen is not None else None
+        if env is None:
+            env = Environment.from_dict(environment)
+            if seen is not None:
+                seen[key] = env
         return cls(
             run=data["run"],
             time=data["time"],
             commit=commit,
-            environment=Environment.from_dict(environment),
+            environment=env,
             case=data["case"],
             workload=data["workload"],
             device=data["device"],

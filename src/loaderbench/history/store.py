@@ -38,6 +38,7 @@ from loaderbench.errors import HistoryError
 from loaderbench.history.record import Point, RunRecord, header, header_hardware, is_header, point
 from loaderbench.measurement import now
 from loaderbench.store import jsondoc
+from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint, diff
 
 #: A history file's suffix.
@@ -110,6 +111,7 @@ class _File:
     hardware: Fingerprint | None
     records: list[RunRecord]
     notes: list[str]
+    environments: dict[str, Environment] = field(default_factory=dict)
 
 
 def files_in(path: Path) -> list[Path]:
@@ -253,7 +255,7 @@ def _take(out: _File, number: int, text: bytes) -> None:
         return
     if out.hardware is None:
         raise ValueError("no header line before it")
-    out.records.append(RunRecord.from_json(data))
+    out.records.append(RunRecord.from_json(data, seen=out.environments))
 
 
 # --- appending -------------------------------------------------------------------------------------------------
