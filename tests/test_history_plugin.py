@@ -127,7 +127,12 @@ def test_history_fail_passes_on_a_flat_history(pytester: pytest.Pytester) -> Non
     write_history(pytester, WOBBLE[:20])
     result = run(pytester, "--loader-history=hist", "--loader-history-fail")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    result.stdout.fnmatch_lines(["*loaderbench history: no regression opened by the newest runs in 1 case(s)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*loaderbench history: the drift of 1 case(s), measured over their runs in *, is pooled with the gate's*",
+            "*loaderbench history: no regression opened by the newest runs in 1 case(s)*",
+        ]
+    )
 
 
 def test_history_fail_fails_on_a_step_naming_case_size_commits_and_environment(pytester: pytest.Pytester) -> None:

@@ -102,7 +102,13 @@ class HistoryKeeper:
 
     def drift(self) -> dict[tuple[str, str], Prior]:
         """Each case's measured between-run noise from the history read at the start (empty: none yet)."""
-        return case_drift(self.history) if self.history is not None else {}
+        found = case_drift(self.history) if self.history is not None else {}
+        if found:
+            self.lines.append(
+                f"loaderbench history: the drift of {len({c for c, _ in found})} case(s), measured over their runs in "
+                f"{self.path}, is pooled with the gate's noise priors (it widens them where the history is noisier)"
+            )
+        return found
 
     def keep(self, measurements: Sequence[Measurement], *, case_ids: Sequence[str] | None = None) -> None:
         """Append ``measurements`` as one run (one record per case); then, with ``fail``, look for regressions."""
