@@ -135,9 +135,11 @@ def test_bad_arguments_are_usage_errors_naming_them() -> None:
         update((), [1.0] * 10, previous_length=11)
 
 
-#: F1 per family measured with the default settings, 10 seeds, lengths 50/200/500, tolerance 5 (the table
-#: in docs/history.md); the test runs 3 seeds and asserts a little below.
-MIN_F1 = {"steps": 0.97, "regression and fix": 0.97}
+#: F1 per family measured with the default settings (10 seeds, lengths 50/200/500, tolerance 5: the table in
+#: docs/history.md, python -m loaderbench.tools.changepoint_figures): 0.96 and 0.96.
+MIN_F1 = {"steps": 0.95, "regression and fix": 0.95}
+#: Change points found in the families without one, over the same series: measured 9 (150 series) and 2 (90).
+MAX_FOUND = {"no change: noise": 10, "no change: outliers": 3}
 
 
 def test_otava_test_data_mean_changes_are_found() -> None:
@@ -145,13 +147,13 @@ def test_otava_test_data_mean_changes_are_found() -> None:
     patterns = otava_patterns()
     assert len(patterns) == 17 and {p for names in FAMILIES.values() for p in names} == set(patterns)
     for family, minimum in MIN_F1.items():
-        score = score_family(patterns, FAMILIES[family], (50, 200, 500), seeds=3, tolerance=5)
+        score = score_family(patterns, FAMILIES[family], (50, 200, 500), seeds=10, tolerance=5)
         assert score.f1 >= minimum, (family, score)
 
 
 def test_otava_test_data_noise_and_outliers_raise_almost_nothing() -> None:
     pytest.importorskip("otava_test_data", reason=NO_OTAVA)
     patterns = otava_patterns()
-    for family in ("no change: noise", "no change: outliers"):
-        score = score_family(patterns, FAMILIES[family], (50, 200, 500), seeds=3, tolerance=5)
-        assert score.truth == 0 and score.found <= 1, (family, score)
+    for family, most in MAX_FOUND.items():
+        score = score_family(patterns, FAMILIES[family], (50, 200, 500), seeds=10, tolerance=5)
+        assert score.truth == 0 and score.found <= most, (family, score)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -116,6 +117,7 @@ class Score:
     truth: int
     found: int
     hits: int
+    points: int = 0
 
     @property
     def precision(self) -> float:
@@ -135,17 +137,18 @@ class Score:
 def score_family(
     patterns: dict[str, Pattern], names: Sequence[str], lengths: Sequence[int], seeds: int, tolerance: int
 ) -> Score:
-    series = truth_n = found_n = hits = 0
+    series = truth_n = found_n = hits = points = 0
     for name in names:
         for length in lengths:
             for seed in range(seeds):
                 values, truth = patterns[name].make(length, seed)
                 found = [cp.index for cp in detect(values)]
                 series += 1
+                points += values.size
                 truth_n += len(truth)
                 found_n += len(found)
                 hits += match(found, truth, tolerance)
-    return Score(series, truth_n, found_n, hits)
+    return Score(series, truth_n, found_n, hits, points)
 
 
 def _ratio(value: float) -> str:
@@ -158,9 +161,11 @@ def otava_table(seeds: int, tolerance: int) -> list[str]:
     for family, names in FAMILIES.items():
         s = score_family(patterns, names, LENGTHS, seeds, tolerance)
         rows.append([family, ", ".join(names), str(s.series), str(s.truth), str(s.found), str(s.hits)])
-        rows[-1] += [_ratio(s.precision), _ratio(s.recall), _ratio(s.f1)]
+        false = 100 * (s.found - s.hits) / s.points
+        rows[-1] += [_ratio(s.precision), _ratio(s.recall), _ratio(s.f1), f"{false:.2f}"]
     columns = [Column("family"), Column("patterns"), Column("series", "r"), Column("true", "r"), Column("found", "r")]
     columns += [Column("matched", "r"), Column("precision", "r"), Column("recall", "r"), Column("F1", "r")]
+    columns += [Column("false per 100 points", "r")]
     return markdown_table(columns, rows)
 
 
@@ -262,7 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1000, help="runs per case of the incremental benchmark")
     parser.add_argument("--cases", type=int, default=50, help="cases of the incremental benchmark")
     args = parser.parse_args(argv)
-    print(f"detector: alpha={ALPHA}, min_size={MIN_SIZE}, window={WINDOW}; machine: {machine_line()}\n")
+    load = os.getloadavg()[0]
+    print(
+        f"detector: alpha={ALPHA}, min_size={MIN_SIZE}, window={WINDOW}; machine: {machine_line()}; load {load:.2f}\n"
+    )
     print(
         f"## otava-test-data (lengths {', '.join(map(str, LENGTHS))}; {args.seeds} seeds; tolerance {args.tolerance})\n"
     )
@@ -271,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(synthetic_table(args.reps)) + "\n")
     print("## Incremental detection\n")
     print("\n".join(incremental_table(args.runs, args.cases, repeats=5)))
+    print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
 
