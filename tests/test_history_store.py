@@ -14,6 +14,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from loaderbench.errors import HistoryError
 from loaderbench.history import record, store
@@ -318,3 +320,38 @@ def test_a_missing_path_or_an_unwritable_directory_is_a_clear_error(tmp_path: Pa
     blocker.write_text("x", encoding="utf-8")
     with pytest.raises(HistoryError, match=r"--loader-history='.*file/sub': cannot create it"):
         store.append(blocker / "sub", FP, [rec(0)])
+
+
+JSON_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+)
+FIELDS = ["run", "time", "commit", "environment", "case", "workload", "device", "simulated", "metrics", "config"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    field=st.sampled_from(FIELDS), value=JSON_VALUES, cut=st.integers(min_value=0, max_value=400), where=st.booleans()
+)
+def test_a_fuzzed_line_reads_or_is_an_error_naming_the_line(
+    tmp_path: Path, field: str, value: object, cut: int, where: bool
+) -> None:
+    """A record with one field replaced by any JSON value, or a line cut anywhere: it reads, or it is a
+    HistoryError naming the line (or skipped as a torn last line); never another exception."""
+    directory = tmp_path / f"h{abs(hash((field, repr(value), cut, where)))}"
+    path = store.append(directory, FP, [rec(0)])
+    bad = rec(1).to_json()
+    bad[field] = value
+    line = json.dumps(bad)
+    text = line[:cut] if where else line
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(text + ("\n" + rec(2).line() if where else "\n"))
+    try:
+        h = store.read(path)
+    except HistoryError as exc:
+        assert ": line 3: " in str(exc)
+    else:
+        assert h.records[0].run == "h1-r0"
+    store.append(directory, FP, [rec(3)])  # appending never trips over it

@@ -309,7 +309,7 @@ def _prepare(fd: int, path: Path, hardware: Fingerprint) -> str:
     try:
         data = json.loads(first.decode("utf-8"))
         found = header_hardware(data if isinstance(data, dict) else {})
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise HistoryError(
             f"{path}: line 1: {exc}. Not appending to it: move it away, or pass another --loader-history directory."
         ) from None
@@ -323,7 +323,7 @@ def _prepare(fd: int, path: Path, hardware: Fingerprint) -> str:
         return ""
     start = _last_newline(fd, size) + 1
     tail = os.pread(fd, size - start, start)
-    with contextlib.suppress(ValueError, UnicodeDecodeError):
+    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
         RunRecord.from_json(json.loads(tail.decode("utf-8")))
         return "\n"  # a whole record that only lacks its newline
     _log.warning("%s: cut off a torn last line (%d bytes) left by a run killed mid-append", path, size - start)
