@@ -164,3 +164,29 @@ def test_a_corrupt_history_is_a_usage_error_before_anything_is_measured(pytester
     assert f"{path.name}: line 3: not valid JSON" in err and "fix or delete that line" in err
     assert "Traceback" not in err
     assert len(path.read_text().splitlines()) == 5  # untouched
+
+
+SIMULATED = """
+import torch
+from torch.utils.data import TensorDataset
+
+from loaderbench.config import LoaderConfig
+
+
+def test_gpu_feed(loader_benchmark):
+    loader_benchmark(lambda: TensorDataset(torch.zeros(128, 3, 8, 8)), LoaderConfig(batch_size=16), device="cuda")
+"""
+
+
+def test_a_case_on_the_simulated_gpu_is_marked_simulated_in_a_history_of_its_own(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_sim=SIMULATED)
+    result = pytester.runpytest_subprocess(
+        "--benchmark", "--loader-simulated-gpu", "--loader-rounds=2", "--loader-round-seconds=0.02",
+        "--loader-baseline-dir=baselines", "--loader-history=hist", "-p", "no:cacheprovider",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    (h,) = store.histories(pytester.path / "hist")
+    assert h.hardware.gpus[0] == "loaderbench simulated GPU"  # keyed apart from any real GPU's history
+    (kept,) = h.records
+    assert kept.simulated is True and kept.device == "cuda" and kept.case.endswith("-simgpu")
+    assert "feed_samples_per_s" in kept.metrics
