@@ -107,25 +107,28 @@ def figure(series: Series, go: Any) -> dict[str, Any]:
                 "y": 1,
                 "xref": "x",
                 "yref": "paper",
-                "yanchor": "bottom",
+                "yanchor": "top",
+                # inside the plot, on the side of the line with more room (the mode bar is above it)
+                "xanchor": "right" if cp.index > len(pts) / 2 else "left",
                 "showarrow": False,
                 "text": f"<b>{html.escape(change_label(series, cp))}</b>",
                 "font": {"color": colour, "size": 11},
+                "bgcolor": "rgba(255,255,255,0.85)",
                 "hovertext": f"95% CI {cp.change_lo:+.1%} .. {cp.change_hi:+.1%}, p={cp.p_value:.1g}",
             }
         )
-    for env in series.environment:
+    for k, env in enumerate(series.environment):
         where = _midpoint(pts[env.index - 1].time, pts[env.index].time)
         shapes.append(_vline(where, ENVIRONMENT, "dot"))
         more = f" (+{len(env.changes) - 1} more)" if len(env.changes) > 1 else ""
         notes.append(
             {
                 "x": where,
-                "y": 0,
+                "y": 0.09 * (k % 2),  # staggered, so that neighbouring labels do not overlap
                 "xref": "x",
                 "yref": "paper",
                 "yanchor": "bottom",
-                "xanchor": "left",
+                "xanchor": "right" if env.index > 0.8 * len(pts) else "left",
                 "showarrow": False,
                 "text": html.escape(env.changes[0] + more),
                 "font": {"color": ENVIRONMENT, "size": 10},
