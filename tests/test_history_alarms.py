@@ -188,3 +188,27 @@ def test_a_noisy_history_widens_the_gate_and_a_quiet_short_one_does_not_narrow_i
     assert noise(Prior(0.08, 30)) > 2 * stored  # measured drift of 8%: the gate widens
     assert noise(Prior(0.012, 3)) == stored  # a quieter history of a few runs: the stored prior stands
     assert noise(Prior(0.005, 400)) < stored  # a quiet one with the dof to back it may narrow it
+
+
+def test_the_common_offset_of_each_run_is_measured_and_widens_the_gates_offset_prior(tmp_path: Path) -> None:
+    rng = random.Random(9)
+    records = []
+    for i in range(30):
+        machine = rng.gauss(0, 0.04)  # every case of a run moves together: the machine's drift
+        env = Environment(torch="2.13.0", git_commit=f"c{i:04d}")
+        for c in range(6):
+            v = 1000.0 * math.exp(machine + rng.gauss(0, 0.003))
+            records.append(
+                RunRecord(f"r{i}", f"2026-10-{1 + i // 24:02d}T{i % 24:02d}:00:00+00:00", env.git_commit, env,
+                          f"case{c}", "io", "cpu", False, {"samples_per_s": Figure(v, v, v)})
+            )  # fmt: skip
+    store.append(tmp_path, FP, records)
+    found = drift.offset_drift(store.read(tmp_path))
+    assert 0.025 < found["samples_per_s"].sigma < 0.06
+    assert found["samples_per_s"].dof == pytest.approx(drift.MAD_EFFICIENCY * 29)
+    baseline = BaselineStore(tmp_path / "baselines")
+    baseline.record(FP, [run(1000.0, rng)])
+    priors = NoisePriors(offsets={"samples_per_s": Prior(0.015, 19)})
+    plain = Gate(baseline, FP, priors=priors).offset_sigma()["samples_per_s"]
+    widened = Gate(baseline, FP, priors=priors, offset_drift=found).offset_sigma()["samples_per_s"]
+    assert widened > 2 * plain

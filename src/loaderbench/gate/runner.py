@@ -54,7 +54,8 @@ class Gate:
     baseline" status tells the user to run (the session passes the user's own options in it).  ``drift``
     holds each case's measured between-run noise ``(case id, metric) -> Prior``, from a history
     (:mod:`loaderbench.history.drift`), pooled conservatively with the workload's prior
-    (:func:`loaderbench.gate.priors.pooled`; only with ``priors``).
+    (:func:`loaderbench.gate.priors.pooled`; only with ``priors``); ``offset_drift`` the between-run noise of a
+    run's common offset per metric, from the same history, pooled likewise with the priors' ``[offset]``.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Gate:
         priors: NoisePriors | None = None,
         record_command: str = "pytest --benchmark --loader-baseline-save",
         drift: Mapping[tuple[str, str], Prior] | None = None,
+        offset_drift: Mapping[str, Prior] | None = None,
     ) -> None:
         if max_extra_measurements < 0:
             raise UsageError(f"max_extra_measurements={max_extra_measurements}: must be 0 or more. Use e.g. 3.")
@@ -80,6 +82,7 @@ class Gate:
         self.environment = environment or Environment()
         self.priors = priors
         self.drift: Mapping[tuple[str, str], Prior] = drift or {}
+        self.offset_drift: Mapping[str, Prior] = offset_drift or {}
         self.changes: list[str] = []
         self.other_host = True
         self._verdicts: list[Verdict] = []
@@ -248,7 +251,8 @@ class Gate:
     def offset_sigma(self) -> dict[str, float]:
         """Each metric's between-period noise of a run's common offset (log sd): the spread of the baseline's
         session offsets (the median over cases of each session's deviation from the case's mean), pooled
-        with the priors' ``[offset]`` figure; widened by how much busier the machine is than at recording."""
+        with the priors' ``[offset]`` figure (itself pooled with a history's, when given); widened by how much busier
+        the machine is than at recording."""
         out: dict[str, float] = {}
         for metric in METRICS.values():
             per_session: dict[str, list[float]] = {}
@@ -263,10 +267,13 @@ class Gate:
                 for sid, v in means.items():
                     per_session.setdefault(sid, []).append(v - centre)
             offs = [statistics.median(v) for v in per_session.values()]
-            prior = self.priors.offset(metric.name) if self.priors is not None else None
+            prior = (self.priors.offset(metric.name) if self.priors is not None else None) or Prior(0.03, 4.0)
+            measured = self.offset_drift.get(metric.name)
+            if measured is not None:
+                prior = pooled(prior, measured)
             k = len(offs)
             s2 = statistics.variance(offs) if k >= 2 else 0.0
-            p, d = (prior.sigma, prior.dof) if prior is not None else (0.03, 4.0)
+            p, d = prior.sigma, prior.dof
             sigma2 = ((k - 1) * s2 + d * p * p) / (max(0, k - 1) + d) if k >= 1 else p * p
             out[metric.name] = math.sqrt(sigma2 * (1 + 1 / max(1, k))) * (1 + self.load_excess)
         return out

@@ -24,7 +24,7 @@ from loaderbench.gate.priors import Prior
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.history import store
 from loaderbench.history.alarms import OpenRegression, open_regressions
-from loaderbench.history.drift import case_drift
+from loaderbench.history.drift import case_drift, offset_drift
 from loaderbench.history.record import records_from
 from loaderbench.history.store import History
 from loaderbench.measurement import Measurement, now
@@ -99,6 +99,10 @@ class HistoryKeeper:
             return None  # a pytest-xdist worker never writes: see loaderbench.pytest_plugin.parallel
         thresholds = getattr(opt, "loader_threshold", None)
         return cls(directory, hardware, environment, fail=fail, thresholds=thresholds)
+
+    def offset_drift(self) -> dict[str, Prior]:
+        """Each metric's measured between-run noise of a run's common offset (empty: too few runs or cases)."""
+        return offset_drift(self.history) if self.history is not None else {}
 
     def drift(self) -> dict[tuple[str, str], Prior]:
         """Each case's measured between-run noise from the history read at the start (empty: none yet)."""

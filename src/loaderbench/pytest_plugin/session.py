@@ -155,6 +155,7 @@ class LoaderbenchSession:
                     priors=self.priors,
                     record_command=record_command(opt),
                     drift=self.history.drift() if self.history is not None else None,
+                    offset_drift=self.history.offset_drift() if self.history is not None else None,
                 )
                 reference = self.gate.doc
             else:
