@@ -87,7 +87,7 @@ def test_creep_is_found_inside_it_and_sized_as_the_whole_creep() -> None:
     """2% per run over 5 runs, then flat at +10%, at 1% noise: no pairwise comparison of neighbouring runs
     sees more than 2%, but the detector finds one change point inside the ramp (half the series) or two
     (a ramp is several small steps), whose sizes compound to the whole creep.  A creep still going on at
-    the newest run is found once 4 runs of it are in (``MIN_SIZE``).  Measured: 35 and 38 of 40."""
+    the newest run is found once 4 runs of it are in (``MIN_SIZE``).  Measured: 36 and 38 of 40."""
     inside = at_the_end = 0
     for seed in range(40):
         base = np.r_[np.ones(40), 1 + 0.02 * np.arange(1, 6), np.full(15, 1.10)]

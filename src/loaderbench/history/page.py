@@ -297,6 +297,7 @@ def write_page(overview: Overview, directory: Path, *, title: str = "loaderbench
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".index.", suffix=".html")
+        os.fchmod(fd, 0o644)  # a page to publish: readable by all, as a file written with open() would be
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         path = directory / "index.html"
