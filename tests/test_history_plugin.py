@@ -99,8 +99,12 @@ def test_bad_history_options_are_usage_errors(pytester: pytest.Pytester, args: l
     assert "Traceback" not in result.stderr.str()
 
 
-def write_history(p: pytest.Pytester, values: list[float], *, torch_from: int | None = None) -> Path:
-    """The history of :data:`KEPT` on this machine, one run per value (times in the past), as if measured."""
+def write_history(
+    p: pytest.Pytester, values: list[float], *, torch_from: int | None = None, runner: str | None = None
+) -> Path:
+    """The history of :data:`KEPT` on this machine, one run per value (times in the past), as if measured: in its
+    own file, or (``runner``) in ``hist/RUNNER.jsonl``, as copied there from another runner of the class, beside
+    this machine's file with its one real run and another machine's history."""
     result = run(p, "--loader-history=hist")  # one real run: this machine's file, its hardware and its level
     assert result.ret == 0, result.stdout.str()
     path = history_file(p)
@@ -115,8 +119,14 @@ def write_history(p: pytest.Pytester, values: list[float], *, torch_from: int | 
             RunRecord(f"old{i}", f"2026-10-{1 + i // 24:02d}T{i % 24:02d}:00:00+00:00", env.git_commit, env, KEPT,
                       "test_kept", "cpu", False, {"samples_per_s": Figure(value, value * 0.995, value * 1.005)})
         )  # fmt: skip
-    path.write_text(head + "\n" + "".join(r.line() for r in records), encoding="utf-8")
-    return path
+    if runner is None:
+        path.write_text(head + "\n" + "".join(r.line() for r in records), encoding="utf-8")
+        return path
+    other = Fingerprint.from_dict({**json.loads(head)["hardware"], "cpu_model": "Another CPU"})
+    store.append(p.path / "hist", other, records[:3])  # another machine's history: left alone
+    copied = p.path / "hist" / f"{runner}.jsonl"
+    copied.write_text(head + "\n" + "".join(r.line() for r in records), encoding="utf-8")
+    return copied
 
 
 WOBBLE = [1 + 0.002 * ((i * 7) % 5 - 2) for i in range(40)]
@@ -137,20 +147,22 @@ def test_history_fail_passes_on_a_flat_history(pytester: pytest.Pytester) -> Non
 
 def test_history_fail_fails_on_a_step_naming_case_size_commits_and_environment(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine=USER_TESTS)
-    # 20 runs twice as fast as today, then 4 at today's level under a new torch: today's run is the 5th after it
-    write_history(pytester, [2 * w for w in WOBBLE[:20]] + WOBBLE[20:24], torch_from=20)
+    # 20 runs twice as fast as today, then 4 at today's level under a new torch, from another runner of the class;
+    # this runner's first real run and today's are the 5th and 6th after it
+    write_history(pytester, [2 * w for w in WOBBLE[:20]] + WOBBLE[20:24], torch_from=20, runner="runner-b")
     result = run(pytester, "--loader-history=hist", "--loader-history-fail")
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out
     result.stdout.fnmatch_lines(
         [
             "*HISTORY REGRESSIONS (--loader-history-fail): 1*",
-            f"*{KEPT} samples_per_s: *x slower (95% CI *; threshold 10%; p=*) since run old20 at *, 5 run(s) ago; "
+            f"*{KEPT} samples_per_s: *x slower (95% CI *; threshold 10%; p=*) since run old20 at *, 6 run(s) ago; "
             "commits c0019..c0020; environment changes: torch 2.13.0 -> 2.14.1*",
         ]
     )
     result.stdout.fnmatch_lines(["*1 passed*1 history regressed*"])
-    assert len(store.read(pytester.path / "hist").records) == 25  # the run was kept before it was judged
+    fingerprint = store.read(pytester.path / "hist" / "runner-b.jsonl").hardware
+    assert len(store.read(pytester.path / "hist", hardware=fingerprint).records) == 26  # kept, then judged
 
 
 def test_a_corrupt_history_is_a_usage_error_before_anything_is_measured(pytester: pytest.Pytester) -> None:

@@ -1,8 +1,10 @@
 """``--loader-history`` and ``--loader-history-fail`` in a benchmark session (and in the A/B, for its head arm).
 
-At the start of a measuring session the keeper reads this machine's history, if there is one, so that a bad
-file is a usage error before anything is measured, and so that a gate run can pool each case's measured drift
-into its noise priors (:mod:`loaderbench.history.drift`).  At the end it appends one record per measured case
+At the start of a measuring session the keeper reads this machine's history in the directory, if there is one
+(every file of its hardware: its own ``<key>.jsonl`` and any copied there from other runners of the class,
+merged; other machines' files are left alone), so that a bad file is a usage error before anything is
+measured, and so that a gate run can pool each case's measured drift into its noise priors
+(:mod:`loaderbench.history.drift`).  At the end it appends one record per measured case
 (never for a case that failed, never from a pytest-xdist worker, never after an interrupted run) as one run
 (:mod:`loaderbench.history.store`); with ``--loader-history-fail`` it then reads the history back and fails the
 run on every regression the newest runs opened (:mod:`loaderbench.history.alarms`).  A history that cannot be
@@ -76,12 +78,22 @@ class HistoryKeeper:
         self.thresholds = thresholds or Thresholds()
         self.path = store.path_for(directory, hardware)
         # a bad file is a usage error now, before anything is measured (HistoryError propagates)
-        self.history: History | None = store.read(self.path, hardware=hardware) if self.path.exists() else None
+        self.history = self._read()
         self.lines: list[str] = [
             f"loaderbench history: {note}" for note in (self.history.notes if self.history else ())
         ]
+        if self.history is None:
+            self.lines.append(f"loaderbench history: no run of this machine ({hardware.key}) in {directory} yet")
         self.regressions: list[OpenRegression] = []
         self.error = ""
+
+    def _read(self) -> History | None:
+        """This machine's runs in the directory: every file of its hardware (its own, and copies from other
+        runners of the class), merged; other machines' files are theirs, and left alone."""
+        if not self.directory.is_dir():
+            return None
+        mine = [h for h in store.histories(self.directory) if h.hardware == self.hardware]
+        return mine[0] if mine else None
 
     @classmethod
     def of(cls, config: pytest.Config, hardware: Fingerprint, environment: Environment) -> HistoryKeeper | None:
@@ -110,7 +122,8 @@ class HistoryKeeper:
         if found:
             self.lines.append(
                 f"loaderbench history: the drift of {len({c for c, _ in found})} case(s), measured over their runs in "
-                f"{self.path}, is pooled with the gate's noise priors (it widens them where the history is noisier)"
+                f"{self.directory}, is pooled with the gate's noise priors (it widens them where the history is "
+                "noisier)"
             )
         return found
 
@@ -133,9 +146,13 @@ class HistoryKeeper:
 
     def _check(self, cases: Sequence[str]) -> None:
         try:
-            history = store.read(self.path, hardware=self.hardware)
+            history = self._read()
         except HistoryError as exc:
-            self.error = f"--loader-history-fail could not read the history back: {exc}"
+            history, why = None, str(exc)
+        else:
+            why = f"no run of this machine in {self.directory}"
+        if history is None:
+            self.error = f"--loader-history-fail could not read the history back: {why}"
             self.lines.append(f"loaderbench history: {self.error}")
             return
         self.regressions = open_regressions(history, cases=cases, thresholds=self.thresholds)
