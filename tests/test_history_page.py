@@ -94,6 +94,18 @@ def test_the_page_has_one_graph_per_case_and_metric_and_the_regressions_first(
     assert "Simulated: the runs on this page were made up" in text
 
 
+def test_the_figures_are_valid_plotly(view: overview.Overview) -> None:
+    """The page writes plain dicts (fast); plotly's figure objects validate every property of them here."""
+    go = pytest.importorskip("plotly.graph_objects")
+    changed = [s for s in view.series if s.change_points]
+    assert changed and all(s.environment for s in changed)
+    for s in [*changed, view.series[0]]:
+        figure = page.figure(s)
+        go.Figure(figure)  # raises on a property plotly does not know or a value it refuses
+        labels = [a["text"] for a in figure["layout"]["annotations"]]
+        assert len(labels) == len(s.change_points) + len(s.environment)
+
+
 def test_the_page_needs_no_network(site: Path) -> None:
     text = site.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=", text)
@@ -133,7 +145,7 @@ def test_the_command(history_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     text = summary.read_text()
     assert text.startswith("earlier step output\n# loaderbench history")  # appended, as GitHub expects
     assert "within 15%" in text  # the -13% torch regression is within a 15% threshold
-    assert (tmp_path / "site" / "index.html").is_file()
+    assert (tmp_path / "site" / "index.html").stat().st_mode & 0o777 == 0o644  # publishable as it is
 
 
 @pytest.mark.parametrize(

@@ -36,16 +36,19 @@ INSTALL_HINT = "the history page needs plotly: pip install 'loaderbench[history]
 #: The metric whose graphs the page shows first, when the history has it.
 FIRST_METRIC = "samples_per_s"
 WORSE, BETTER, ENVIRONMENT = "#d62728", "#2ca02c", "#7f7f7f"
+TEMPLATE = "plotly_white"
 
 
-def _plotly() -> Any:
+def _plotly() -> tuple[str, dict[str, Any]]:
+    """plotly.js and the ``plotly_white`` template (given to every graph once, by the page's script)."""
     # plotly is an optional dependency (the history extra): imported only where the page is drawn
     try:
-        import plotly.graph_objects as go
+        import plotly.io
         import plotly.offline
     except ImportError:
         raise UsageError(f"--out: {INSTALL_HINT}, or write only the Markdown summary (--markdown).") from None
-    return go, plotly.offline.get_plotlyjs()
+    template: dict[str, Any] = plotly.io.templates[TEMPLATE].to_plotly_json()
+    return plotly.offline.get_plotlyjs(), template
 
 
 def _midpoint(a: str, b: str) -> str:
@@ -54,18 +57,19 @@ def _midpoint(a: str, b: str) -> str:
     return (t0 + (t1 - t0) / 2).isoformat()
 
 
-def figure(series: Series, go: Any) -> dict[str, Any]:
-    """One series' plotly figure, as its JSON-able dict."""
+def figure(series: Series) -> dict[str, Any]:
+    """One series' plotly figure (``data`` and ``layout``, the template aside), as plain JSON-able dicts:
+    plotly's Python figure objects would validate every property, 0.1 s a graph (the tests validate them)."""
     pts, metric = series.points, series.metric
-    x = [p.time for p in pts]
-    runs = go.Scatter(
-        x=x,
-        y=[p.value for p in pts],
-        mode="lines+markers",
-        name=metric.name,
-        line={"color": "#1f77b4", "width": 1},
-        marker={"size": 6, "symbol": "circle-open" if series.simulated else "circle"},
-        error_y={
+    runs = {
+        "type": "scatter",
+        "x": [p.time for p in pts],
+        "y": [p.value for p in pts],
+        "mode": "lines+markers",
+        "name": metric.name,
+        "line": {"color": "#1f77b4", "width": 1},
+        "marker": {"size": 6, "symbol": "circle-open" if series.simulated else "circle"},
+        "error_y": {
             "type": "data",
             "symmetric": False,
             "array": [p.hi - p.value for p in pts],
@@ -73,12 +77,12 @@ def figure(series: Series, go: Any) -> dict[str, Any]:
             "thickness": 1,
             "width": 2,
         },
-        customdata=[
+        "customdata": [
             [p.run, (p.commit or "unknown")[:12], metric.format_value(p.lo), metric.format_value(p.hi)] for p in pts
         ],
-        hovertemplate="%{x}<br>%{y:.4g} " + metric.unit + " (95% %{customdata[2]} .. %{customdata[3]})"
+        "hovertemplate": "%{x}<br>%{y:.4g} " + metric.unit + " (95% %{customdata[2]} .. %{customdata[3]})"
         "<br>run %{customdata[0]}<br>commit %{customdata[1]}<extra></extra>",
-    )
+    }
     bounds = [0, *(cp.index for cp in series.change_points), len(pts)]
     means = [cp.before for cp in series.change_points[:1]] + [cp.after for cp in series.change_points]
     if not series.change_points and pts:
@@ -88,14 +92,15 @@ def figure(series: Series, go: Any) -> dict[str, Any]:
     for (a, b), mean in zip(itertools.pairwise(bounds), means, strict=False):
         seg_x += [pts[a].time, pts[b - 1].time, None]
         seg_y += [mean, mean, None]
-    level = go.Scatter(
-        x=seg_x,
-        y=seg_y,
-        mode="lines",
-        name="segment mean",
-        line={"color": "#444", "dash": "dash", "width": 1.5},
-        hoverinfo="skip",
-    )
+    level = {
+        "type": "scatter",
+        "x": seg_x,
+        "y": seg_y,
+        "mode": "lines",
+        "name": "segment mean",
+        "line": {"color": "#444", "dash": "dash", "width": 1.5},
+        "hoverinfo": "skip",
+    }
     shapes, notes = [], []
     for cp in series.change_points:
         where = _midpoint(pts[cp.previous].time, pts[cp.index].time)
@@ -136,20 +141,17 @@ def figure(series: Series, go: Any) -> dict[str, Any]:
                 "bgcolor": "rgba(255,255,255,0.8)",
             }
         )
-    fig = go.Figure(data=[runs, level])
-    fig.update_layout(
-        height=290,
-        margin={"l": 60, "r": 20, "t": 28, "b": 36},
-        showlegend=False,
-        template="plotly_white",
-        hovermode="closest",
-        shapes=shapes,
-        annotations=notes,
-        yaxis={"title": {"text": metric.unit}, "tickformat": "~s" if metric.unit in ("bytes", "B/s") else ""},
-        xaxis={"type": "date"},
-    )
-    out: dict[str, Any] = fig.to_plotly_json()
-    return out
+    layout = {
+        "height": 290,
+        "margin": {"l": 60, "r": 20, "t": 28, "b": 36},
+        "showlegend": False,
+        "hovermode": "closest",
+        "shapes": shapes,
+        "annotations": notes,
+        "yaxis": {"title": {"text": metric.unit}, "tickformat": "~s" if metric.unit in ("bytes", "B/s") else ""},
+        "xaxis": {"type": "date"},
+    }
+    return {"data": [runs, level], "layout": layout}
 
 
 def _vline(x: str, colour: str, dash: str) -> dict[str, Any]:
@@ -233,7 +235,7 @@ function refresh(){
   for(const div of document.querySelectorAll('.graph')){
     const on=shown(div); div.style.display=on?'':'none';
     if(on){n++; const plot=div.querySelector('.plot');
-      if(!plot.dataset.drawn){const f=FIGURES[div.id];
+      if(!plot.dataset.drawn){const f=FIGURES[div.id]; f.layout.template=TEMPLATE;
         Plotly.newPlot(plot,f.data,f.layout,{responsive:true,displaylogo:false}); plot.dataset.drawn='1';}}
   }
   document.getElementById('count').textContent=n+' graph(s) shown';
@@ -252,9 +254,10 @@ refresh();
 
 def render(overview: Overview, *, title: str = "loaderbench history") -> str:
     """The page as one HTML document."""
-    go, plotly_js = _plotly()
-    figures = {s.anchor: figure(s, go) for s in overview.series}
-    data = json.dumps(figures, separators=(",", ":"), default=str).replace("</", "<\\/")
+    plotly_js, template = _plotly()
+    figures = {s.anchor: figure(s) for s in overview.series}
+    data = json.dumps(figures, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    style = json.dumps(template, separators=(",", ":")).replace("</", "<\\/")
     metrics = overview.metrics()
     first = FIRST_METRIC if any(m.name == FIRST_METRIC for m in metrics) else (metrics[0].name if metrics else "")
     hw = overview.hardware
@@ -287,7 +290,7 @@ def render(overview: Overview, *, title: str = "loaderbench history") -> str:
         + f'<section id="regressions"><h2>Open regressions</h2>{_regressions(overview)}</section>'
         f'<section id="filters">{filters}</section>'
         f'<section id="graphs">{_graphs(overview)}</section>'
-        f"<script>const FIGURES={data};{_SCRIPT}</script></body></html>\n"
+        f"<script>const FIGURES={data};const TEMPLATE={style};{_SCRIPT}</script></body></html>\n"
     )
 
 
