@@ -49,6 +49,8 @@ SPLIT_LENIENCY = 10.0
 MIN_SIZE = 4
 #: The default window of the split step (in finite points); consecutive windows overlap by half.
 WINDOW = 50
+#: :func:`update` re-scans the last segment up to this many windows before the new points.
+REACH = 4
 #: The confidence level of each change point's interval on its size.
 CONFIDENCE = 0.95
 #: Relative floor of a segment's standard deviation, so that a constant series has no change point
@@ -292,11 +294,14 @@ def update(
     with the same settings, re-scanning only the tail.
 
     The windows of the split step lie on a fixed grid, so those that end before the old series did are
-    the same as before: their change points are kept from ``previous`` and only the windows that reach
-    into the tail are split again (about ``2 * window`` points however long the history); the merge
-    then runs over the kept change points and the new candidates.  The answer equals a full
-    :func:`detect` unless a candidate the earlier merge dropped would survive the new one (a change
-    point whose neighbour moved; ``tests/test_changepoints.py`` measures how rare that is)."""
+    the same as before.  Re-scanned are the windows that reach into the new points, and those that reach
+    into the last segment (since the last change point), whose candidates more points after them can make
+    significant, but at most :data:`REACH` windows before the new points: about ``2 * window`` to
+    ``REACH * window`` points however long the history.  The change points before that are kept from
+    ``previous``; the merge runs over them and the new candidates.  The answer equals a full :func:`detect`
+    unless a candidate the earlier merge dropped would survive the new one: one more than ``REACH``
+    windows back in a long last segment, or one whose neighbour moved (``tests/test_changepoints.py`` and
+    ``python -m loaderbench.tools.changepoint_figures`` measure how rare that is)."""
     _check(alpha, min_size, window)
     if not 0 <= previous_length <= len(values):
         raise UsageError(
@@ -308,12 +313,14 @@ def update(
         return ()
     old_n = int(np.searchsorted(series.positions, previous_length))  # finite points in the old series
     grid = _grid(series.n, window)
-    # windows that ended past the old series' end (or were cut short by it) are split again
+    old = [int(p) for p in np.searchsorted(series.positions, [cp.index for cp in previous])]
+    # windows that ended past the old series' end (or were cut short by it) are split again, and so is the
+    # last segment, up to REACH windows back
     first_changed = next((start for start, _ in grid if start + window > old_n), series.n)
-    kept = [int(p) for p in np.searchsorted(series.positions, [cp.index for cp in previous]) if p < first_changed]
-    candidates = set(kept)
-    for start, end in grid:
-        if end > first_changed:
-            found = _window_candidates(series, start, end, min_size, alpha * SPLIT_LENIENCY)
-            candidates |= {c for c in found if c >= first_changed}
+    start = min(first_changed, max(old[-1] if old else 0, first_changed - REACH * window))
+    candidates = {p for p in old if p < start}
+    for begin, end in grid:
+        if end > start:
+            found = _window_candidates(series, begin, end, min_size, alpha * SPLIT_LENIENCY)
+            candidates |= {c for c in found if c >= start}
     return _describe(series, _merge(series, sorted(candidates), alpha, min_size))

@@ -13,8 +13,9 @@ Three tables, printed as Markdown (what ``docs/history.md`` shows):
    multiplicative log-normal noise on nightly series of 60 runs with a step of -2, -5 or -10% after run 30;
    the share of series where a change point is found within 2 runs of the step, and the false change
    points per 100 runs of flat series of 100 runs.
-3. **Incremental detection**: a history of 1,000 runs x 50 cases, one run appended to every case, re-scanned
-   with :func:`~loaderbench.history.changepoints.update` against a full :func:`detect`.
+3. **Incremental detection**: histories of 1,000 runs x 50 cases (a level change every 100 runs, or flat), one
+   run appended to every case, re-scanned with :func:`~loaderbench.history.changepoints.update` against a
+   full :func:`detect`; and how often ``update`` equals ``detect`` on ``--random`` random series.
 
 Everything is seeded, so the figures repeat exactly (the timings excepted).
 """
@@ -49,6 +50,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "phase change (mean constant)": ("phase_change",),
 }
 LENGTHS = (50, 200, 500)
+#: Nightly updates timed by the incremental benchmark.
+REPEATS = 5
 STEPS = (0.02, 0.05, 0.10)
 
 
@@ -227,12 +230,7 @@ def synthetic_table(reps: int) -> list[str]:
     return markdown_table(columns, rows)
 
 
-def incremental_table(runs: int, cases: int, repeats: int) -> list[str]:
-    rng = np.random.default_rng(7)
-    series = []
-    for _ in range(cases):
-        levels = np.repeat(rng.normal(1.0, 0.05, 10), runs // 10 + 1)[: runs + repeats]
-        series.append(levels * np.exp(rng.normal(0.0, 0.015, levels.size)))
+def _incremental_rows(label: str, series: list[np.ndarray], runs: int, repeats: int) -> list[list[str]]:
     start = time.perf_counter()
     results = [detect(s[:runs]) for s in series]
     full_s = time.perf_counter() - start
@@ -242,16 +240,46 @@ def incremental_table(runs: int, cases: int, repeats: int) -> list[str]:
         results = [update(r, s[: runs + k], previous_length=runs + k - 1) for r, s in zip(results, series, strict=True)]
         times.append(time.perf_counter() - start)
         equal += sum(r == detect(s[: runs + k]) for r, s in zip(results, series, strict=True))
-    rows = [
-        [f"{runs} runs x {cases} cases", "full detect, every case", f"{full_s:.3f} s", ""],
+    return [
+        [label, "full detect, every case", f"{full_s:.3f} s", ""],
         [
-            f"{runs} runs x {cases} cases",
+            label,
             "one run appended, update, every case",
-            f"{statistics.median(times):.3f} s (median of {repeats})",
-            f"{equal} of {repeats * cases}",
+            f"{statistics.median(times):.3f} s",
+            f"{equal} of {repeats * len(series)}",
         ],
     ]
-    return markdown_table([Column("history"), Column("scan"), Column("time", "r"), Column("same as full", "r")], rows)
+
+
+def incremental_table(runs: int, cases: int, repeats: int) -> list[str]:
+    """A history of ``runs`` x ``cases``: a full scan, then ``repeats`` nightly updates (median time)."""
+    rng = np.random.default_rng(7)
+    steps, flat = [], []
+    for _ in range(cases):
+        levels = np.repeat(rng.normal(1.0, 0.05, 10), runs // 10 + 1)[: runs + repeats]
+        steps.append(levels * np.exp(rng.normal(0.0, 0.015, levels.size)))
+        flat.append(np.exp(rng.normal(0.0, 0.015, runs + repeats)))
+    rows = _incremental_rows(f"{runs} runs x {cases} cases, a step every {runs // 10} runs", steps, runs, repeats)
+    rows += _incremental_rows(f"{runs} runs x {cases} cases, flat", flat, runs, repeats)
+    columns = [Column("history"), Column("scan"), Column("time", "r"), Column("same as full", "r")]
+    return markdown_table(columns, rows)
+
+
+def random_equivalence(count: int) -> tuple[int, int]:
+    """On ``count`` random series (20-400 runs, 1-39 appended, 0.3-10% noise, a level change every 3-80 runs,
+    NaN values in a tenth): in how many ``update`` equals ``detect``."""
+    rng = np.random.default_rng(123)
+    same = 0
+    for _ in range(count):
+        n, k = int(rng.integers(20, 400)), int(rng.integers(1, 40))
+        levels = np.repeat(rng.normal(1.0, 0.05, 20), rng.integers(3, 80, 20))
+        levels = np.r_[levels, np.full(max(0, n - levels.size), levels[-1])][:n]
+        values = levels * np.exp(rng.normal(0.0, rng.choice([0.003, 0.01, 0.02, 0.05, 0.1]), n))
+        if rng.random() < 0.1:
+            values[rng.integers(0, n, 5)] = np.nan
+        cut = max(0, n - k)
+        same += update(detect(values[:cut]), values, previous_length=cut) == detect(values)
+    return same, count
 
 
 def machine_line() -> str:
@@ -266,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=200, help="series per synthetic cell")
     parser.add_argument("--runs", type=int, default=1000, help="runs per case of the incremental benchmark")
     parser.add_argument("--cases", type=int, default=50, help="cases of the incremental benchmark")
+    parser.add_argument("--random", type=int, default=1500, help="random series of the update == detect check")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     print(
@@ -277,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(otava_table(args.seeds, args.tolerance)) + "\n")
     print(f"## Synthetic steps at the smoke workloads' samples/s noise ({args.reps} series per cell)\n")
     print("\n".join(synthetic_table(args.reps)) + "\n")
-    print("## Incremental detection\n")
-    print("\n".join(incremental_table(args.runs, args.cases, repeats=5)))
+    print(f"## Incremental detection (median of {REPEATS} nightly updates)\n")
+    print("\n".join(incremental_table(args.runs, args.cases, repeats=REPEATS)))
+    same, count = random_equivalence(args.random)
+    print(f"\nupdate == detect on {same} of {count} random series")
     print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
