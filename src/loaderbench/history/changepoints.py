@@ -15,10 +15,10 @@ its description on numpy and scipy:
    0.001) or two lie closer than ``min_size``, and its neighbours are tested again.
 
 Why this method rather than asv's weighted L1 Potts fit: its significance is a p-value a reader can
-judge (the Potts fit's penalty has no such meaning and asv tunes it with a fixed ``gamma``); its windows
-make it incremental (:func:`update` re-scans only the windows the new runs touch, which is what lets a
+judge (the Potts fit's penalty has no such meaning); its fixed window grid makes it incremental
+(:func:`update` re-scans only the windows the new runs and the last segment touch, which is what lets a
 nightly job re-run it over a long history); and it is the method with a published record on CI
-performance data (Hunter / Otava at MongoDB and DataStax).  Each run's within-run uncertainty, which
+performance data (E-Divisive at MongoDB, Hunter at DataStax).  Each run's within-run uncertainty, which
 the Potts fit uses as a weight, is used here as a floor on each segment's variance in the t-test
 (``uncertainties``): a run of near-identical values cannot make a step smaller than the runs' own
 error significant.
