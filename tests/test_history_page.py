@@ -7,12 +7,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from loaderbench import cli
+from loaderbench.errors import UsageError
 from loaderbench.history import overview, page, store
 from loaderbench.history.summary import markdown
 from loaderbench.tools.simulate_history import simulate
@@ -104,6 +106,27 @@ def test_the_figures_are_valid_plotly(view: overview.Overview) -> None:
         go.Figure(figure)  # raises on a property plotly does not know or a value it refuses
         labels = [a["text"] for a in figure["layout"]["annotations"]]
         assert len(labels) == len(s.change_points) + len(s.environment)
+
+
+def test_a_quiet_history_has_no_open_regression(tmp_path: Path) -> None:
+    simulate(tmp_path / "h", nights=10, cases=("cpu-cpu-w0-bs32",))  # no event touches it; torch changes
+    view = overview.build(store.read(tmp_path / "h"))
+    assert view.regressions == () and all(not s.change_points for s in view.series)
+    assert "No open regression" in markdown(view)
+    text = page.render(view)
+    assert "No open regression" in text and text.count('<div class="graph"') == len(view.series)
+    torch = next(s for s in view.series if s.metric.name == "samples_per_s").environment
+    assert [e.changes for e in torch] == [("Pillow 11.0.0 -> 12.0.0",), ("torch 2.13.0+cpu -> 2.14.1+cpu",)]
+
+
+def test_without_plotly_the_page_is_a_usage_error_saying_what_to_install(
+    view: overview.Overview, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "plotly", None)  # import plotly raises ImportError
+    monkeypatch.setitem(sys.modules, "plotly.io", None)
+    with pytest.raises(UsageError, match=r"--out: the history page needs plotly: pip install 'loaderbench\[history\]'"):
+        page.render(view)
+    assert "## Open regressions" in markdown(view)  # the summary needs no plotly
 
 
 def test_the_page_needs_no_network(site: Path) -> None:

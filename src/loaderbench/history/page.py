@@ -31,6 +31,7 @@ from loaderbench.history.overview import Overview, Series
 from loaderbench.history.record import parse_time
 from loaderbench.history.summary import REGRESSION_COLUMNS, change_label, regression_cells
 from loaderbench.measurement import now
+from loaderbench.version import __version__
 
 INSTALL_HINT = "the history page needs plotly: pip install 'loaderbench[history]'"
 #: The metric whose graphs the page shows first, when the history has it.
@@ -285,7 +286,7 @@ def render(overview: Overview, *, title: str = "loaderbench history") -> str:
         f"<p>{html.escape(hw.cpu_model)}, {hw.affinity_cpus} CPUs, {html.escape(', '.join(hw.gpus) or 'no GPU')} "
         f"(<code>{html.escape(hw.key)}</code>): {overview.runs} runs of {cases} cases, "
         f"{html.escape(overview.first_time[:10])} to {html.escape(overview.last_time[:10])}. "
-        f"Written {html.escape(now()[:16].replace('T', ' '))} UTC by loaderbench.</p>"
+        f"Written {html.escape(now()[:16].replace('T', ' '))} UTC by loaderbench {html.escape(__version__)}.</p>"
         + (f"<ul>{notes}</ul>" if notes else "")
         + f'<section id="regressions"><h2>Open regressions</h2>{_regressions(overview)}</section>'
         f'<section id="filters">{filters}</section>'
