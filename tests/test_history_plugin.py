@@ -83,6 +83,20 @@ def test_two_runs_append_one_record_each_and_a_failed_test_is_not_kept(pytester:
     assert h.cases() == [KEPT] and len(h.series(KEPT, "samples_per_s")) == 2
 
 
+def test_an_interrupted_run_appends_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_mine=USER_TESTS,
+        test_zz_stop="def test_ctrl_c(loader_benchmark):\n    raise KeyboardInterrupt\n",
+    )
+    result = pytester.runpytest_subprocess(  # in-process, the KeyboardInterrupt would stop this session too
+        "--benchmark", "--loader-rounds=3", "--loader-round-seconds=0.02", "--loader-baseline-dir=baselines",
+        "-p", "no:cacheprovider", "--loader-history=hist", "-k", "test_kept or test_ctrl_c",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*loaderbench history: the run was interrupted; nothing appended*"])
+    assert not list((pytester.path / "hist").glob("*.jsonl"))
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

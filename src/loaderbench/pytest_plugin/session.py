@@ -260,8 +260,9 @@ class LoaderbenchSession:
             return
         if not interrupted and self.measurements:
             self.control = self.control.merged(control.measure()) if self.control is not None else control.measure()
-        if self.history is not None and not interrupted:
-            self.history.keep([m for m in self.measurements if m.case_id not in self.failed_cases])
+        if self.history is not None:
+            kept = [m for m in self.measurements if m.case_id not in self.failed_cases]
+            self.history.keep(kept, interrupted=interrupted)
         if not self.saving:
             self._decide(interrupted)
             return
