@@ -170,8 +170,7 @@ class ABSession:
         if self.history is not None:  # the head arm's cases, as one run (a case that failed there is not kept)
             failed = {f.case_id for f in self.result.head_failures}
             heads = [h for c, ps in self.result.pairs.items() if c not in failed for _, h in ps]
-            self.history.environment = self.result.environments.get("head") or self.history.environment
-            self.history.keep(heads)
+            self.history.keep(heads, environment=self.result.environments.get("head"))
         return True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

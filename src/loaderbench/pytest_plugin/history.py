@@ -128,15 +128,16 @@ class HistoryKeeper:
         return found
 
     def keep(
-        self, measurements: Sequence[Measurement], *, case_ids: Sequence[str] | None = None, interrupted: bool = False
+        self, measurements: Sequence[Measurement], *, environment: Environment | None = None, interrupted: bool = False
     ) -> None:
-        """Append ``measurements`` as one run (one record per case); then, with ``fail``, look for regressions.
-        An ``interrupted`` run appends nothing (a partial run would read as a run that lost its other cases)."""
+        """Append ``measurements`` as one run (one record per case), under ``environment`` (default: this
+        process's); then, with ``fail``, look for regressions.  An ``interrupted`` run appends nothing, as it saves
+        no baseline."""
         if interrupted:
             self.lines.append("loaderbench history: the run was interrupted; nothing appended")
             return
         run = uuid.uuid4().hex[:12]
-        records = records_from(measurements, run=run, time=now(), environment=self.environment, case_ids=case_ids)
+        records = records_from(measurements, run=run, time=now(), environment=environment or self.environment)
         if not records:
             self.lines.append("loaderbench history: no case was measured; nothing appended")
             return
