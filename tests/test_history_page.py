@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from loaderbench import cli
@@ -192,6 +194,22 @@ def test_bad_paths_exit_2_naming_them(history_dir: Path, tmp_path: Path, capsys:
     (tmp_path / "file").write_text("")
     assert cli.main(["history", str(history_dir), "--out", str(tmp_path / "file")]) == 2
     assert f"--out={str(tmp_path / 'file')!r}" in capsys.readouterr().err
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=30, deadline=None)
+@given(option=st.sampled_from(["--metrics", "--threshold", "--out", "--markdown", "--title"]), value=st.text())
+def test_any_string_for_an_option_is_accepted_or_a_usage_error(
+    history_dir: Path, tmp_path: Path, option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if option in ("--out", "--markdown") and value != "-":
+        value = str(tmp_path / ("x" + value.replace("/", "_")))  # only ever under tmp_path (NUL bytes and all)
+    try:
+        code = cli.main(["history", str(history_dir), "--metrics", "samples_per_s", option, value])
+    except SystemExit as exc:  # argparse: a usage error, exit 2
+        code = exc.code if isinstance(exc.code, int) else 2
+    err = capsys.readouterr().err
+    assert code in (0, 2), (option, value, err)
+    assert code == 0 or err.strip()
 
 
 # --- in a real browser --------------------------------------------------------------------------------------

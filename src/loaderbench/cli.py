@@ -299,9 +299,10 @@ def cmd_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             with open(args.markdown, "a", encoding="utf-8") as f:
                 f.write(text)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise UsageError(
-                f"--markdown={args.markdown!r}: cannot append to it ({exc.strerror}). Pass a writable file, or -."
+                f"--markdown={args.markdown!r}: cannot append to it ({why}). Pass a writable file, or -."
             ) from None
         out.write(f"appended the summary to {args.markdown}\n")
     return 0

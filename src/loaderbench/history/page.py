@@ -306,7 +306,7 @@ def write_page(overview: Overview, directory: Path, *, title: str = "loaderbench
             f.write(text)
         path = directory / "index.html"
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise UsageError(
             f"--out={str(directory)!r}: cannot write the page there ({exc}). Pass a writable directory."
         ) from None
