@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loaderbench.errors import UsageError
 from loaderbench.history.changepoints import MIN_SIZE, ChangePoint, detect, update
@@ -120,6 +122,27 @@ def test_nightly_updates_one_run_at_a_time_stay_equal_to_full_scans() -> None:
         result = update(result, values[:n], previous_length=n - 1)
         assert result == detect(values[:n]), n
     assert [cp.index for cp in result] == [60, 110]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, 1.0, -1.0])),
+        max_size=120,
+    ),
+    min_size=st.integers(2, 6),
+)
+def test_any_series_gives_ordered_consistent_change_points(values: list[float], min_size: int) -> None:
+    """Zeros, negative values, huge ones, NaN and infinities: never an exception, and what comes out holds
+    together (with the means' sign unknown the size may be n/a, never a wrong number)."""
+    found = detect(values, min_size=min_size, window=4 * min_size + 2)
+    finite = [i for i, v in enumerate(values) if math.isfinite(v)]
+    assert [cp.index for cp in found] == sorted({cp.index for cp in found})
+    for cp in found:
+        assert cp.index in finite and cp.previous in finite and cp.previous < cp.index
+        assert cp.n_before >= min_size and cp.n_after >= min_size and 0 <= cp.p_value < 0.001
+        if math.isfinite(cp.change) and math.isfinite(cp.change_lo):
+            assert cp.change_lo <= cp.change + 1e-9 and cp.change <= cp.change_hi + 1e-9
 
 
 def test_bad_arguments_are_usage_errors_naming_them() -> None:

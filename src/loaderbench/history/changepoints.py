@@ -68,7 +68,8 @@ class ChangePoint:
     ``index`` is the first point of the new segment and ``previous`` the last point of the old one (both
     indices into the values given; they differ by more than 1 only across dropped NaN values).
     ``before`` and ``after`` are the means of the segments on each side (up to the neighbouring change
-    points), ``n_before``/``n_after`` their finite points; ``change`` is ``after / before - 1`` with its
+    points), ``n_before``/``n_after`` their finite points; ``change`` is ``after / before - 1`` (for a
+    negative mean, ``(after - before) / |before|``; NaN for a zero one) with its
     :data:`CONFIDENCE` interval ``change_lo`` .. ``change_hi``; ``p_value`` is the two-sided t-test of
     the two segments."""
 
@@ -85,7 +86,11 @@ class ChangePoint:
 
 
 class _Series:
-    """The finite values, their positions in the original series, and prefix sums for segment stats."""
+    """The finite values, their positions in the original series, and prefix sums for segment stats.
+
+    The values are held as ``z = x / scale - centre`` (``scale``: the largest magnitude, ``centre``: the
+    median after scaling), so that no sum overflows and the variance's prefix sums lose no precision to a
+    large common level; every statistic is invariant to it, and :meth:`level` maps a mean back."""
 
     def __init__(self, values: Values, uncertainties: Values | None) -> None:
         raw = np.asarray(values, dtype=np.float64).ravel()
@@ -101,20 +106,30 @@ class _Series:
         else:
             u = np.zeros(int(finite.sum()))
         self.positions = np.flatnonzero(finite)
-        self.x = raw[finite]
-        self.n = int(self.x.size)
-        self._s1 = np.concatenate(([0.0], np.cumsum(self.x)))
-        self._s2 = np.concatenate(([0.0], np.cumsum(self.x * self.x)))
+        x = raw[finite]
+        self.n = int(x.size)
+        biggest = float(np.max(np.abs(x))) if self.n else 0.0
+        self.scale = biggest if biggest > 0 else 1.0
+        y = x / self.scale
+        self.centre = float(np.median(y)) if self.n else 0.0
+        self.z = y - self.centre
+        u = np.minimum(u / self.scale, 1e100)  # an uncertainty beyond any value's size is as good as infinite
+        self._s1 = np.concatenate(([0.0], np.cumsum(self.z)))
+        self._s2 = np.concatenate(([0.0], np.cumsum(self.z * self.z)))
         self._u2 = np.concatenate(([0.0], np.cumsum(u * u)))
 
     def stats(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Count, mean and floored variance of the segments ``[a, b)`` (arrays of equal shape)."""
+        """Count, mean and floored variance (in ``z``) of the segments ``[a, b)`` (arrays of equal shape)."""
         n = (b - a).astype(np.float64)
         mean = (self._s1[b] - self._s1[a]) / n
         ss = (self._s2[b] - self._s2[a]) - n * mean * mean
         var = np.maximum(ss, 0.0) / np.maximum(n - 1.0, 1.0)
-        floor = np.maximum((self._u2[b] - self._u2[a]) / n, (_RELATIVE_FLOOR * np.abs(mean)) ** 2)
+        floor = np.maximum((self._u2[b] - self._u2[a]) / n, (_RELATIVE_FLOOR * np.abs(mean + self.centre)) ** 2)
         return n, mean, np.maximum(np.maximum(var, floor), np.finfo(np.float64).tiny)
+
+    def relative(self, mean: float) -> float:
+        """A mean in ``z`` as a level relative to the scale (``x / scale``)."""
+        return mean + self.centre
 
     def test(self, a: np.ndarray, c: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Two-sided Student t-test p-values of ``[a, c)`` against ``[c, b)``."""
@@ -153,7 +168,7 @@ def _best_split(prefix: np.ndarray, a: int, b: int, min_size: int) -> int:
 
 def _window_candidates(series: _Series, start: int, end: int, min_size: int, threshold: float) -> set[int]:
     """E-Divisive's recursive bisection of ``[start, end)``: every split significant at ``threshold``."""
-    x = series.x[start:end]
+    x = series.z[start:end]
     distance = np.abs(x[:, None] - x[None, :])
     prefix = np.zeros((x.size + 1, x.size + 1))
     prefix[1:, 1:] = distance.cumsum(0).cumsum(1)
@@ -217,11 +232,12 @@ def _describe(series: _Series, cps: Sequence[int]) -> tuple[ChangePoint, ...]:
     t = spstats.t.ppf(0.5 + CONFIDENCE / 2, df)
     out = []
     for i, pos in enumerate(cps):
-        mb, ma = float(before[1][i]), float(after[1][i])
+        # ratios in units of the scale (no overflow), levels back in the values' unit
+        mb, ma = series.relative(float(before[1][i])), series.relative(float(after[1][i]))
         if mb > 0 and ma > 0:
             log_se = math.sqrt(pooled[i] / before[0][i] / mb**2 + pooled[i] / after[0][i] / ma**2)
             ratio = math.log(ma / mb)
-            lo, hi = math.expm1(ratio - t[i] * log_se), math.expm1(ratio + t[i] * log_se)
+            lo, hi = _expm1(ratio - t[i] * log_se), _expm1(ratio + t[i] * log_se)
         elif mb != 0:
             se = math.sqrt(pooled[i] / before[0][i] + pooled[i] / after[0][i])
             lo, hi = sorted(((ma - mb - t[i] * se) / abs(mb), (ma - mb + t[i] * se) / abs(mb)))
@@ -231,9 +247,9 @@ def _describe(series: _Series, cps: Sequence[int]) -> tuple[ChangePoint, ...]:
             ChangePoint(
                 index=int(series.positions[pos]),
                 previous=int(series.positions[pos - 1]),
-                before=mb,
-                after=ma,
-                change=ma / mb - 1 if mb != 0 else math.nan,
+                before=mb * series.scale,
+                after=ma * series.scale,
+                change=(ma - mb) / abs(mb) if mb != 0 else math.nan,
                 change_lo=lo,
                 change_hi=hi,
                 p_value=float(p[i]),
@@ -242,6 +258,14 @@ def _describe(series: _Series, cps: Sequence[int]) -> tuple[ChangePoint, ...]:
             )
         )
     return tuple(out)
+
+
+def _expm1(x: float) -> float:
+    """``exp(x) - 1``, infinite past what a float holds (a change of 1e300 times has no finite size)."""
+    try:
+        return math.expm1(x)
+    except OverflowError:
+        return math.inf
 
 
 def _check(alpha: float, min_size: int, window: int) -> None:
