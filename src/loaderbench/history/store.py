@@ -37,6 +37,7 @@ from typing import Any
 from loaderbench.errors import HistoryError
 from loaderbench.history.record import Point, RunRecord, header, header_hardware, is_header, point
 from loaderbench.measurement import now
+from loaderbench.metrics import METRICS
 from loaderbench.store import jsondoc
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint, diff
@@ -89,10 +90,10 @@ class History:
         return found
 
     def metrics(self, case: str) -> list[str]:
-        """The metrics any run of ``case`` recorded, in the gate's order."""
+        """The metrics any run of ``case`` recorded, in the gate's order (unknown names last, by name)."""
+        order = {name: i for i, name in enumerate(METRICS)}
         seen = {name for r in self.runs(case) for name in r.metrics}
-        ordered = [r for r in self.runs(case)[-1].metrics]
-        return [*ordered, *sorted(seen - set(ordered))]
+        return sorted(seen, key=lambda name: (order.get(name, len(order)), name))
 
     def series(self, case: str, metric: str) -> tuple[Point, ...]:
         """``case``'s runs that recorded ``metric``, as points ordered by time (empty when none did)."""
