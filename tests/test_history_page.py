@@ -4,6 +4,7 @@ drawing every graph."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -119,6 +120,24 @@ def test_a_quiet_history_has_no_open_regression(tmp_path: Path) -> None:
     assert "No open regression" in text and text.count('<div class="graph"') == len(view.series)
     torch = next(s for s in view.series if s.metric.name == "samples_per_s").environment
     assert [e.changes for e in torch] == [("Pillow 11.0.0 -> 12.0.0",), ("torch 2.13.0+cpu -> 2.14.1+cpu",)]
+
+
+def test_cases_on_the_simulated_gpu_are_marked_and_filtered_by_device(history_dir: Path, tmp_path: Path) -> None:
+    source = store.read(history_dir)
+    gpu = [
+        dataclasses.replace(r, case=r.case.replace("-cpu-", "-cuda-"), device="cuda", simulated=True)
+        for r in source.runs("io-cpu-w2-bs32")
+    ]
+    store.append(tmp_path, source.hardware, [*source.runs("cpu-cpu-w0-bs32"), *gpu])
+    view = overview.build(store.read(tmp_path))
+    assert {(s.case, s.device, s.simulated) for s in view.series} == {
+        ("cpu-cpu-w0-bs32", "cpu", False),
+        ("io-cuda-w2-bs32", "cuda", True),
+    }
+    text = page.render(view)
+    assert '<option value="cuda">cuda</option>' in text and '<option value="cpu">cpu</option>' in text
+    assert text.count('data-device="cuda"') == text.count("simulated GPU</span>") > 0
+    assert '"symbol":"circle-open"' in text
 
 
 def test_without_plotly_the_page_is_a_usage_error_saying_what_to_install(
