@@ -28,6 +28,7 @@ from loaderbench.ab.records import BASE_ENVIRON, ChildSpec
 from loaderbench.ab.render import progress_line, summary_lines
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.engine.workloads import CALIBRATION_ENV
+from loaderbench.history import store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -323,11 +324,16 @@ def test_a_users_loader_benchmark_test_is_compared_in_each_arms_environment(pyte
     before = descendants()
     result = pytester.run(
         str(slow), "-m", "pytest", "--benchmark", f"--loader-ab={plain}", "--loader-rounds=3",
-        "--loader-round-seconds=0.03", "--loader-ab-pairs=3", "-p", "no:cacheprovider", timeout=300,
+        "--loader-round-seconds=0.03", "--loader-ab-pairs=3", "-p", "no:cacheprovider", "--loader-history=hist",
+        timeout=300,
     )  # fmt: skip
     out = result.stdout.str()
     assert result.ret == 1, out + result.stderr.str()
     assert "REGRESSIONS: 1 case, " in out and "CUDA case(s) skipped" not in out  # no tier case in this A/B
+    # --loader-history kept the head arm's case: its three blocks, one record, under the head's environment
+    (kept,) = store.read(pytester.path / "hist").records
+    assert kept.case == "test_my_pipeline-cpu-w0-bs8" and kept.environment.torch
+    assert kept.metrics["samples_per_s"].lo < kept.metrics["samples_per_s"].value < kept.metrics["samples_per_s"].hi
     row = next(ln for ln in out.splitlines() if ln.strip().startswith("test:test_mine.py::test_my_pipeline "))
     assert "samples_per_s" in row and "slower" in row, row
     assert "2 deselected" in out and "Traceback" not in out + result.stderr.str()

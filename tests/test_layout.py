@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).parent.parent / "src" / "loaderbench"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 #: Optional dependencies, imported where they are used so that the package works without them.
-OPTIONAL = {"matplotlib", "pynvml", "hypothesis"}
+OPTIONAL = {"matplotlib", "pynvml", "hypothesis", "plotly"}
 #: The package root's own names (not submodules) that no module may import back.
 ROOT_ONLY = {"__version__", "STRATEGIES_MODULE"}
 

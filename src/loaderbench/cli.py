@@ -10,6 +10,10 @@
 * ``loaderbench ab BASE HEAD [-- PYTEST_ARGS]``: the interleaved A/B of two
   interpreters in one job; ``loaderbench ab --base-ref REF [HEAD]`` makes the base
   arm from a git revision of your repository (see :mod:`loaderbench.ab.command`).
+* ``loaderbench history DIR --out SITE``: the history kept with ``--loader-history``
+  as a self-contained static page (graphs over time, change points, open
+  regressions; :mod:`loaderbench.history.page`), and ``--markdown FILE`` its
+  summary for ``$GITHUB_STEP_SUMMARY`` (:mod:`loaderbench.history.summary`).
 
 Exit codes: 0 on success; 2 for bad input (a clear message naming the value
 and the fix, no traceback); 1 when the dataset could not be measured at all.
@@ -29,6 +33,11 @@ from typing import TextIO
 from loaderbench.ab.command import run_base_ref, run_command
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.errors import CaseFailed, LoaderbenchError, UsageError
+from loaderbench.gate.thresholds import Thresholds, parse_thresholds
+from loaderbench.history import overview, store
+from loaderbench.history.page import write_page
+from loaderbench.history.summary import markdown
+from loaderbench.metrics import METRICS
 from loaderbench.options import choice, number
 from loaderbench.report.files import ReportFiles, write_report_files
 from loaderbench.report.format import terminal_width
@@ -46,7 +55,7 @@ DEVICES = ("cpu", "cuda")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="DataLoader tuning and reports (loaderbench).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tune,report,ab}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{tune,report,ab,history}")
 
     t = sub.add_parser(
         "tune",
@@ -160,7 +169,57 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="-- PYTEST_ARGS",
         help="passed to pytest, e.g. -- --loader-tier=smoke --loader-report=ab-report",
     )
+
+    h = sub.add_parser(
+        "history",
+        help="the history as a static page and a Markdown summary (change points, open regressions)",
+        description="Read the history kept with --loader-history, find the change points of every case's series, "
+        "and write a self-contained page (--out) and/or a Markdown summary (--markdown). Without either, print "
+        "the summary.",
+    )
+    h.add_argument("directory", metavar="DIR", help="the --loader-history directory, or one of its .jsonl files")
+    h.add_argument("--out", metavar="SITE", default=None, help="write the page to SITE/index.html (opens from disk)")
+    h.add_argument(
+        "--markdown",
+        metavar="FILE",
+        default=None,
+        help='append the Markdown summary to FILE (e.g. "$GITHUB_STEP_SUMMARY"); - for stdout',
+    )
+    h.add_argument("--title", default="loaderbench history", help="the page's title (default: loaderbench history)")
+    h.add_argument(
+        "--metrics",
+        metavar="NAMES",
+        type=_metric_names,
+        default=(),
+        help="comma-separated gated metrics to show (default: every one the history has)",
+    )
+    h.add_argument(
+        "--threshold",
+        metavar="SPEC",
+        type=_thresholds,
+        default=None,
+        help="the gate's thresholds, as --loader-threshold takes them (10%%, samples_per_s=5%%, CASE:METRIC=20%%): "
+        "which open regressions are beyond them (default: each metric's own)",
+    )
     return parser
+
+
+def _metric_names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"Could not parse value: --metrics={text!r}: {', '.join(unknown) or 'no metric'} is not a gated metric. "
+            f"Use some of {', '.join(METRICS)}."
+        )
+    return names
+
+
+def _thresholds(text: str) -> Thresholds:
+    try:
+        return parse_thresholds(text, option="--threshold")
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # --- commands ----------------------------------------------------------------------------------------------
@@ -232,6 +291,33 @@ def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    history = store.read(Path(args.directory))
+    view = overview.build(history, thresholds=args.threshold, metrics=args.metrics)
+    if not view.series:
+        raise UsageError(
+            f"--metrics={','.join(args.metrics)!r}: the history at {args.directory!r} has none of these metrics. "
+            "Leave --metrics out to show every one it has."
+        )
+    if args.out:
+        page = write_page(view, Path(args.out), title=args.title)
+        out.write(f"wrote {page}: {len(view.series)} graphs, {len(view.regressions)} open regression(s)\n")
+    text = markdown(view, title=args.title)
+    if args.markdown == "-" or (not args.out and not args.markdown):
+        out.write(text)
+    elif args.markdown:
+        try:
+            with open(args.markdown, "a", encoding="utf-8") as f:
+                f.write(text)
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise UsageError(
+                f"--markdown={args.markdown!r}: cannot append to it ({why}). Pass a writable file, or -."
+            ) from None
+        out.write(f"appended the summary to {args.markdown}\n")
+    return 0
+
+
 def _said_files(files: ReportFiles, out: TextIO) -> None:
     out.write(f"\nwrote {files.markdown}")
     if files.results is not None:
@@ -275,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_tune(args, out, err)
         if args.command == "ab":
             return cmd_ab(args, parser)
+        if args.command == "history":
+            return cmd_history(args, out, err)
         return cmd_report(args, out, err)
     except CaseFailed as exc:
         err.write(f"{PROG} {args.command}: the dataset could not be measured: {exc}\n")

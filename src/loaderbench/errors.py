@@ -44,6 +44,15 @@ class BaselineError(LoaderbenchError):
     """
 
 
+class HistoryError(LoaderbenchError):
+    """A history file that cannot be used or appended to: unreadable, a corrupt or foreign line, a newer
+    format version, or another machine's hardware.
+
+    The message names the file (and the line, for a bad line) and says what to do; the other lines and
+    files stay readable.
+    """
+
+
 class CaseFailed(LoaderbenchError):
     """One benchmark case failed while it was measured.
 

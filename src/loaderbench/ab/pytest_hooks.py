@@ -12,7 +12,10 @@ cases run in child processes, not as pytest-benchmark items, so there is no ``ex
 ``--benchmark-json`` has no cases; the report files (``--loader-report``) hold every measurement of
 both arms and every verdict.  Exit status: 1 on a regression or on a case that failed in the head
 arm, 0 otherwise; a bad ``--loader-ab``, a base that cannot run the A/B or a child that crashes is a
-usage error (4) with one paragraph naming the path and the fix.
+usage error (4) with one paragraph naming the path and the fix.  With ``--loader-history=DIR`` the head arm's
+cases are appended to this machine's history as one run (each case's blocks make one record); with
+``--loader-history-fail`` a regression the newest runs opened there fails the run too
+(:mod:`loaderbench.pytest_plugin.history`).
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE, exits
 from loaderbench.pytest_plugin.confirm import child_spec
+from loaderbench.pytest_plugin.history import HistoryKeeper
 from loaderbench.report.files import write_report_files
 from loaderbench.report.verdicts import undecided_large
+from loaderbench.store import environment, fingerprint
 from loaderbench.suite import NOISE, WORKLOADS, local_or_packaged
 
 
@@ -86,6 +91,13 @@ class ABSession:
         try:
             self.base = check_interpreter(opt.loader_ab, label=self.label, cwd=self.cwd)
             cases = select_cases(spec)
+            self.history = (
+                HistoryKeeper.of(
+                    config, fingerprint.current(simulated_gpu=spec.simulated_gpu), environment.current(repo=root)
+                )
+                if opt.loader_history is not None or opt.loader_history_fail
+                else None
+            )
         except LoaderbenchError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.base_dir = _base_dir(opt.loader_ab_base_dir, self.cwd)
@@ -171,6 +183,10 @@ class ABSession:
             raise pytest.UsageError(str(exc)) from None
         if self.config.option.loader_report:
             self._write_report(self.result, self.config.option.loader_report)
+        if self.history is not None:  # the head arm's cases, as one run (a case that failed there is not kept)
+            failed = {f.case_id for f in self.result.head_failures}
+            heads = [h for c, ps in self.result.pairs.items() if c not in failed for _, h in ps]
+            self.history.keep(heads, environment=self.result.environments.get("head"))
         return True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -178,6 +194,7 @@ class ABSession:
             return  # interrupted or an error: its status stands
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.TESTS_FAILED):
             failed = self.result is not None and self.result.failed
+            failed = failed or bool(self.history is not None and self.history.failures())
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.OK
             if self.result is not None:
                 exits.note_run(session, [("undecided", len(undecided_large(self.result.verdicts)))])
@@ -198,6 +215,8 @@ class ABSession:
             tr.write_line(line, red=in_table or line.startswith("FAILED"), bold=line.startswith("REGRESSIONS"))
         for line in self.files:
             tr.write_line(line)
+        for line in self.history.lines if self.history is not None else []:
+            tr.write_line(line, red=line.startswith(("HISTORY", "  ")) or "NOT" in line)
 
     # --- report files --------------------------------------------------------------------------------
     def _write_report(self, result: ABResult, directory: str) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "run_noise",
     "session_values",
     "standard_error",
+    "within_se",
 ]
 
 
@@ -68,7 +69,7 @@ def _log_values(metric: Metric, runs: Sequence[Measurement]) -> list[float]:
     return [math.log(metric.run_value(r)) for r in runs]
 
 
-def _within(metric: Metric, runs: Sequence[Measurement]) -> float:
+def within_se(metric: Metric, runs: Sequence[Measurement]) -> float:
     """Standard error of one run's median implied by its rounds' spread (log space; 0 for one-offs)."""
     out = []
     for r in runs:
@@ -132,7 +133,7 @@ def _pooled(metric: Metric, baseline: Sequence[Measurement], prior: Prior | None
         sigma, dof = math.sqrt(observed * df / float(sps.chi2.ppf(0.5, df))), float(df)
     else:
         sigma, dof = 0.0, 0.0
-    return max(sigma, _within(metric, baseline), metric.process_noise), dof
+    return max(sigma, within_se(metric, baseline), metric.process_noise), dof
 
 
 def run_noise(metric: Metric, baseline: Sequence[Measurement], *, prior: Prior | None = None) -> float:
@@ -230,7 +231,7 @@ def evidence(
     base, cur = math.exp(sum(base_logs) / k), math.exp(sum(procs) / m)
     x = math.log(metric.slowdown(base, cur))
     n = noise(metric, baseline, prior=prior, other_host=other_host)
-    today = _within(metric, current)
+    today = within_se(metric, current)
     se = math.sqrt(n.sigma**2 * (1 / k + 1 / m) + today**2 / m)
     known = gates(settings, n)
     source = f"{k} baseline session(s){' and the prior' if prior is not None else ''}"

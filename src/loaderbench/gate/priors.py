@@ -38,9 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scipy import stats as sps
+
 from loaderbench.errors import UsageError
 from loaderbench.metrics import METRICS
 
+#: The level of the F-test that lets a quieter measured figure (a history's drift) narrow a stored prior.
+NARROW_ALPHA = 0.05
 #: Used when there is no priors file at all: wide, and worth few degrees of freedom.
 FALLBACK_SIGMA = 0.10
 FALLBACK_DOF = 10.0
@@ -104,6 +108,25 @@ class NoisePriors:
     def offset(self, metric: str) -> Prior | None:
         """The between-period noise of a run's common offset for ``metric`` (``[offset]``), if the file has it."""
         return self.offsets.get(metric) or self.offsets.get("samples_per_s")
+
+
+def pooled(stored: Prior, measured: Prior) -> Prior:
+    """``stored`` (the priors file's figure) and ``measured`` (e.g. a history's between-run spread of the case),
+    pooled conservatively: a noisier measured figure always widens the prior (``sigma`` is the larger, worth
+    the larger of the two dof: a wider gate errs toward inconclusive, never toward a false alarm); a quieter one
+    narrows it only when an F-test of the two variances says it is quieter at :data:`NARROW_ALPHA` with the
+    dof it has, and then the two are pooled by their dof (as the gate pools a baseline's sessions with a
+    prior); otherwise the stored prior stands.  ``between_hosts`` stays the stored one."""
+    if measured.sigma >= stored.sigma:
+        return Prior(measured.sigma, max(measured.dof, stored.dof), stored.between_hosts)
+    if measured.dof < 1 or stored.sigma <= 0:
+        return stored
+    p = float(sps.f.cdf((measured.sigma / stored.sigma) ** 2, measured.dof, stored.dof))
+    if p > NARROW_ALPHA:
+        return stored
+    dof = measured.dof + stored.dof
+    sigma2 = (measured.dof * measured.sigma**2 + stored.dof * stored.sigma**2) / dof
+    return Prior(math.sqrt(sigma2), dof, stored.between_hosts)
 
 
 def load_priors(path: Path) -> NoisePriors:

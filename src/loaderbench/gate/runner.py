@@ -22,7 +22,7 @@ from loaderbench.decision.verdict import verdict_of
 from loaderbench.engine.control import ControlReading, busier, shift
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.model import DEFAULT_SETTINGS, Settings, Verdict, evidence, stored_verdict
-from loaderbench.gate.priors import NoisePriors, Prior
+from loaderbench.gate.priors import NoisePriors, Prior, pooled
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
@@ -51,7 +51,11 @@ class Gate:
     was not recorded on gets the prior's between-host noise.  ``priors`` are the
     workloads' noise priors (``None``: the baseline's own sessions alone decide, and
     a case needs ``min_sessions`` of them to fail a run).  ``record_command`` is the command the "no
-    baseline" status tells the user to run (the session passes the user's own options in it).
+    baseline" status tells the user to run (the session passes the user's own options in it).  ``drift``
+    holds each case's measured between-run noise ``(case id, metric) -> Prior``, from a history
+    (:mod:`loaderbench.history.drift`), pooled conservatively with the workload's prior
+    (:func:`loaderbench.gate.priors.pooled`; only with ``priors``); ``offset_drift`` the between-run noise of a
+    run's common offset per metric, from the same history, pooled likewise with the priors' ``[offset]``.
     """
 
     def __init__(
@@ -66,6 +70,8 @@ class Gate:
         environment: Environment | None = None,
         priors: NoisePriors | None = None,
         record_command: str = "pytest --benchmark --loader-baseline-save",
+        drift: Mapping[tuple[str, str], Prior] | None = None,
+        offset_drift: Mapping[str, Prior] | None = None,
     ) -> None:
         if max_extra_measurements < 0:
             raise UsageError(f"max_extra_measurements={max_extra_measurements}: must be 0 or more. Use e.g. 3.")
@@ -76,6 +82,8 @@ class Gate:
         self.fingerprint = fingerprint
         self.environment = environment or Environment()
         self.priors = priors
+        self.drift: Mapping[tuple[str, str], Prior] = drift or {}
+        self.offset_drift: Mapping[str, Prior] = offset_drift or {}
         self.changes: list[str] = []
         self.other_host = True
         self._verdicts: list[Verdict] = []
@@ -214,16 +222,19 @@ class Gate:
                     current,
                     threshold=self.thresholds.get(cid, metric),
                     settings=self.settings,
-                    prior=self._prior(baseline[0], metric.name),
+                    prior=self._prior(baseline[0], metric.name, cid),
                     other_host=self.other_host,
                 )
             )
         return out
 
-    def _prior(self, m: Measurement, metric: str) -> Prior | None:
+    def _prior(self, m: Measurement, metric: str, case_id: str) -> Prior | None:
+        """The workload's prior, pooled with the case's measured drift when a history gave one."""
         if self.priors is None:
             return None
-        return self.priors.get(m.workload, metric, oversubscribed=m.config.loading_processes > m.cpus)
+        stored = self.priors.get(m.workload, metric, oversubscribed=m.config.loading_processes > m.cpus)
+        measured = self.drift.get((case_id, metric))
+        return stored if measured is None else pooled(stored, measured)
 
     def _verdicts_of(self, job: JobDecision, cases: set[str] | None = None) -> list[Verdict]:
         out = []
@@ -241,7 +252,8 @@ class Gate:
     def offset_sigma(self) -> dict[str, float]:
         """Each metric's between-period noise of a run's common offset (log sd): the spread of the baseline's
         session offsets (the median over cases of each session's deviation from the case's mean), pooled
-        with the priors' ``[offset]`` figure; widened by how much busier the machine is than at recording."""
+        with the priors' ``[offset]`` figure (itself pooled with a history's, when given); widened by how much busier
+        the machine is than at recording."""
         out: dict[str, float] = {}
         for metric in METRICS.values():
             per_session: dict[str, list[float]] = {}
@@ -256,10 +268,13 @@ class Gate:
                 for sid, v in means.items():
                     per_session.setdefault(sid, []).append(v - centre)
             offs = [statistics.median(v) for v in per_session.values()]
-            prior = self.priors.offset(metric.name) if self.priors is not None else None
+            prior = (self.priors.offset(metric.name) if self.priors is not None else None) or Prior(0.03, 4.0)
+            measured = self.offset_drift.get(metric.name)
+            if measured is not None:
+                prior = pooled(prior, measured)
             k = len(offs)
             s2 = statistics.variance(offs) if k >= 2 else 0.0
-            p, d = (prior.sigma, prior.dof) if prior is not None else (0.03, 4.0)
+            p, d = prior.sigma, prior.dof
             sigma2 = ((k - 1) * s2 + d * p * p) / (max(0, k - 1) + d) if k >= 1 else p * p
             out[metric.name] = math.sqrt(sigma2 * (1 + 1 / max(1, k))) * (1 + self.load_excess)
         return out

@@ -9,6 +9,7 @@ from loaderbench.engine.plan import Plan
 from loaderbench.engine.tiers import DEVICES, TIERS
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.options import choice, number
+from loaderbench.pytest_plugin.history import history_directory
 from loaderbench.pytest_plugin.session import threshold_option
 from loaderbench.testing.simulated_gpu import SIMULATED_GPU_NAME
 
@@ -163,6 +164,24 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="NAMES",
         help="Comma-separated distributions whose versions the environment records and every comparison "
         "names when they change (e.g. numpy,pillow). Default: none (torch is always recorded).",
+    )
+    group.addoption(
+        "--loader-history",
+        type=history_directory,
+        default=None,
+        metavar="DIR",
+        help="Keep every run: append one line per measured case (each gated metric with its within-run interval, "
+        "the environment, the git commit) to DIR/<hardware key>.jsonl at the end of the session, and in a gate run "
+        "let each case's measured between-run drift widen its noise prior. With --loader-ab: the head arm's cases. "
+        "Default: none.",
+    )
+    group.addoption(
+        "--loader-history-fail",
+        action="store_true",
+        default=False,
+        help="With --loader-history: after appending, look for change points in each case's series and fail the "
+        "run (exit 1) when the newest runs opened a regression beyond the threshold (a step or a creep). "
+        "Default: off.",
     )
     group.addoption(
         "--loader-ab",

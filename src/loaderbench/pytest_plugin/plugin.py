@@ -200,16 +200,21 @@ def loader_benchmark(request: pytest.FixtureRequest) -> fixture.LoaderBenchmark:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """Count the benchmark items that ran (passed or failed, not skipped: a ``loader_benchmark`` test skips in its
-    call phase, e.g. ``device="cuda"`` without a GPU), so that a run whose every case skipped exits 5."""
-    benchmark = item.get_closest_marker("loaderbench") is not None
+    call phase, e.g. ``device="cuda"`` without a GPU), so that a run whose every case skipped exits 5; a test that
+    failed after measuring (an assertion on the figures) is not a run the history keeps."""
+    if item.get_closest_marker("loaderbench") is None:
+        return (yield)
+    s = session_of(item.config)
+    measured = len(s.measurements)
     try:
         result = yield
     except pytest.skip.Exception:
         raise
     except BaseException:
-        session_of(item.config).ran += benchmark
+        s.ran += 1
+        s.failed_cases.update(m.case_id for m in s.measurements[measured:])
         raise
-    session_of(item.config).ran += benchmark
+    s.ran += 1
     return result
 
 

@@ -28,6 +28,7 @@ from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.gate.verdict import DEFAULT_SETTINGS
 from loaderbench.measurement import Measurement
 from loaderbench.pytest_plugin.confirm import child_spec, confirmer, fresh_process, on_this_node, request_of
+from loaderbench.pytest_plugin.history import HistoryKeeper
 from loaderbench.pytest_plugin.recording import add_noise_sessions, resolution_note, sessions_held
 from loaderbench.ranks.launch import OTHER_NODE
 from loaderbench.report.terminal import verdict_texts
@@ -113,6 +114,8 @@ class LoaderbenchSession:
         self.nothing_ran: str = ""
         self.measurements: list[Measurement] = []
         self.failures: list[CaseFailed] = []
+        self.failed_cases: set[str] = set()  # measured, but their test failed after: kept out of the history
+        self.history: HistoryKeeper | None = None
         self.tier: Tier | None = None
         self.gate: Gate | None = None
         self.saved: Path | None = None
@@ -140,6 +143,7 @@ class LoaderbenchSession:
             self.environment = environment.current(packages=packages, repo=root)
             self.priors = load_priors(suite.local_or_packaged(root, suite.NOISE))
             self.store = BaselineStore(self.baseline_dir)
+            self.history = HistoryKeeper.of(config, self.fingerprint, self.environment)
             if not self.saving:
                 self.gate = Gate(
                     self.store,
@@ -150,6 +154,8 @@ class LoaderbenchSession:
                     environment=self.environment,
                     priors=self.priors,
                     record_command=record_command(opt),
+                    drift=self.history.drift() if self.history is not None else None,
+                    offset_drift=self.history.offset_drift() if self.history is not None else None,
                 )
                 reference = self.gate.doc
             else:
@@ -254,6 +260,9 @@ class LoaderbenchSession:
             return
         if not interrupted and self.measurements:
             self.control = self.control.merged(control.measure()) if self.control is not None else control.measure()
+        if self.history is not None:
+            kept = [m for m in self.measurements if m.case_id not in self.failed_cases]
+            self.history.keep(kept, interrupted=interrupted)
         if not self.saving:
             self._decide(interrupted)
             return
@@ -328,6 +337,7 @@ class LoaderbenchSession:
             out.append(("regressed", len(regressed), f"{len(regressed)} case(s) regressed (see REGRESSIONS above)"))
         if self.save_failed:
             out.append(("baseline not saved", 1, "the baseline was NOT saved (see the loaderbench section)"))
+        out += self.history.failures() if self.history is not None else []
         if self.require_baseline and not self.saving and self.gate is not None:
             uncompared = self.gate.uncompared()
             if not self.gate.active:
@@ -370,6 +380,7 @@ class LoaderbenchSession:
 
     def gate_lines(self) -> list[str]:
         notes = [f"loaderbench: {self.calibration_note}"] if self.calibration_note else []
+        notes += self.history.lines if self.history is not None else []
         if self.saving:
             return [*notes, f"loaderbench baseline: {self.save_note}"] if self.save_note else notes
         if self.gate is None:

@@ -18,7 +18,8 @@
   ``LOADERBENCH_FAULT_STEP`` set to one of :data:`FAULT_STEPS`, a writer kills
   itself with SIGKILL at that step of a locked atomic write: the crash tests
   (``tests/test_store_crash.py``) use it to prove the rules above.  Unset, it
-  costs one dictionary lookup per step.
+  costs one dictionary lookup per step.  Other writers (the history's appends) call :func:`fault` at steps
+  of their own.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ FAULT_STEPS = ("locked", "temp-created", "temp-half-written", "temp-written", "r
 _log = logging.getLogger(__name__)
 
 
-def _fault(step: str) -> None:
+def fault(step: str) -> None:
     """The fault hook: SIGKILL this process at ``step`` when ``LOADERBENCH_FAULT_STEP`` names it."""
     if os.environ.get(FAULT_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -79,19 +80,19 @@ def atomic_write(path: Path, text: str) -> None:
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        _fault("temp-created")
+        fault("temp-created")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             half = len(text) // 2
             fh.write(text[:half])
             fh.flush()
-            _fault("temp-half-written")
+            fault("temp-half-written")
             fh.write(text[half:])
             fh.flush()
             os.fsync(fh.fileno())
-        _fault("temp-written")
+        fault("temp-written")
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        _fault("replaced")
+        fault("replaced")
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -102,7 +103,7 @@ def atomic_write(path: Path, text: str) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    _fault("synced")
+    fault("synced")
 
 
 def stale_temporaries(path: Path) -> list[Path]:
@@ -150,7 +151,7 @@ def locked(path: Path, *, timeout_s: float, error: Callable[[str], LoaderbenchEr
         return
     fd = _acquire(lock_path, timeout_s, error)
     try:
-        _fault("locked")
+        fault("locked")
         yield
     finally:
         with contextlib.suppress(OSError):

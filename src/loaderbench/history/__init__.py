@@ -1,0 +1,2 @@
+"""History: every run's figures kept per hardware key, change points found in each case's series,
+and a static page and a Markdown summary of them."""
