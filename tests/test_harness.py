@@ -270,7 +270,8 @@ def test_memory_counts_no_file_pages_so_a_parent_mapping_the_same_libraries_chan
     alone, shared = child("plain"), child("torch")
     assert alone[1] == shared[1] == "pss-anon"
     assert abs(shared[0] / alone[0] - 1) < 0.05
-    assert shared[2] / alone[2] < 1 - 0.05  # the whole PSS does move: what the kept figure leaves out
+    # the whole PSS does move (by how much depends on how many other processes map the same files: 3-15% seen)
+    assert shared[2] < alone[2]
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux's smaps_rollup")
