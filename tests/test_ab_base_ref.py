@@ -6,6 +6,7 @@ makes the dataset slower, and ``loaderbench ab --base-ref main HEAD_PYTHON``."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 from loaderbench import cli
-from loaderbench.ab.checkout import base_checkout, linked_environment, project_dir
+from loaderbench.ab.checkout import base_checkout, installable, linked_environment, project_dir
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.runner import moved
 
@@ -84,10 +85,11 @@ def descendants() -> set[int]:
 def test_a_pull_request_against_main_in_the_users_own_repository(pytester: pytest.Pytester, tmp_path: Path) -> None:
     repo = user_repo(pytester.path)
     base_commit = git(repo, "rev-parse", "HEAD")[:12]
-    # the pull request: an uncommitted change that makes every sample 4x slower
-    (repo / "src" / "userpkg" / "__init__.py").write_text(DATASET.format(cost=0.002))
+    # the pull request: an uncommitted change that makes every sample 8x slower, and a new benchmark test
+    (repo / "src" / "userpkg" / "__init__.py").write_text(DATASET.format(cost=0.004))
+    (repo / "tests" / "test_new.py").write_text(BENCH.replace("test_items", "test_added"))
     # the user's environment: their project installed editable beside loaderbench and torch
-    head = linked_environment(tmp_path / "head-venv", sys.executable, "test")
+    head, _ = linked_environment(tmp_path / "head-venv", sys.executable, "test")
     subprocess.run(
         [str(head), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(repo)], check=True
     )
@@ -96,7 +98,7 @@ def test_a_pull_request_against_main_in_the_users_own_repository(pytester: pytes
     script = Path(sys.executable).parent / "loaderbench"
     result = pytester.run(
         str(script), "ab", "--base-ref", "main", str(head), "--",
-        "--loader-rounds=3", "--loader-round-seconds=0.03", "--loader-ab-pairs=3", "-p", "no:cacheprovider",
+        "--loader-rounds=3", "--loader-round-seconds=0.03", "--loader-ab-pairs=6", "-p", "no:cacheprovider",
         timeout=600,
     )  # fmt: skip
     out = result.stdout.str() + result.stderr.str()
@@ -105,9 +107,11 @@ def test_a_pull_request_against_main_in_the_users_own_repository(pytester: pytes
     made = re.search(r"loaderbench ab: base main = (\w+): worktree (\S+), (\S+) installed into it", out)
     assert made is not None, out
     assert made.group(1) == base_commit
-    assert "comparing 1 loader_benchmark test(s) of this repository" in out and "of tier" not in out
+    assert "comparing 2 loader_benchmark test(s) of this repository" in out and "of tier" not in out
     row = next(ln for ln in out.splitlines() if ln.strip().startswith("test:tests/test_bench.py::test_items "))
     assert "samples_per_s" in row and "slower" in row, row
+    # the test the pull request adds has no base: said so, and the other test is still compared
+    assert "test:tests/test_new.py::test_added" in out and "a test the head adds or renames" in out
     # the arms ran different commits of the user's project, and the A/B says so
     assert re.search(rf"git commit {base_commit} -> {base_commit}\+dirty", out), out
     # cleaned up: the worktree, its environment, every process
@@ -119,7 +123,7 @@ def test_a_pull_request_against_main_in_the_users_own_repository(pytester: pytes
 def test_the_base_arm_imports_the_base_commits_code_though_the_head_has_it_editable(tmp_path: Path) -> None:
     repo = user_repo(tmp_path / "repo", cost=0.001)
     (repo / "src" / "userpkg" / "__init__.py").write_text(DATASET.format(cost=0.003))
-    head = linked_environment(tmp_path / "head-venv", sys.executable, "test")
+    head, _ = linked_environment(tmp_path / "head-venv", sys.executable, "test")
     subprocess.run(
         [str(head), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(repo)], check=True
     )
@@ -167,13 +171,25 @@ def test_a_directory_the_base_commit_lacks_is_an_error_and_leaves_nothing(tmp_pa
     assert git(repo, "worktree", "list").count("\n") == 0
 
 
-def test_the_project_is_the_nearest_directory_with_packaging_metadata(tmp_path: Path) -> None:
+def test_the_project_is_the_nearest_directory_pip_can_install(tmp_path: Path) -> None:
     repo = user_repo(tmp_path / "repo")
     assert project_dir(repo / "tests", repo) == repo
     assert project_dir(tmp_path / "repo" / "src", tmp_path / "repo") == repo
     bare = tmp_path / "bare"
     (bare / "sub").mkdir(parents=True)
     assert project_dir(bare / "sub", bare) is None
+    (bare / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = '-q'\n")  # tool settings only
+    assert not installable(bare) and project_dir(bare / "sub", bare) is None
+    (bare / "setup.cfg").write_text("[metadata]\nname = x\n")
+    assert installable(bare)
+
+
+def test_pythonpath_entries_inside_the_repository_move_to_the_worktree(tmp_path: Path) -> None:
+    repo = user_repo(tmp_path / "repo")
+    with base_checkout("main", cwd=repo, head=sys.executable) as base:
+        value = os.pathsep.join([str(repo / "src"), "relative/dir", str(tmp_path / "elsewhere"), ""])
+        moved = base.moved_path_list(value).split(os.pathsep)
+        assert moved == [str(base.worktree / "src"), "relative/dir", str(tmp_path / "elsewhere"), ""]
 
 
 def test_the_base_arms_paths_move_into_its_checkout(tmp_path: Path) -> None:
@@ -198,5 +214,14 @@ def test_cli_ab_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["ab", "--base-ref", "main", "A", "B"])
     assert exc.value.code == 2 and "give at most HEAD" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
+        cli.main(["ab", "--base-ref", "main", "tests/test_x.py"])
+    assert exc.value.code == 2 and "put pytest's arguments after --" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
         cli.main(["ab", "A"])
     assert exc.value.code == 2 and "give BASE and HEAD" in capsys.readouterr().err
+
+
+def test_base_dir_without_an_ab_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--benchmark", f"--loader-ab-base-dir={pytester.path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--loader-ab-base-dir=*: only applies to an A/B. Add --loader-ab=BASE*"])

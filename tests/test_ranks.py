@@ -161,7 +161,7 @@ def test_two_ranks_through_the_plugin_record_the_job_and_its_ranks(
         "--benchmark-json=out.json",
     )
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*in 2 ranks each*", "*ranks=2*"])
+    result.stdout.fnmatch_lines(["*ranks=2*", "*in 2 ranks each*"])
     benchmarks = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
     info = next(b["extra_info"] for b in benchmarks if "tiny-io" in b["name"])
     assert info["case_id"] == "tiny-io-cpu-w1-bs8-ranks2" and info["config_id"].endswith("ranks2")

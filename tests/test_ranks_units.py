@@ -28,6 +28,7 @@ from loaderbench.ab.user_tests import pytest_args
 from loaderbench.engine import datasets
 from loaderbench.engine.cases import Case
 from loaderbench.engine.consumers import CpuConsumer, StepConsumer
+from loaderbench.errors import LoaderbenchError
 from loaderbench.measurement import Measurement
 from loaderbench.pytest_plugin import confirm
 from loaderbench.ranks import launch
@@ -379,6 +380,7 @@ def test_the_ab_child_runs_the_cases_in_the_spec_s_ranks(tmp_path: Path) -> None
         ("--nnodes=1 --nproc-per-node=8", False),
         ("--nnodes=1:4 --rdzv-backend=c10d", True),
         ("--nnodes=two", False),
+        ("--nproc-per-node=2 --nnodes", False),
     ],
 )
 def test_several_nodes_reads_the_torchrun_arguments(monkeypatch: pytest.MonkeyPatch, args: str, several: bool) -> None:
@@ -397,7 +399,7 @@ def test_a_ranked_case_on_several_nodes_is_not_confirmed_or_remeasured_in_a_fres
     monkeypatch.setenv(launch.TORCHRUN_ARGS_ENV, "--nnodes=2 --node-rank=0 --rdzv-endpoint=h:1")
     assert confirm.on_this_node(ids, [ranked, alone]) == [alone.case_id]
     spec = ChildSpec(scenarios="", tier="smoke", device="cpu", rounds=2, round_s=0.05, batch_timeout_s=None)
-    with pytest.raises(UsageError, match=r"several nodes .* rerun every node to confirm"):
+    with pytest.raises(LoaderbenchError, match=r"several nodes .* rerun every node to confirm"):
         confirm.confirmer(spec, {}, [ranked, alone])([ranked.case_id])
     monkeypatch.setenv(launch.TORCHRUN_ARGS_ENV, "--standalone --nproc-per-node=2")
     assert confirm.on_this_node(ids, [ranked, alone]) == ids

@@ -185,13 +185,13 @@ def test_grp(loader_benchmark, cfg):
     )  # fmt: skip
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.OK, out
-    assert "test_grp on cpu: 2 case(s)" in out
+    assert "test_grp.py::test_grp on cpu: 2 case(s)" in out
     assert "loaderbench: measuring 2 loader_benchmark test(s) of this repository" in out and "tier smoke" not in out
     w2 = next(ln for ln in out.splitlines() if ln.lstrip("* ").startswith("w2-bs8 "))
     assert w2.lstrip("* ").split()[3].endswith("x")  # vs w0 is a ratio, not "-"
     assert "throughput vs num_workers not drawn" not in out
     doc = json.loads((pytester.path / "rep" / "results.json").read_text())
     assert {(c["case_id"], c.get("group")) for c in doc["cases"]} == {
-        ("test_grp-w0-bs8-cpu-w0-bs8", "test_grp"),
-        ("test_grp-w2-bs8-cpu-w2-bs8", "test_grp"),
+        ("test_grp-w0-bs8-cpu-w0-bs8", "test_grp.py::test_grp"),
+        ("test_grp-w2-bs8-cpu-w2-bs8", "test_grp.py::test_grp"),
     }

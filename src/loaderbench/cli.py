@@ -329,6 +329,11 @@ def _said_files(files: ReportFiles, out: TextIO) -> None:
 
 def cmd_ab(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     given = [a for a in (args.base, args.head) if a is not None]
+    stray = [a for a in given if a.endswith(".py") or "::" in a]
+    if stray:
+        parser.error(
+            f"ab: {stray[0]} looks like a pytest argument, not an interpreter: put pytest's arguments after --."
+        )
     if args.base_ref is not None:
         if len(given) > 1:
             parser.error(

@@ -20,13 +20,14 @@ import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from loaderbench.ab.checkout import base_checkout
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.process import check_interpreter, missing_modules
 from loaderbench.ab.records import BASE_ENVIRON
+from loaderbench.interrupts import terminate_interrupts
 
 #: What HEAD must have to run the A/B's pytest.
 HEAD_MODULES = ("pytest", "loaderbench", "torch")
@@ -44,19 +45,26 @@ def run_base_ref(ref: str, head: str, pytest_args: Sequence[str], *, cwd: Path |
     """The A/B of the working tree (HEAD's environment) against the git revision ``ref`` (see the docstring)."""
     here = Path.cwd() if cwd is None else cwd
     head_path = check_interpreter(head, label=f"HEAD={head!r}", cwd=here)
-    with base_checkout(ref, cwd=here, head=head_path) as base:
+    with terminate_interrupts(), base_checkout(ref, cwd=here, head=head_path) as base:
         installed = f", {base.installed} installed into it" if base.installed else ""
         print(f"loaderbench ab: base {ref} = {base.commit[:12]}: worktree {base.worktree}{installed}", flush=True)
-        args = list(pytest_args)
-        if args[:1] == ["--"]:
-            args = args[1:]
-        return run_command(
-            str(base.interpreter), head_path, [f"--loader-ab-base-dir={base.invocation_dir}", *args], cwd=here
-        )
+        environ = dict(os.environ)
+        if environ.get("PYTHONPATH"):
+            environ["PYTHONPATH"] = base.moved_path_list(environ["PYTHONPATH"])
+        args = [f"--loader-ab-base-dir={base.invocation_dir}", *pytest_args]
+        return run_command(str(base.interpreter), head_path, args, cwd=here, base_environ=environ)
 
 
-def run_command(base: str, head: str, pytest_args: Sequence[str], *, cwd: Path | None = None) -> int:
-    """Run the A/B through HEAD's pytest; its exit status (128 + N when killed by signal N)."""
+def run_command(
+    base: str,
+    head: str,
+    pytest_args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    base_environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run the A/B through HEAD's pytest; its exit status (128 + N when killed by signal N).  The base arm gets
+    ``base_environ`` (default: this process's environment)."""
     here = Path.cwd() if cwd is None else cwd
     base_path = check_interpreter(base, label=f"BASE={base!r}", cwd=here)
     head_path = check_interpreter(head, label=f"HEAD={head!r}", cwd=here)
@@ -71,7 +79,7 @@ def run_command(base: str, head: str, pytest_args: Sequence[str], *, cwd: Path |
             "the checkout under test), or pass the interpreter of an environment that has them."
         )
     env = dict(os.environ)
-    env[BASE_ENVIRON] = json.dumps(dict(os.environ))
+    env[BASE_ENVIRON] = json.dumps(dict(os.environ if base_environ is None else base_environ))
     proc = subprocess.Popen(pytest_command(base_path, head_path, pytest_args), cwd=here, env=env)
     try:
         code = proc.wait()

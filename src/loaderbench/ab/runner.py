@@ -35,7 +35,7 @@ from pathlib import Path
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.paired import ABVerdict, decide_runs
 from loaderbench.ab.process import run_grouped
-from loaderbench.ab.records import ChildOutput, ChildSpec, read_records, variable_changes
+from loaderbench.ab.records import TEST_PREFIX, ChildOutput, ChildSpec, read_records, variable_changes
 from loaderbench.decision.rules import Levels
 from loaderbench.decision.sequential import DEFAULT_MAX_PAIRS, MIN_PAIRS
 from loaderbench.engine.workloads import CALIBRATION_ENV, spin_loops_per_s
@@ -350,7 +350,12 @@ def _pair(
         return None
     missing = [n for n in ARMS if case_id in outputs[n].missing]
     if missing:
-        not_compared[case_id] = f"the {missing[0]} arm has no such case (its loaderbench or scenarios make other cases)"
+        why = (
+            "a test the head adds or renames"
+            if case_id.startswith(TEST_PREFIX)
+            else "its loaderbench or scenarios make other cases"
+        )
+        not_compared[case_id] = f"the {missing[0]} arm has no such case ({why})"
         return None
     base, head = outputs["base"].measurements.get(case_id), outputs["head"].measurements.get(case_id)
     if base is None or head is None:

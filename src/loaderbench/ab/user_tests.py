@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +45,15 @@ class TestRecorder:
             config.option.dist = "no"
             config.option.tx = []
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Only the requested tests run: the child asks for their files, which may hold others (and, in the base
+        arm's checkout, may lack a test the head adds: that one is recorded ``missing``, the rest still run)."""
+        keep = [i for i in items if i.nodeid in self.wanted]
+        if len(keep) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i.nodeid not in self.wanted])
+            items[:] = keep
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield
@@ -64,10 +74,19 @@ class TestRecorder:
         return report
 
 
-def pytest_args(spec: ChildSpec, node_ids: Sequence[str], baselines: str) -> list[str]:
-    """The child's pytest command line: the tests, from the head's rootdir, with the A/B's plan."""
+def test_files(spec: ChildSpec, node_ids: Sequence[str]) -> list[str]:
+    """The files of ``node_ids`` that exist in this arm's rootdir, as paths from it."""
     root = spec.rootdir.rstrip("/") or "."
-    args = [f"{root}/{n}" for n in node_ids]
+    files = dict.fromkeys(n.split("::", 1)[0] for n in node_ids)
+    return [f"{root}/{f}" for f in files if Path(root, f).exists()]
+
+
+def pytest_args(spec: ChildSpec, node_ids: Sequence[str], baselines: str) -> list[str]:
+    """The child's pytest command line: the files of the tests that exist here (a test file the head adds is not
+    in the base's checkout: naming it would stop pytest before any test ran), from the arm's rootdir, with the
+    A/B's plan; :class:`TestRecorder` keeps only the requested tests."""
+    root = spec.rootdir.rstrip("/") or "."
+    args = test_files(spec, node_ids)
     args += ["--benchmark", "-q", "-p", "no:cacheprovider", f"--rootdir={root}", f"--loader-baseline-dir={baselines}"]
     args += [f"--loader-rounds={spec.rounds}", f"--loader-round-seconds={spec.round_s}"]
     if spec.ranks != 1:
@@ -85,8 +104,10 @@ def run_tests(spec: ChildSpec, cases: Sequence[str], write: Write) -> int:
     if not wanted:
         return 0
     recorder = TestRecorder(wanted, write)
-    with tempfile.TemporaryDirectory(prefix="loaderbench-ab-baselines-") as baselines:
-        code = int(pytest.main(pytest_args(spec, list(wanted), baselines), plugins=[recorder]))
+    code = 0
+    if test_files(spec, list(wanted)):  # else none of their files is here (tests the head adds): all missing
+        with tempfile.TemporaryDirectory(prefix="loaderbench-ab-baselines-") as baselines:
+            code = int(pytest.main(pytest_args(spec, list(wanted), baselines), plugins=[recorder]))
     for case in wanted.values():
         if case not in recorder.answered:
             write({"type": "missing", "case_id": case})

@@ -26,7 +26,7 @@ from loaderbench.ab.process import run_grouped
 from loaderbench.ab.records import TEST_PREFIX, ChildSpec, read_records
 from loaderbench.engine.cases import Case
 from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
-from loaderbench.errors import UsageError
+from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.runner import Confirm
 from loaderbench.measurement import Measurement
 from loaderbench.ranks.launch import several_nodes
@@ -80,7 +80,7 @@ def confirmer(spec: ChildSpec, requests: Mapping[str, str], measured: Sequence[M
 
     def confirm(case_ids: Sequence[str]) -> Mapping[str, Measurement]:
         if len(on_this_node(case_ids, measured)) < len(case_ids):
-            raise UsageError(
+            raise LoaderbenchError(
                 "their ranks run on several nodes (LOADERBENCH_TORCHRUN_ARGS), and a fresh process would wait for "
                 "the other nodes' ranks, whose runs are over; they stay inconclusive: rerun every node to confirm"
             )

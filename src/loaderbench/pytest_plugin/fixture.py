@@ -9,8 +9,8 @@ The dataset (or a no-argument factory returning one) is measured by the same
 harness as the suite's own cases, recorded in the same baseline store under the
 test's name (``test_my_pipeline-cpu-w2-bs32``), judged by the same gate, and
 skipped without ``pytest --benchmark``.  The reports group a test's parametrized
-configs under the test function's name, as they group a workload's configs (``vs w0``,
-the worker plots).  It needs no ``fixtures/`` folder and no TOML.
+configs under the test function's node id (``tests/test_x.py::test_my_pipeline``), as they
+group a workload's configs (``vs w0``, the worker plots).  It needs no ``fixtures/`` folder and no TOML.
 :func:`tier_configs` gives a tier's configs to parametrize over.
 """
 
@@ -137,5 +137,5 @@ def make(
         workload_name(request.node.name),
         simulated_gpu=SimulatedGpuSpec.from_env() if simulated_gpu else None,
         cuda_problem=cuda_problem,
-        group=workload_name(getattr(request.node, "originalname", "") or request.node.name),
+        group=request.node.nodeid.split("[", 1)[0],  # the test function, by its module (and class): no two clash
     )

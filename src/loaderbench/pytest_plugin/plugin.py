@@ -60,6 +60,11 @@ def pytest_configure(config: pytest.Config) -> None:
         # session stays off (no tier of items, no gate, no baseline), and ABSession reports and sets the exit
         config.pluginmanager.register(ABSession(config), AB_PLUGIN)
         config.option.benchmark = False
+    elif config.option.loader_ab_base_dir is not None:
+        raise pytest.UsageError(
+            f"--loader-ab-base-dir={config.option.loader_ab_base_dir}: only applies to an A/B. Add --loader-ab=BASE, "
+            "or use `loaderbench ab --base-ref=REF`, which sets both."
+        )
     config.stash[_SESSION_KEY] = LoaderbenchSession(config)
     if not config.pluginmanager.has_plugin("loaderbench-compare-fail"):
         config.pluginmanager.register(exits.CompareFailGuard(), "loaderbench-compare-fail")

@@ -230,6 +230,7 @@ class LoaderbenchSession:
             failure = exc
         if failure is not None and failure.kind == OTHER_NODE:
             benchmark.skipped = True
+            self.ran += 1  # its ranks here did run the case: a skip of the item, not of the job (no exit 5)
             pytest.skip(str(failure))
         if failure is not None:  # outside the except block: pytest prints the message once, not chained
             self.failures.append(failure)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -98,10 +99,10 @@ def default_timeout_s(plan: Plan) -> float | None:
 def several_nodes() -> bool:
     """Whether ``LOADERBENCH_TORCHRUN_ARGS`` spreads the ranks over several nodes (``--nnodes`` above 1, or an
     elastic range whose maximum is): a ranked case's fresh process then waits for the other nodes' ranks."""
-    args = shlex.split(os.environ.get(TORCHRUN_ARGS_ENV, ""))
-    for i, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith("--nnodes=") else args[i + 1] if arg == "--nnodes" else None
-        if value is not None and i + 1 <= len(args):
+    args = [*shlex.split(os.environ.get(TORCHRUN_ARGS_ENV, "")), ""]
+    for arg, after in itertools.pairwise(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--nnodes=") else after if arg == "--nnodes" else None
+        if value is not None:
             with contextlib.suppress(ValueError):
                 return int(value.rsplit(":", 1)[-1]) > 1
     return False
