@@ -238,8 +238,7 @@ class LoaderbenchSession:
             pytest.fail(str(failure), pytrace=False)
         per_sample_times(benchmark, m)
         benchmark.extra_info.update(m.extra_info())
-        if case.device == "cpu" and case.config.start_method == "fork":
-            # evidence that fork-started workers came from a process without a CUDA context
+        if case.device == "cpu" and case.config.start_method == "fork":  # evidence: forked from a CUDA-free process
             benchmark.extra_info["parent_cuda_initialized"] = parent_cuda_initialized()
             hazard = fork_hazard(case.config)
             if hazard:
