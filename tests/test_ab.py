@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loaderbench import cli
+from loaderbench import cli, data
 from loaderbench.ab.child import select_cases
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.paired import ABVerdict
@@ -27,8 +27,8 @@ from loaderbench.ab.process import PROBE_MARK, check_interpreter
 from loaderbench.ab.records import BASE_ENVIRON, ChildSpec
 from loaderbench.ab.render import progress_line, summary_lines
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
-from loaderbench.engine.workloads import CALIBRATION_ENV
 from loaderbench.history import store
+from loaderbench.workloads.recipes import CALIBRATION_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -457,7 +457,7 @@ def test_cli_ab_checks_its_paths(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 
 def test_the_child_spec_carries_the_simulated_gpu_and_the_child_marks_its_cuda_cases() -> None:
-    sim = dataclasses.replace(spec(), scenarios=str(ROOT / "fixtures" / "workloads.toml"), device="cuda")
+    sim = dataclasses.replace(spec(), scenarios=str(data.WORKLOADS), device="cuda")
     sim = dataclasses.replace(sim, simulated_gpu=True)
     assert ChildSpec.from_json(sim.to_json()) == sim
     cases = select_cases(sim)

@@ -14,10 +14,10 @@ from loaderbench.ab.paired import decide as decide_at
 from loaderbench.ab.records import snapshot_variables, variable_changes
 from loaderbench.ab.runner import arm_order
 from loaderbench.decision.sequential import look_level
+from loaderbench.formatting import fmt_change
 from loaderbench.gate.priors import Prior
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
-from loaderbench.report.format import fmt_change
 
 THROUGHPUT = METRICS["samples_per_s"]
 

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from loaderbench import data
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.tiers import build_tier
-from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import LoaderbenchError
 from loaderbench.measurement import Measurement
+from loaderbench.selection.tiers import build_tier
 from loaderbench.store import baseline as bl
 from loaderbench.store.baseline import MAX_SESSIONS, BaselineError, BaselineStore, CaseEntry, entries_from
 from loaderbench.store.fingerprint import Fingerprint
+from loaderbench.workloads.recipes import load_scenarios
 
 FP = Fingerprint(
     machine="x86_64",
@@ -368,10 +369,7 @@ def test_a_saved_run_is_the_measurement_record_itself(tmp_path: Path) -> None:
 # --- configs recorded before a LoaderConfig field existed ------------------------------------------------
 
 COMMITTED = sorted((Path(__file__).parent.parent / "fixtures" / "baselines").glob("*.json"))
-SMOKE = {
-    c.id: c
-    for c in build_tier("smoke", load_scenarios(Path(__file__).parent.parent / "fixtures" / "workloads.toml")).cases
-}
+SMOKE = {c.id: c for c in build_tier("smoke", load_scenarios(data.WORKLOADS)).cases}
 
 
 def test_the_old_committed_2_core_baseline_lacks_the_later_fields() -> None:

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
+from loaderbench import data
 from loaderbench.config import COVERED_ARGUMENTS, NOT_KNOBS, TORCH_HAS_IN_ORDER, LoaderConfig
-from loaderbench.engine.tiers import TIERS, build_tier
-from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import InvalidConfig
+from loaderbench.selection.tiers import TIERS, build_tier
+from loaderbench.workloads.recipes import load_scenarios
 
 DATA = TensorDataset(torch.arange(12.0).reshape(6, 2))
 
@@ -116,7 +117,7 @@ def test_every_dataloader_argument_is_covered_or_declared_irrelevant() -> None:
 
 
 def _all_tier_configs() -> list[LoaderConfig]:
-    workloads = load_scenarios("fixtures/workloads.toml")
+    workloads = load_scenarios(data.WORKLOADS)
     return sorted({c.config for t in TIERS for c in build_tier(t, workloads).cases}, key=lambda c: c.id)
 
 

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from loaderbench import LoaderConfig, Plan, measure
-from loaderbench.engine import decode
-from loaderbench.engine.datasets import BigIndexDataset
-from loaderbench.engine.workloads import Workload, load_scenarios
+from loaderbench import LoaderConfig, Plan, data, measure
 from loaderbench.errors import WorkloadError
+from loaderbench.workloads import decode
+from loaderbench.workloads.datasets import BigIndexDataset
+from loaderbench.workloads.recipes import Workload, load_scenarios
 
 SMALL = {"n_files": 6, "width": 120, "height": 90, "quality": 90, "crop": 32}
 
@@ -173,7 +173,7 @@ def test_the_generated_sets_are_removed_when_the_process_exits(tmp_path: Path) -
         f"""
         import tempfile
         from pathlib import Path
-        from loaderbench.engine.workloads import Workload
+        from loaderbench.workloads.recipes import Workload
         w = Workload(name="d", kind="decode", batch_size=4, params={SMALL!r})
         with tempfile.TemporaryDirectory() as case:
             dataset = w.build(4, case)
@@ -204,7 +204,7 @@ def test_the_big_index_grows_what_spawn_pickles_into_each_worker() -> None:
 
 
 def test_the_scenario_file_has_the_decode_and_big_index_workloads() -> None:
-    workloads = load_scenarios("fixtures/workloads.toml")
+    workloads = load_scenarios(data.WORKLOADS)
     assert workloads["decode"].params["cache"] == "warm" and workloads["decode-cold"].params["cache"] == "cold"
     sizes = sorted(w.params["index_size"] for w in workloads.values() if w.kind == "big-index")
     assert sizes == [1_000, 100_000, 1_000_000]

@@ -21,8 +21,8 @@ from loaderbench import FakeClock, LoaderConfig, Plan, measure
 from loaderbench.engine import memory
 from loaderbench.engine.cleanup import case_processes
 from loaderbench.engine.plan import estimate_samples_per_s, plan_epoch, replanned_batches, warmup_batches
-from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed
+from loaderbench.workloads.recipes import Workload
 
 CLOCK = FakeClock()
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loaderbench import jsondoc
 from loaderbench.errors import HistoryError
 from loaderbench.history import record, store
 from loaderbench.history.record import Figure, RunRecord
 from loaderbench.measurement import Measurement
-from loaderbench.store import jsondoc
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from loaderbench.selfcheck.common import upper_95
 from loaderbench.tools import aa_jobs, simulate_jobs
-from loaderbench.tools.selfcheck_common import upper_95
 
 
 def test_the_upper_bound_is_clopper_pearsons() -> None:

@@ -17,12 +17,12 @@ from torch.utils.data import Dataset
 
 from loaderbench import CaseFailed, LoaderConfig, Plan, measure
 from loaderbench.config_rules import PIPELINE_UNSUPPORTED, PIPELINES
-from loaderbench.engine.cases import Case
-from loaderbench.engine.workloads import Workload
+from loaderbench.engine.case import Case
 from loaderbench.measurement import Measurement, from_extra_info
 from loaderbench.pipelines import registry
 from loaderbench.pytest_plugin import plugin
 from loaderbench.report import markdown, pipelines, terminal
+from loaderbench.workloads.recipes import Workload
 from test_harness import FailingWorkload  # the same failing dataset as the harness tests
 
 TINY = Plan(rounds=2, round_s=0.01, warmup_batches=1, min_batches_per_round=2)

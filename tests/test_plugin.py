@@ -18,7 +18,7 @@ batch_size = 8
 tiers = ["smoke", "standard", "full"]
 """
 BENCH = """
-from loaderbench.engine.tiers import Case
+from loaderbench.selection.tiers import Case
 
 def test_pipeline(loaderbench_case: Case, loaderbench_session, benchmark):
     m = loaderbench_session.run(loaderbench_case, benchmark)

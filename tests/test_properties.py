@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from loaderbench import CaseFailed, LoaderConfig, Plan, measure
+from loaderbench.collates import Padded, pad_collate
 from loaderbench.config import TORCH_HAS_IN_ORDER
-from loaderbench.engine.collates import Padded, pad_collate
-from loaderbench.engine.workloads import Workload
 from loaderbench.errors import InvalidConfig
 from loaderbench.testing import strategies as lst
+from loaderbench.workloads.recipes import Workload
 
 FORK = ("fork",)
 #: cheap payloads for the multi-process properties: small tensors, shallow nesting

@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from loaderbench import CaseFailed, LoaderConfig, Plan, Workload
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.case import Case
+from loaderbench.selection.run import run_case
 
 PLAN = Plan(rounds=2, round_s=0.05, batch_timeout_s=60)
 SCENARIOS = """
@@ -35,7 +36,7 @@ batch_size = 8
 tiers = ["smoke", "standard", "full"]
 """
 BENCH = """
-from loaderbench.engine.tiers import Case
+from loaderbench.selection.tiers import Case
 
 def test_pipeline(loaderbench_case: Case, loaderbench_session, benchmark):
     m = loaderbench_session.run(loaderbench_case, benchmark)

@@ -25,8 +25,7 @@ from loaderbench import CaseFailed, LoaderConfig, UsageError, Workload
 from loaderbench.ab.child import select_cases
 from loaderbench.ab.records import ChildSpec
 from loaderbench.ab.user_tests import pytest_args
-from loaderbench.engine import datasets
-from loaderbench.engine.cases import Case
+from loaderbench.engine.case import Case
 from loaderbench.engine.consumers import CpuConsumer, StepConsumer
 from loaderbench.errors import LoaderbenchError
 from loaderbench.measurement import Measurement
@@ -44,6 +43,7 @@ from loaderbench.ranks.coverage import (
 from loaderbench.ranks.sync import SyncConsumer, synced_runner
 from loaderbench.tune.ranks import core_note, first_oversubscribed, oversubscribed
 from loaderbench.tune.search import TuneSpec, auto_worker_cap, rank_rules
+from loaderbench.workloads import datasets
 
 
 def _rank(rate: float, wait: float, data: float, *, memory: int = 100, ttfb: float = 0.1, notes: tuple[str, ...] = ()):

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from loaderbench import formatting as fmt
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import UsageError
 from loaderbench.measurement import Measurement
 from loaderbench.report import advice, cases, files, markdown, table, terminal
-from loaderbench.report import format as fmt
 from loaderbench.store import results
 from loaderbench.tools import selfcheck, soak, spread
 

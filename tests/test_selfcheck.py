@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 
+from loaderbench import data
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import UsageError
-from loaderbench.tools import meter, selfcheck, selfcheck_ab
-from loaderbench.tools.selfcheck_ab import Variant, figures_of, parse_variants, render
-from loaderbench.tools.selfcheck_common import case_id, fraction_list, geomean, parse_cases
-from loaderbench.tools.slow_interpreter import write_slowed_interpreter
+from loaderbench.selfcheck import ab_jobs as selfcheck_ab
+from loaderbench.selfcheck import meter as meter_lib
+from loaderbench.selfcheck.ab_jobs import Variant, figures_of, parse_variants, render
+from loaderbench.selfcheck.common import case_id, fraction_list, geomean, parse_cases
+from loaderbench.selfcheck.slow_interpreter import write_slowed_interpreter
+from loaderbench.tools import meter, selfcheck
+from loaderbench.workloads.recipes import load_scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,13 +143,13 @@ def test_figures_count_false_alarms_detections_and_the_achieved_slowdown() -> No
 
 
 def test_ab_mode_refuses_bad_numbers_before_running_anything(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--ab", "--scenarios", str(ROOT / "fixtures" / "workloads.toml"), "--cases", "io:w0", "--ab-pairs", "0"]
+    argv = ["--ab", "--scenarios", str(data.WORKLOADS), "--cases", "io:w0", "--ab-pairs", "0"]
     assert selfcheck.main(argv) == 2
     assert "--ab-pairs=0" in capsys.readouterr().err
 
 
 def test_ab_mode_refuses_a_case_in_no_tier(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--ab", "--scenarios", str(ROOT / "fixtures" / "workloads.toml"), "--cases", "io:w3-pf7"]
+    argv = ["--ab", "--scenarios", str(data.WORKLOADS), "--cases", "io:w3-pf7"]
     assert selfcheck_ab.main(selfcheck.build_parser().parse_args(argv)) == 2
     assert "io-cpu-w3-bs32-pf7" in capsys.readouterr().err
 
@@ -161,7 +164,7 @@ def test_ab_mode_pools_the_stored_priors_as_the_real_ab_does(monkeypatch: pytest
         raise selfcheck_ab.ABError("stop here")
 
     monkeypatch.setattr(selfcheck_ab, "run_ab", fake_run_ab)
-    argv = ["--ab", "--scenarios", str(ROOT / "fixtures" / "workloads.toml"), "--cases", "io:w0", "--reruns", "1"]
+    argv = ["--ab", "--scenarios", str(data.WORKLOADS), "--cases", "io:w0", "--reruns", "1"]
     selfcheck_ab.main(selfcheck.build_parser().parse_args(argv))
     assert seen and seen[0].priors is not None
     assert seen[0].priors.get("io", "samples_per_s") is not None
@@ -174,7 +177,7 @@ def test_ab_mode_pools_the_stored_priors_as_the_real_ab_does(monkeypatch: pytest
 
 
 def test_cases_take_the_workloads_batch_size_unless_named() -> None:
-    workloads = load_scenarios(ROOT / "fixtures" / "workloads.toml")
+    workloads = load_scenarios(data.WORKLOADS)
     ids = [case_id(w, c) for w, c in parse_cases("io:w0,cpu:w2-bs8", workloads)]
     assert ids == ["io-cpu-w0-bs32", "cpu-cpu-w2-bs8"]
     with pytest.raises(UsageError, match="known workload"):
@@ -205,9 +208,9 @@ def test_the_ab_check_is_a_mode_of_the_selfcheck_command() -> None:
 
 
 def test_the_meter_pairs_the_harness_with_a_bare_loop_over_the_same_case() -> None:
-    workloads = load_scenarios(ROOT / "fixtures" / "workloads.toml")
+    workloads = load_scenarios(data.WORKLOADS)
     ((workload, config),) = parse_cases("io:w0-bs8", workloads)
-    result = meter.agreement(workload, config, pairs=2, plan=Plan(rounds=2, round_s=0.02))
+    result = meter_lib.agreement(workload, config, pairs=2, plan=Plan(rounds=2, round_s=0.02))
     assert result.case_id == "io-cpu-w0-bs8"
     assert len(result.a) == len(result.b) == 2
     assert all(r > 0 for r in result.ratios)
@@ -218,15 +221,15 @@ def test_the_meter_pairs_the_harness_with_a_bare_loop_over_the_same_case() -> No
 
 
 def test_the_meter_compares_round_lengths() -> None:
-    workloads = load_scenarios(ROOT / "fixtures" / "workloads.toml")
+    workloads = load_scenarios(data.WORKLOADS)
     ((workload, config),) = parse_cases("io:w0-bs8", workloads)
-    result = meter.round_length_agreement(workload, config, factor=2, pairs=1, plan=Plan(rounds=2, round_s=0.02))
+    result = meter_lib.round_length_agreement(workload, config, factor=2, pairs=1, plan=Plan(rounds=2, round_s=0.02))
     assert result.labels == ("rounds 0.02 s", "rounds 0.04 s") and len(result.ratios) == 1
     assert meter.render([result])[0].split()[1:4] == ["rounds", "0.02", "s"]
 
 
 def test_the_meter_refuses_zero_pairs(capsys: pytest.CaptureFixture[str]) -> None:
-    assert meter.main(["--pairs", "0", "--scenarios", str(ROOT / "fixtures" / "workloads.toml")]) == 2
+    assert meter.main(["--pairs", "0", "--scenarios", str(data.WORKLOADS)]) == 2
     assert "--pairs=0" in capsys.readouterr().err
 
 

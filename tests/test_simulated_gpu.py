@@ -18,13 +18,14 @@ from loaderbench.clock import FakeClock
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda import CudaConsumer, CudaSpec
 from loaderbench.cuda.ops import CudaOps, GpuOps
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed, InvalidConfig, NotMeasured
+from loaderbench.selection.run import run_case
 from loaderbench.store import fingerprint
 from loaderbench.testing import simulated_gpu as sim
 from loaderbench.testing.simulated_gpu import SIMULATED_GPU_NAME, SimulatedGpu, SimulatedGpuSpec
+from loaderbench.workloads.recipes import Workload
 
 # --- the contract ---------------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ def test_a_cuda_error_in_a_case_is_one_paragraph_memory_is_released_and_the_next
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr("loaderbench.engine.cases.SimulatedGpu", Recording)
+    monkeypatch.setattr("loaderbench.engine.case.SimulatedGpu", Recording)
     failing = _case(CudaSpec(step_ms=1), SimulatedGpuSpec(fail_at=("sleep", 4)))
     with pytest.raises(CaseFailed) as info:
         run_case(failing, _PLAN)

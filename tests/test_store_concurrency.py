@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from loaderbench import jsondoc
 from loaderbench.errors import BaselineError
 from loaderbench.measurement import Measurement
-from loaderbench.store import jsondoc
 from loaderbench.store.baseline import MAX_SESSIONS, BaselineStore, CaseEntry
 from loaderbench.store.fingerprint import Fingerprint
 

@@ -2,7 +2,7 @@
 
 One plain Python child (not pytest: it imports the store once) forks a saver per kill, kills it, and checks
 the file with the store's own loader.  Kills come from two sources: the fault hook of
-:mod:`loaderbench.store.jsondoc` (``LOADERBENCH_FAULT_STEP``: the saver kills itself at each step of the
+:mod:`loaderbench.jsondoc` (``LOADERBENCH_FAULT_STEP``: the saver kills itself at each step of the
 locked atomic write), and seeded random delays from outside while a saver saves one case after another.
 After every kill the document must load and be the old document or the new one: its cases are those before
 the kill plus a prefix of the saves the killed process made.
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from loaderbench import jsondoc
 from loaderbench.measurement import Measurement
-from loaderbench.store import jsondoc
 from loaderbench.store.baseline import BaselineStore, CaseEntry
 from loaderbench.store.fingerprint import Fingerprint
 
@@ -40,7 +40,7 @@ CHILD = textwrap.dedent(
     """
     import json, os, signal, sys, time
     from loaderbench.measurement import Measurement
-    from loaderbench.store import jsondoc
+    from loaderbench import jsondoc
     from loaderbench.store.baseline import BaselineError, BaselineStore, CaseEntry
     from loaderbench.store.fingerprint import Fingerprint
 
@@ -136,7 +136,7 @@ def test_a_save_killed_at_every_step_or_at_random_leaves_the_old_or_the_new_docu
     assert results[-1]["temporaries"] == 1  # killed between writing its temporary file and the rename
     # the next save cleans up after the dead savers, with a note, and keeps everything they saved
     survivors = set(results[-1]["after"])
-    with caplog.at_level(logging.WARNING, logger="loaderbench.store.jsondoc"):
+    with caplog.at_level(logging.WARNING, logger="loaderbench.jsondoc"):
         store.save(FP, [entry("b-cpu-w0-bs1")])
     assert "killed mid-write" in caplog.text and "removed" in caplog.text
     doc = store.load(FP)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench.engine.tiers import KNOB_VALUES, TIERS, build_tier, covering_pairs
-from loaderbench.engine.workloads import load_scenarios
+from loaderbench import data
 from loaderbench.errors import UsageError, WorkloadError
+from loaderbench.selection.tiers import KNOB_VALUES, TIERS, build_tier, covering_pairs
+from loaderbench.workloads.recipes import load_scenarios
 
-WORKLOADS = load_scenarios(Path(__file__).parent.parent / "fixtures" / "workloads.toml")
+WORKLOADS = load_scenarios(data.WORKLOADS)
 
 
 @pytest.mark.parametrize("tier", TIERS)
@@ -61,7 +62,7 @@ def test_full_covers_every_coverable_pair() -> None:
 
 
 def _ok(row: dict[str, object]) -> bool:
-    from loaderbench.engine.tiers import _valid
+    from loaderbench.selection.tiers import _valid
 
     return _valid(WORKLOADS["io"], row) is not None
 
@@ -105,7 +106,7 @@ def test_standard_has_the_decode_big_index_and_rank_axes() -> None:
 
 
 def test_loader_ranks_runs_a_case_the_tier_already_has_in_ranks_once() -> None:
-    from loaderbench.engine.tiers import with_ranks
+    from loaderbench.selection.tiers import with_ranks
 
     cases = build_tier("standard", WORKLOADS).cases
     ranked = with_ranks(cases, 2)

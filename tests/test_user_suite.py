@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loaderbench import suite
+from loaderbench import data
 
 MINE = """
 [[workload]]
@@ -46,7 +46,14 @@ def test_a_users_scenario_file_runs_through_the_packaged_cases(pytester: pytest.
     result.stdout.fnmatch_lines(["*mine-cpu-w0-bs8*"])
 
 
-def test_the_packaged_scenario_and_noise_files_match_the_repositorys() -> None:
-    root = Path(__file__).parent.parent / "fixtures"
-    assert suite.WORKLOADS.read_text() == (root / "workloads.toml").read_text(), "copy fixtures/workloads.toml over"
-    assert suite.NOISE.read_text() == (root / "noise.toml").read_text(), "copy fixtures/noise.toml over"
+def test_the_suite_data_exists_once() -> None:
+    """The scenario and noise-prior files live in the package only: no copy to keep in step."""
+    repo = Path(__file__).parent.parent
+    copies = sorted(
+        str(p.relative_to(repo))
+        for top in ("fixtures", "src", "tests")
+        for name in ("workloads.toml", "noise.toml")
+        for p in (repo / top).rglob(name)
+    )
+    assert copies == ["src/loaderbench/data/noise.toml", "src/loaderbench/data/workloads.toml"]
+    assert data.local_or_packaged(repo, data.WORKLOADS) == data.WORKLOADS

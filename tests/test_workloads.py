@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from loaderbench.engine.datasets import IterableSleepDataset, sample_latency
-from loaderbench.engine.workloads import Workload, load_factory, load_scenarios
+from loaderbench import data
 from loaderbench.errors import WorkloadError
+from loaderbench.workloads.datasets import IterableSleepDataset, sample_latency
+from loaderbench.workloads.recipes import Workload, load_factory, load_scenarios
 
-SCENARIOS = Path(__file__).parent.parent / "fixtures" / "workloads.toml"
+SCENARIOS = data.WORKLOADS
 
 
 def test_io_scales_past_the_core_count() -> None:

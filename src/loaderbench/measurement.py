@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from loaderbench import stats
+from loaderbench import jsondoc, stats
 from loaderbench.config import LoaderConfig
-from loaderbench.store import jsondoc
 
 #: Relative IQR of samples/s from which a case is called unstable.
 UNSTABLE_RELATIVE_IQR = 0.10

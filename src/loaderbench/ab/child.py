@@ -32,14 +32,15 @@ from loaderbench.ab.records import PROTOCOL, TEST_PREFIX, ChildSpec, line, snaps
 from loaderbench.ab.user_tests import run_tests
 from loaderbench.config import LoaderConfig
 from loaderbench.engine import allocator
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import build_tier, explicit_tier
-from loaderbench.engine.tiers import with_ranks as ranked_cases
-from loaderbench.engine.workloads import load_scenarios, spin_loops_per_s
 from loaderbench.errors import CaseFailed, LoaderbenchError
+from loaderbench.selection.run import run_case
+from loaderbench.selection.tiers import build_tier, explicit_tier
+from loaderbench.selection.tiers import with_ranks as ranked_cases
 from loaderbench.store import environment
 from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
+from loaderbench.workloads.recipes import load_scenarios, spin_loops_per_s
 
 
 def select_cases(spec: ChildSpec) -> list[Case]:

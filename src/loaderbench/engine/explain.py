@@ -18,14 +18,14 @@ import resource
 import signal
 from collections.abc import Mapping
 
+from loaderbench.collates import CollateError
 from loaderbench.cuda.ops import cuda_call_of
 from loaderbench.engine.cleanup import SHM_DIR
-from loaderbench.engine.collates import CollateError
 from loaderbench.errors import CaseFailed
 
 _COLLATE_REMEDY = (
     "return samples of equal shape from __getitem__, pad them in a collate function "
-    "(loaderbench.engine.collates.pad_collate), or keep each batch as a list (collate='list') "
+    "(loaderbench.collates.pad_collate), or keep each batch as a list (collate='list') "
     "or unbatched (batch_size=None)"
 )
 _STACK = re.compile(

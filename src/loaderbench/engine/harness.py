@@ -53,13 +53,12 @@ import psutil
 import torch
 
 from loaderbench.clock import Clock, perf_clock
+from loaderbench.collates import ExplainingCollate
 from loaderbench.config import LoaderConfig
 from loaderbench.engine import allocator
 from loaderbench.engine.batches import tensor_bytes
 from loaderbench.engine.cleanup import alarm_held, reap, remove_leftover_segments, shm_segments
-from loaderbench.engine.collates import ExplainingCollate
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
-from loaderbench.engine.datasets import dist_rank
 from loaderbench.engine.explain import explain_failure
 from loaderbench.engine.memory import PeakMemorySampler, known_processes, tree_cpu_seconds
 from loaderbench.engine.plan import (
@@ -72,13 +71,14 @@ from loaderbench.engine.plan import (
     warmup_batches,
 )
 from loaderbench.engine.watchdog import Hung, Watchdog
-from loaderbench.engine.workloads import Workload
 from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, WorkloadError, note_interruption
 from loaderbench.machine import affinity_cpus
 from loaderbench.measurement import PROCESS_SESSION, Measurement, case_id, now
 from loaderbench.pipelines import registry
 from loaderbench.pipelines.base import Pipeline
 from loaderbench.pipelines.dataloader import await_a_dead_worker
+from loaderbench.workloads.datasets import dist_rank
+from loaderbench.workloads.recipes import Workload
 
 
 def measure(

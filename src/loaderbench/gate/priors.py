@@ -4,7 +4,8 @@ A baseline recorded once cannot measure its own session-to-session noise, so
 the gate starts from a prior: the standard deviation of log values between
 processes that the self-check measured on this machine class for each workload
 and metric (``python -m loaderbench.tools.spread --priors-out``), shipped as data
-in ``fixtures/noise.toml``, with the degrees of freedom it was measured with.
+in ``loaderbench/data/noise.toml`` (or a rootdir's ``fixtures/noise.toml``), with the degrees of
+freedom it was measured with.
 The gate pools it with what the baseline's own sessions show (the prior counts
 as that many extra degrees of freedom), so one session already gates large
 regressions and more sessions narrow the noise where the case is quieter or

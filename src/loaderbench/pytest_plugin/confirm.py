@@ -24,12 +24,12 @@ import pytest
 
 from loaderbench.ab.process import run_grouped
 from loaderbench.ab.records import TEST_PREFIX, ChildSpec, read_records
-from loaderbench.engine.cases import Case
-from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
+from loaderbench.engine.case import Case
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.runner import Confirm
 from loaderbench.measurement import Measurement
 from loaderbench.ranks.launch import several_nodes
+from loaderbench.workloads.recipes import CALIBRATION_ENV, calibrated, spin_loops_per_s
 
 
 def fresh_process(spec: ChildSpec, requests: Mapping[str, str], case_ids: Sequence[str]) -> dict[str, Measurement]:

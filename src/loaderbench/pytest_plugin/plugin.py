@@ -22,17 +22,17 @@ from typing import Any
 
 import pytest
 
-from loaderbench.ab.pytest_hooks import ABSession
 from loaderbench.cuda.spec import cuda_available
-from loaderbench.engine import decode
-from loaderbench.engine.cases import Case, simulated_ranks_reason
+from loaderbench.engine.case import Case, simulated_ranks_reason
+from loaderbench.formatting import terminal_width
 from loaderbench.pipelines.registry import unavailable_reason
 from loaderbench.pytest_plugin import exits, fixture, options, ordering, parallel, timeouts
+from loaderbench.pytest_plugin.ab_hooks import ABSession
 from loaderbench.pytest_plugin.session import LoaderbenchSession
 from loaderbench.report.files import write_report_files
-from loaderbench.report.format import terminal_width
 from loaderbench.report.terminal import terminal_report
 from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
+from loaderbench.workloads import decode
 
 CASE_FIXTURE = fixture.CASE_FIXTURE
 

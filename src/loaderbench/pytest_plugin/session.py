@@ -11,15 +11,12 @@ from typing import Any
 
 import pytest
 
-from loaderbench import suite
+from loaderbench import data
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.spec import fork_hazard, parent_cuda_initialized
 from loaderbench.engine import allocator, control
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import Tier, build_tier, explicit_tier
-from loaderbench.engine.tiers import with_ranks as ranked_cases
-from loaderbench.engine.workloads import calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.gate.model import Verdict
 from loaderbench.gate.priors import load_priors
@@ -33,9 +30,12 @@ from loaderbench.pytest_plugin.recording import add_noise_sessions, resolution_n
 from loaderbench.ranks.launch import OTHER_NODE
 from loaderbench.report.terminal import verdict_texts
 from loaderbench.report.verdicts import summary_lines
+from loaderbench.selection.run import run_case
+from loaderbench.selection.tiers import Tier, build_tier, explicit_tier, tier_in_ranks
 from loaderbench.store import environment, fingerprint
 from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineDoc, BaselineStore
 from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
+from loaderbench.workloads.recipes import calibrated, load_scenarios, spin_loops_per_s, use_calibration
 
 
 def threshold_option(text: str) -> Any:
@@ -78,14 +78,6 @@ def record_command(opt: Any) -> str:
     return " ".join([*args, "--loader-baseline-save"])
 
 
-def with_ranks(tier: Tier, ranks: int) -> Tier:
-    """``tier`` with every case run in ``ranks`` ranks (``--loader-ranks``; 1 leaves it as it is)."""
-    if ranks == 1:
-        return tier
-    cases = ranked_cases(tier.cases, ranks)
-    return dataclasses.replace(tier, cases=cases, description=f"{tier.description}; in {ranks} ranks each")
-
-
 class LoaderbenchSession:
     """Runs cases, keeps their measurements, gates them, and records the baseline."""
 
@@ -95,7 +87,7 @@ class LoaderbenchSession:
         self.enabled: bool = opt.benchmark
         root = Path(str(config.rootpath))
         self.scenarios_path = (
-            Path(opt.loader_scenarios) if opt.loader_scenarios else suite.local_or_packaged(root, suite.WORKLOADS)
+            Path(opt.loader_scenarios) if opt.loader_scenarios else data.local_or_packaged(root, data.WORKLOADS)
         )
         self.baseline_dir = (
             Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
@@ -137,11 +129,11 @@ class LoaderbenchSession:
             tier = build_tier(opt.loader_tier, workloads, only=only)
             if opt.loader_config:
                 tier = explicit_tier(tier, workloads, LoaderConfig.from_id(opt.loader_config))
-            tier = with_ranks(tier, self.ranks)
+            tier = tier_in_ranks(tier, self.ranks)
             self.fingerprint = fingerprint.current(simulated_gpu=bool(getattr(opt, "loader_simulated_gpu", False)))
             packages = [p.strip() for p in opt.loader_env_packages.split(",") if p.strip()]
             self.environment = environment.current(packages=packages, repo=root)
-            self.priors = load_priors(suite.local_or_packaged(root, suite.NOISE))
+            self.priors = load_priors(data.local_or_packaged(root, data.NOISE))
             self.store = BaselineStore(self.baseline_dir)
             self.history = HistoryKeeper.of(config, self.fingerprint, self.environment)
             if not self.saving:

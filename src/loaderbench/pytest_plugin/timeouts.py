@@ -23,12 +23,12 @@ import re
 
 import pytest
 
-from loaderbench.engine.cases import Case
+from loaderbench.engine.case import Case
 from loaderbench.engine.explain import case_failure
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.watchdog import KILL_GRACE_S
 from loaderbench.errors import CaseFailed, interruption
-from loaderbench.pytest_plugin import CASE_FIXTURE
+from loaderbench.pytest_names import CASE_FIXTURE
 
 #: pytest-timeout's name in the plugin manager (its entry point).
 PLUGIN = "timeout"

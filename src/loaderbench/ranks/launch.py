@@ -45,13 +45,13 @@ from loaderbench.cuda.spec import check_start_method
 from loaderbench.engine.cleanup import remove_leftover_segments, shm_segments
 from loaderbench.engine.consumers import Runner, default_runner
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
 from loaderbench.errors import CaseFailed
 from loaderbench.interrupts import terminate_interrupts
 from loaderbench.measurement import Measurement
+from loaderbench.workloads.recipes import CALIBRATION_ENV, calibrated, spin_loops_per_s
 
 if TYPE_CHECKING:
-    from loaderbench.engine.cases import Case
+    from loaderbench.engine.case import Case
 
 RESULT = "result.json"
 #: Extra torchrun arguments replacing ``--standalone --nproc-per-node N`` (e.g. for several nodes).

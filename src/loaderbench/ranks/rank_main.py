@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset
 
-from loaderbench.engine.cases import Case, make_consumer
+from loaderbench.engine.case import Case, make_consumer
 from loaderbench.engine.consumers import Consumer, StepConsumer
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan, estimate_samples_per_s, plan_epoch

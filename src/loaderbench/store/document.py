@@ -48,12 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loaderbench import stats
+from loaderbench import jsondoc, stats
 from loaderbench.config import LoaderConfig, complete_stored
 from loaderbench.errors import BaselineError, InvalidConfig
 from loaderbench.measurement import Measurement, sessions
 from loaderbench.metrics import METRICS
-from loaderbench.store import jsondoc
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import ENVIRONMENT_FIELDS, Fingerprint
 

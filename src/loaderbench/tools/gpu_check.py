@@ -30,18 +30,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loaderbench import suite
+from loaderbench import data
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.ops import measure_h2d_limit_bytes_per_s
 from loaderbench.cuda.spec import CudaSpec
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import InvalidConfig, LoaderbenchError
 from loaderbench.pipelines.registry import unavailable_reason
 from loaderbench.ranks.launch import launch
+from loaderbench.selection.run import run_case
 from loaderbench.testing.simulated_gpu import SimulatedGpu, SimulatedGpuSpec
 from loaderbench.testing.simulated_nvml import simulated_pynvml
+from loaderbench.workloads.recipes import load_scenarios
 
 #: The whole check's budget, and each step's share of it (seconds).
 BUDGET_S = 480.0
@@ -110,7 +111,7 @@ def _run_cases(cases: list[Any], plan: Any) -> dict[str, Any]:
 
 def _workload(name: str) -> Any:
 
-    return load_scenarios(suite.local_or_packaged(Path.cwd(), suite.WORKLOADS))[name]
+    return load_scenarios(data.local_or_packaged(Path.cwd(), data.WORKLOADS))[name]
 
 
 def step_nccl(simulated: bool) -> dict[str, Any]:

@@ -37,17 +37,18 @@ from loaderbench.ab.records import BASE_ENVIRON, TEST_PREFIX
 from loaderbench.ab.render import markdown_section, progress_line, representatives, summary_lines, verdict_texts
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.cuda.spec import cuda_available
+from loaderbench.data import NOISE, WORKLOADS, local_or_packaged
 from loaderbench.errors import LoaderbenchError
 from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
-from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE, exits
+from loaderbench.pytest_names import CASE_FIXTURE, FIXTURE
+from loaderbench.pytest_plugin import exits
 from loaderbench.pytest_plugin.confirm import child_spec
 from loaderbench.pytest_plugin.history import HistoryKeeper
 from loaderbench.report.files import write_report_files
 from loaderbench.report.verdicts import undecided_large
 from loaderbench.store import environment, fingerprint
-from loaderbench.suite import NOISE, WORKLOADS, local_or_packaged
 
 
 def _stored_gate_options(opt: Any) -> list[tuple[str, bool]]:

@@ -1,9 +1,9 @@
 """Workloads: named, seeded dataset recipes that know their ideal throughput.
 
-A :class:`Workload` is a frozen value read from the scenario file (``fixtures/workloads.toml``)
-or built in code.  ``build(length, workdir)`` makes a dataset of the requested epoch length;
-``ideal_samples_per_s`` says what the cost model allows for a worker count, or ``None`` where
-the workload has no cost model (memory- and IPC-bound workloads).
+A :class:`Workload` is a frozen value read from the scenario file (``loaderbench/data/workloads.toml``, or a
+rootdir's ``fixtures/workloads.toml``) or built in code.  ``build(length, workdir)`` makes a dataset of the
+requested epoch length; ``ideal_samples_per_s`` says what the cost model allows for a worker count, or ``None``
+where the workload has no cost model (memory- and IPC-bound workloads).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
-from loaderbench.engine import datasets as ds
-from loaderbench.engine import decode
 from loaderbench.errors import WorkloadError
 from loaderbench.machine import affinity_cpus
+from loaderbench.workloads import datasets as ds
+from loaderbench.workloads import decode
 
 KINDS = (
     "sleep",
@@ -66,7 +66,7 @@ def calibrated() -> bool:
 
 
 def spin_loops_per_s() -> float:
-    """The spin calibration of :func:`loaderbench.engine.datasets.spin`: loops per second.
+    """The spin calibration of :func:`loaderbench.workloads.datasets.spin`: loops per second.
 
     Handed over (:func:`use_calibration`, or ``$LOADERBENCH_SPIN_LOOPS_PER_S``) or else measured once
     per process: the fastest of 100 timings (after a warm-up) of a 10,000-loop spin (about the loop
@@ -120,7 +120,7 @@ class Workload:
     """A named dataset recipe: ``kind`` plus its parameters.
 
     ``batch_size`` is the workload's natural batch size, used by the tiers.
-    ``params`` holds the kind's parameters (see ``fixtures/workloads.toml``).
+    ``params`` holds the kind's parameters (see ``loaderbench/data/workloads.toml``).
     """
 
     name: str

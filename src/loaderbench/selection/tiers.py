@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from loaderbench.config import PIPELINES, TORCH_HAS_IN_ORDER, LoaderConfig
-from loaderbench.engine.cases import Case
-from loaderbench.engine.cuda_tiers import CUDA_DESCRIPTIONS, cuda_smoke, cuda_standard
-from loaderbench.engine.workloads import TIER_NAMES, Workload
+from loaderbench.engine.case import Case
 from loaderbench.errors import InvalidConfig, LoaderbenchError, UsageError
+from loaderbench.selection.cuda_tiers import CUDA_DESCRIPTIONS, cuda_smoke, cuda_standard
+from loaderbench.workloads.recipes import TIER_NAMES, Workload
 
 TIERS = TIER_NAMES
 DEVICES = ("cpu", "cuda", "all")
@@ -313,6 +313,14 @@ def with_ranks(cases: Iterable[Case], ranks: int) -> tuple[Case, ...]:
         ranked = dataclasses.replace(case, config=case.config.replace(ranks=ranks))
         out.setdefault(ranked.id, ranked)
     return tuple(out.values())
+
+
+def tier_in_ranks(tier: Tier, ranks: int) -> Tier:
+    """``tier`` with every case run in ``ranks`` ranks (``--loader-ranks``; 1 leaves it as it is)."""
+    if ranks == 1:
+        return tier
+    cases = with_ranks(tier.cases, ranks)
+    return dataclasses.replace(tier, cases=cases, description=f"{tier.description}; in {ranks} ranks each")
 
 
 def explicit_tier(tier: Tier, workloads: dict[str, Workload], config: LoaderConfig) -> Tier:

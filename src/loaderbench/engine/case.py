@@ -1,5 +1,5 @@
-"""A benchmark case (workload x LoaderConfig x device, with the CUDA consumer's spec), and
-:func:`run_case`, which turns one into a :class:`~loaderbench.measurement.Measurement`."""
+"""A benchmark case (workload x LoaderConfig x device, with the CUDA consumer's spec), and the consumer it
+feeds; :func:`loaderbench.selection.run.run_case` measures one, in this process or in several ranks."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ from loaderbench.config import LoaderConfig
 from loaderbench.cuda.consumer import CudaConsumer
 from loaderbench.cuda.ops import SIMULATED_SUFFIX
 from loaderbench.cuda.spec import CudaSpec, check_start_method
-from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
-from loaderbench.engine.harness import measure
-from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import Workload
-from loaderbench.errors import NotMeasured
-from loaderbench.measurement import Measurement, case_id
-from loaderbench.ranks.launch import in_process_group, launch
+from loaderbench.engine.consumers import Consumer, CpuConsumer
+from loaderbench.measurement import case_id
 from loaderbench.testing.simulated_gpu import SimulatedGpu, SimulatedGpuSpec
+from loaderbench.workloads.recipes import Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +54,3 @@ def make_consumer(case: Case) -> Consumer:
             ops = SimulatedGpu(case.simulated_gpu, pinned=case.config.pin_memory)
         return CudaConsumer(case.consumer or CudaSpec(), batch_size=case.config.batch_size or 1, ops=ops)
     return CpuConsumer()
-
-
-def run_case(case: Case, plan: Plan, *, runner: Runner = default_runner) -> Measurement:
-    """Measure ``case``: on CUDA through a :class:`CudaConsumer` (never a fork start method), released
-    afterwards also when the case fails.  A case of ``ranks > 1`` runs in that many ranks started by
-    ``torch.distributed.run`` (:func:`loaderbench.ranks.launch.launch`), unless this process already is one
-    of them.  Raises :class:`~loaderbench.errors.CaseFailed` on a fault."""
-    if case.simulated_gpu is not None and case.config.ranks > 1:
-        raise NotMeasured(simulated_ranks_reason(case.config.ranks))
-    if case.config.ranks > 1 and not in_process_group():
-        return launch(case, plan, runner=runner)
-    consumer: Consumer | None = None
-    if case.device == "cuda":
-        consumer = make_consumer(case)
-    try:
-        return measure(case.workload, case.config, device=case.device, plan=plan, consumer=consumer, runner=runner)
-    finally:
-        if consumer is not None:
-            consumer.close()  # releases GPU memory

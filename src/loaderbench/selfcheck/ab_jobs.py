@@ -2,7 +2,7 @@
 
 It runs whole interleaved A/B jobs (:func:`loaderbench.ab.runner.run_ab`, the engine of
 ``pytest --benchmark --loader-ab=BASE``) between this interpreter (the base) and a head that is a
-wrapper around the same interpreter (:mod:`loaderbench.tools.slow_interpreter`):
+wrapper around the same interpreter (:mod:`loaderbench.selfcheck.slow_interpreter`):
 
 * **A/A jobs**: the wrapper changes nothing, so any ``regressed`` verdict is a false alarm;
 * **power jobs**: the wrapper makes every DataLoader fetch ``1 + s`` times as long (``--slowdowns``),
@@ -38,13 +38,12 @@ from loaderbench.ab.errors import ABError
 from loaderbench.ab.records import ChildSpec
 from loaderbench.ab.runner import Arm, Schedule, Step, run_ab
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import LoaderbenchError, UsageError
+from loaderbench.formatting import fmt_time
 from loaderbench.gate.priors import load_priors
 from loaderbench.gate.thresholds import parse_thresholds
-from loaderbench.report.format import fmt_time
 from loaderbench.report.table import Column, text_table
-from loaderbench.tools.selfcheck_common import (
+from loaderbench.selfcheck.common import (
     case_id,
     fraction_list,
     geomean,
@@ -55,7 +54,8 @@ from loaderbench.tools.selfcheck_common import (
     parse_cases,
     upper_95,
 )
-from loaderbench.tools.slow_interpreter import write_slowed_interpreter
+from loaderbench.selfcheck.slow_interpreter import write_slowed_interpreter
+from loaderbench.workloads.recipes import load_scenarios
 
 _SCHEDULE = Schedule()
 #: Tiers tried, in order, for one that holds every requested case.

@@ -8,8 +8,8 @@ from typing import Any
 
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.spec import CudaSpec
-from loaderbench.engine.cases import Case
-from loaderbench.engine.workloads import Workload
+from loaderbench.engine.case import Case
+from loaderbench.workloads.recipes import Workload
 
 #: Worker-only knobs, dropped from the base for an in-process (0-worker) CUDA case.
 _WORKER_ONLY = ("prefetch_factor", "persistent_workers", "multiprocessing_context", "timeout")

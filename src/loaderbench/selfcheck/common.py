@@ -1,5 +1,5 @@
 """What both self-checks share (the stored gate's, :mod:`loaderbench.tools.selfcheck`, and the A/B's,
-:mod:`loaderbench.tools.selfcheck_ab`): the ``--cases`` and ``--slowdowns`` syntax, the geometric
+:mod:`loaderbench.selfcheck.ab_jobs`): the ``--cases`` and ``--slowdowns`` syntax, the geometric
 mean of ratios, and the progress log on stderr."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from scipy.stats import beta
 
 from loaderbench import stats
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.workloads import Workload
 from loaderbench.errors import UsageError
+from loaderbench.workloads.recipes import Workload
 
 DEFAULT_CASES = "io:w0,io:w2,cpu:w0,cpu:w2,transfer:w2"
 

@@ -16,8 +16,8 @@ from typing import Any
 from torch.utils.data import Dataset, IterableDataset
 
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.workloads import Workload
 from loaderbench.errors import UsageError
+from loaderbench.workloads.recipes import Workload
 
 #: How far short of the injected delay ``SlowedDataset`` sleeps before waiting out the rest.
 _SLEEP_SLACK_S = 2e-4
