@@ -17,7 +17,7 @@
 * **Fault hook (tests only).**  With the environment variable
   ``LOADERBENCH_FAULT_STEP`` set to one of :data:`FAULT_STEPS`, a writer kills
   itself with SIGKILL at that step of a locked atomic write: the crash tests
-  (``tests/test_store_crash.py``) use it to prove the rules above.  Unset, it
+  (``tests/store/test_store_crash.py``) use it to prove the rules above.  Unset, it
   costs one dictionary lookup per step.  Other writers (the history's appends) call :func:`fault` at steps
   of their own.
 """

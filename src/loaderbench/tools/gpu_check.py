@@ -3,7 +3,7 @@
 
 It runs, each step in a child process with its own time limit, and writes every figure into OUTDIR:
 
-1. ``unit``: the GPU unit tests (``tests/test_cuda_gpu.py``, in a child pytest as the suite runs them);
+1. ``unit``: the GPU unit tests (``tests/cuda/test_cuda_gpu.py``, in a child pytest as the suite runs them);
 2. ``smoke``: the CUDA smoke tier with ``--loader-report`` (``report/``, ``cuda-smoke.json``), recording this
    machine's baseline file into ``baselines/`` (copy it to ``fixtures/baselines/`` to commit it);
 3. ``h2d``: the pinned host-to-device limit at 1, 16 and 256 MiB against the PCIe link NVML reports (the spec
@@ -161,7 +161,7 @@ def _command(step: str, out: Path, simulated: bool, quick: bool) -> tuple[list[s
     py, env = sys.executable, dict(os.environ)
     sim = ["--loader-simulated-gpu"] if simulated else []
     if step == "unit":
-        path = Path("tests/test_cuda_gpu.py")
+        path = Path("tests/cuda/test_cuda_gpu.py")
         if not path.exists():
             return f"not run: {path} not found; run the check from the repository root"
         env["LOADERBENCH_GPU_SUBPROCESS"] = "1"

@@ -118,7 +118,7 @@ def test_the_suites_cuda_smoke_cases_run_end_to_end_on_the_simulated_device(
 ) -> None:
     """The smoke tier's in-process CUDA case (no worker start-up to wait for) through plugin, harness, consumer,
     gate and reports."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     report = tmp_path / "report"
     out = tmp_path / "bench.json"
     result = pytester.runpytest_subprocess(

@@ -1,5 +1,5 @@
 """The tests that need a real GPU.  They initialise CUDA, so they never run in the pytest process that runs the
-fork-worker tests: ``tests/test_cuda.py::test_gpu_unit_tests_in_a_subprocess`` runs this file in a child pytest
+fork-worker tests: ``tests/cuda/test_cuda.py::test_gpu_unit_tests_in_a_subprocess`` runs this file in a child pytest
 (with LOADERBENCH_GPU_SUBPROCESS=1); anywhere else every test here skips saying so.  ``python -m
 loaderbench.tools.gpu_check`` runs it the same way."""
 
@@ -17,7 +17,7 @@ HAS_GPU, GPU_REASON = cuda_available()
 pytestmark = [
     pytest.mark.skipif(
         os.environ.get("LOADERBENCH_GPU_SUBPROCESS") != "1",
-        reason="runs in a child pytest (tests/test_cuda.py::test_gpu_unit_tests_in_a_subprocess), so CUDA is never "
+        reason="runs in a child pytest (tests/cuda/test_cuda.py::test_gpu_unit_tests_in_a_subprocess), so CUDA is never "
         "initialised before the fork-worker tests (pytorch#68383)",
     ),
     pytest.mark.skipif(not HAS_GPU, reason=GPU_REASON),

@@ -19,7 +19,7 @@ def test_pcie_spec_lines() -> None:
 
 
 def test_the_gpu_check_runs_every_step_on_the_simulated_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the check runs from the repository root
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the check runs from the repository root
     rc = gpu_check.run_check(tmp_path, simulated=True, quick=True)
     summary = json.loads((tmp_path / "summary.json").read_text())
     steps = summary["steps"]

@@ -290,7 +290,7 @@ def test_entries_from_measurements_group_by_case() -> None:
 def test_a_format_1_baseline_is_read_and_rewritten_as_format_2(tmp_path: Path) -> None:
     """The committed 2-core baseline was written in format 1: it reads, its runs become records with the
     raw values it holds, and the next save writes format 2 with the same runs."""
-    committed = Path(__file__).parent.parent / "fixtures" / "baselines" / "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json"
+    committed = Path(__file__).parents[2] / "fixtures" / "baselines" / "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json"
     data = json.loads(committed.read_text())
     assert data["version"] == 1
     doc = bl.read(committed)
@@ -321,7 +321,7 @@ def test_a_format_1_baseline_is_read_and_rewritten_as_format_2(tmp_path: Path) -
 
 def test_a_format_1_file_is_found_by_its_hardware_and_replaced_on_save(tmp_path: Path) -> None:
     """Its name hashed the software too, so it is found by reading it; the next save writes the new name."""
-    committed = Path(__file__).parent.parent / "fixtures" / "baselines" / "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json"
+    committed = Path(__file__).parents[2] / "fixtures" / "baselines" / "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json"
     old = tmp_path / committed.name
     old.write_bytes(committed.read_bytes())
     doc = bl.read(old)
@@ -368,7 +368,7 @@ def test_a_saved_run_is_the_measurement_record_itself(tmp_path: Path) -> None:
 
 # --- configs recorded before a LoaderConfig field existed ------------------------------------------------
 
-COMMITTED = sorted((Path(__file__).parent.parent / "fixtures" / "baselines").glob("*.json"))
+COMMITTED = sorted((Path(__file__).parents[2] / "fixtures" / "baselines").glob("*.json"))
 SMOKE = {c.id: c for c in build_tier("smoke", load_scenarios(data.WORKLOADS)).cases}
 
 

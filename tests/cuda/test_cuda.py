@@ -40,7 +40,7 @@ from loaderbench.cuda.nvml import NvmlSample, NvmlSampler, import_pynvml, nvml_u
 from loaderbench.errors import InvalidConfig, NotMeasured
 from loaderbench.testing.simulated_gpu import SIMULATED_GPU_NAME, SimulatedGpu, SimulatedGpuSpec
 
-#: Set in the child pytest that runs tests/test_cuda_gpu.py.
+#: Set in the child pytest that runs tests/cuda/test_cuda_gpu.py.
 GPU_SUBPROCESS_ENV = "LOADERBENCH_GPU_SUBPROCESS"
 HAS_GPU, GPU_REASON = cuda_available()
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason=GPU_REASON)
@@ -543,7 +543,7 @@ def test_consumer_without_gpu_raises_the_skip_reason() -> None:
 
 @needs_gpu
 def test_gpu_unit_tests_in_a_subprocess() -> None:
-    """tests/test_cuda_gpu.py initialises CUDA, so it runs in a child pytest: in this process CUDA would be
+    """tests/cuda/test_cuda_gpu.py initialises CUDA, so it runs in a child pytest: in this process CUDA would be
     initialised before the fork-worker tests that follow (pytorch#68383)."""
     here = Path(__file__).parent
     env = {**os.environ, GPU_SUBPROCESS_ENV: "1"}

@@ -23,7 +23,7 @@ from loaderbench.selfcheck.slow_interpreter import write_slowed_interpreter
 from loaderbench.tools import meter, selfcheck
 from loaderbench.workloads.recipes import load_scenarios
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # A child that reports, for the main process and for one spawn worker, whether torch's map fetcher is
 # the slowed one, and how long one fetch of a 20 ms-sleep dataset took in the main process.

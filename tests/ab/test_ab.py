@@ -30,7 +30,7 @@ from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.history import store
 from loaderbench.workloads.recipes import CALIBRATION_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # --- the runner on fake children ---------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Reports rendered from fixed measurements (``tests/golden/results_v1.json``) against golden files.
 
 To accept an intended change of the output, regenerate the golden files with
-``LOADERBENCH_UPDATE_GOLDEN=1 pytest tests/test_report.py`` and review the diff.
+``LOADERBENCH_UPDATE_GOLDEN=1 pytest tests/report/test_report.py`` and review the diff.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from loaderbench.store import results
 from loaderbench.tools import selfcheck, soak, spread
 
 GOLDEN = Path(__file__).parent / "golden"
-REPORT_PACKAGE = Path(__file__).parent.parent / "src" / "loaderbench" / "report"
+REPORT_PACKAGE = Path(__file__).parents[2] / "src" / "loaderbench" / "report"
 UPDATE = os.environ.get("LOADERBENCH_UPDATE_GOLDEN") == "1"
 
 

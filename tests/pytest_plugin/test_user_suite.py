@@ -48,7 +48,7 @@ def test_a_users_scenario_file_runs_through_the_packaged_cases(pytester: pytest.
 
 def test_the_suite_data_exists_once() -> None:
     """The scenario and noise-prior files live in the package only: no copy to keep in step."""
-    repo = Path(__file__).parent.parent
+    repo = Path(__file__).parents[2]
     copies = sorted(
         str(p.relative_to(repo))
         for top in ("fixtures", "src", "tests")
