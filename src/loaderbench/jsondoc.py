@@ -265,3 +265,28 @@ def load(
 def dumps(data: Mapping[str, Any], *, indent: int = 2) -> str:
     """``data`` as JSON text (NaN refused: :func:`clean` first), ending in a newline."""
     return json.dumps(data, indent=indent, allow_nan=False) + "\n"
+
+
+# --- reading a loaded document's fields: a wrong type is a TypeError naming where, which the caller reports ------
+def mapping(value: Any, where: str) -> dict[str, Any]:
+    """``value`` as a JSON object (or TOML table); else a :class:`TypeError` naming ``where``."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where} is not a JSON object")
+    return dict(value)
+
+
+def items(value: Any, where: str) -> list[Any]:
+    """``value`` as a JSON list; else a :class:`TypeError` naming ``where``."""
+    if not isinstance(value, list):
+        raise TypeError(f"{where} is not a JSON list")
+    return value
+
+
+def number(value: Any, where: str, *, minimum: float = -math.inf) -> float:
+    """``value`` as a finite number of at least ``minimum`` (never a bool); else a :class:`TypeError` naming
+    ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{where} is not a finite number")
+    if value < minimum:
+        raise TypeError(f"{where} is below {minimum:g}")
+    return float(value)

@@ -37,7 +37,7 @@ from loaderbench.ab.records import BASE_ENVIRON, TEST_PREFIX
 from loaderbench.ab.render import markdown_section, progress_line, representatives, summary_lines, verdict_texts
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.cuda.spec import cuda_available
-from loaderbench.data import NOISE, WORKLOADS, local_or_packaged
+from loaderbench.data import NOISE, local_or_packaged
 from loaderbench.errors import LoaderbenchError
 from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
@@ -46,20 +46,21 @@ from loaderbench.pytest_names import CASE_FIXTURE, FIXTURE
 from loaderbench.pytest_plugin import exits
 from loaderbench.pytest_plugin.confirm import child_spec
 from loaderbench.pytest_plugin.history import HistoryKeeper
+from loaderbench.pytest_plugin.run_options import RunOptions, run_options
 from loaderbench.report.files import write_report_files
 from loaderbench.report.verdicts import undecided_large
 from loaderbench.store import environment, fingerprint
 
 
-def _stored_gate_options(opt: Any) -> list[tuple[str, bool]]:
+def _stored_gate_options(opts: RunOptions) -> list[tuple[str, bool]]:
     """The stored gate's options, each with whether this run set it away from its default."""
     return [
-        (f"--loader-baseline-dir={opt.loader_baseline_dir}", opt.loader_baseline_dir is not None),
-        ("--loader-baseline-append", bool(opt.loader_baseline_append)),
-        ("--loader-baseline-prune", bool(opt.loader_baseline_prune)),
-        ("--loader-compare-anyway", bool(opt.loader_compare_anyway)),
-        ("--loader-require-baseline", bool(getattr(opt, "loader_require_baseline", False))),
-        (f"--loader-max-extra={opt.loader_max_extra}", opt.loader_max_extra != DEFAULT_MAX_EXTRA),
+        (f"--loader-baseline-dir={opts.baseline_dir}", opts.baseline_dir is not None),
+        ("--loader-baseline-append", bool(opts.baseline_append)),
+        ("--loader-baseline-prune", bool(opts.baseline_prune)),
+        ("--loader-compare-anyway", bool(opts.compare_anyway)),
+        ("--loader-require-baseline", opts.require_baseline),
+        (f"--loader-max-extra={opts.max_extra}", opts.max_extra != DEFAULT_MAX_EXTRA),
     ]
 
 
@@ -67,41 +68,43 @@ class ABSession:
     """The A/B of one pytest run (a pytest plugin object: its methods are hooks)."""
 
     def __init__(self, config: pytest.Config) -> None:
-        opt = config.option
-        if opt.loader_baseline_save:
+        opts = run_options(config)
+        if opts.ab is None:
+            raise ValueError("ABSession is the plugin of a run with --loader-ab")
+        if opts.baseline_save:
             raise pytest.UsageError(
                 "--loader-ab compares two interpreters within this job and records no baseline: drop "
                 "--loader-baseline-save here, and record baselines in a run without --loader-ab."
             )
-        stored_only = [name for name, given in _stored_gate_options(opt) if given]
+        stored_only = [name for name, given in _stored_gate_options(opts) if given]
         if stored_only:
             raise pytest.UsageError(
-                f"--loader-ab={opt.loader_ab}: {', '.join(stored_only)} belong(s) to the stored-baseline gate, which "
+                f"--loader-ab={opts.ab}: {', '.join(stored_only)} belong(s) to the stored-baseline gate, which "
                 "an A/B does not use (it compares two interpreters in this job; its own limits are "
                 "--loader-ab-pairs and --loader-ab-budget). Drop them here, or run without --loader-ab to gate "
                 "against a stored baseline."
             )
         self.config = config
         self.cwd = Path(str(config.invocation_params.dir))
-        self.label = f"--loader-ab={opt.loader_ab}"
+        self.label = f"--loader-ab={opts.ab}"
         root = Path(str(config.rootpath))
-        scenarios = Path(opt.loader_scenarios) if opt.loader_scenarios else local_or_packaged(root, WORKLOADS)
-        spec = child_spec(config, self.cwd / scenarios, getattr(opt, "loader_ranks", 1))
+        scenarios = opts.scenario_file(root)
+        spec = child_spec(config, self.cwd / scenarios, opts.ranks)
         self.skipped: list[str] = []
         self.skip_reason = ""
         try:
-            self.base = check_interpreter(opt.loader_ab, label=self.label, cwd=self.cwd)
+            self.base = check_interpreter(opts.ab, label=self.label, cwd=self.cwd)
             cases = select_cases(spec)
             self.history = (
                 HistoryKeeper.of(
                     config, fingerprint.current(simulated_gpu=spec.simulated_gpu), environment.current(repo=root)
                 )
-                if opt.loader_history is not None or opt.loader_history_fail
+                if opts.history is not None or opts.history_fail
                 else None
             )
         except LoaderbenchError as exc:
             raise pytest.UsageError(str(exc)) from None
-        self.base_dir = _base_dir(opt.loader_ab_base_dir, self.cwd)
+        self.base_dir = _base_dir(opts.ab_base_dir, self.cwd)
         if any(c.device == "cuda" for c in cases):
             ok, why = cuda_available()
             if not ok:
@@ -109,9 +112,9 @@ class ABSession:
                 self.skip_reason = why
         self.spec = dataclasses.replace(spec, cases=tuple(c.id for c in cases if c.id not in self.skipped))
         self.schedule = Schedule(
-            max_pairs=opt.loader_ab_pairs,
-            budget_s=opt.loader_ab_budget,
-            thresholds=opt.loader_threshold or Thresholds(),
+            max_pairs=opts.ab_pairs,
+            budget_s=opts.ab_budget_s,
+            thresholds=opts.threshold or Thresholds(),
             priors=load_priors(local_or_packaged(root, NOISE)),
         )
         environ = dict(os.environ)
@@ -164,7 +167,7 @@ class ABSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
-        if not self.spec.cases or session.config.option.collectonly:
+        if not self.spec.cases or run_options(session.config).collect_only:
             return True
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
 
@@ -182,8 +185,9 @@ class ABSession:
             self.result = run_ab(self.spec, self.arms, self.schedule, cwd=self.cwd, progress=progress)
         except ABError as exc:
             raise pytest.UsageError(str(exc)) from None
-        if self.config.option.loader_report:
-            self._write_report(self.result, self.config.option.loader_report)
+        report = run_options(self.config).report
+        if report:
+            self._write_report(self.result, report)
         if self.history is not None:  # the head arm's cases, as one run (a case that failed there is not kept)
             failed = {f.case_id for f in self.result.head_failures}
             heads = [h for c, ps in self.result.pairs.items() if c not in failed for _, h in ps]
