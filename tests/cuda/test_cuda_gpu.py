@@ -17,8 +17,8 @@ HAS_GPU, GPU_REASON = cuda_available()
 pytestmark = [
     pytest.mark.skipif(
         os.environ.get("LOADERBENCH_GPU_SUBPROCESS") != "1",
-        reason="runs in a child pytest (tests/cuda/test_cuda.py::test_gpu_unit_tests_in_a_subprocess), so CUDA is never "
-        "initialised before the fork-worker tests (pytorch#68383)",
+        reason="runs in a child pytest (tests/cuda/test_cuda.py::test_gpu_unit_tests_in_a_subprocess), so CUDA is "
+        "never initialised before the fork-worker tests (pytorch#68383)",
     ),
     pytest.mark.skipif(not HAS_GPU, reason=GPU_REASON),
 ]
