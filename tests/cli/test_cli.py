@@ -3,6 +3,7 @@ console script, and clear errors (exit 2, no traceback) on bad input."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -13,6 +14,7 @@ import textwrap
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,7 +23,6 @@ from loaderbench import cli
 from loaderbench import config as config_module
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import CaseFailed, UsageError
-from loaderbench.measurement import Measurement
 from loaderbench.tune import search as tune
 from loaderbench.tune.probe import probe
 from loaderbench.tune.progress import ProgressBar
@@ -258,42 +259,6 @@ def test_tune_with_a_collate_leaves_the_collate_registry_alone(app: tuple[Path, 
 # --- the search, on fakes --------------------------------------------------------------------------------------
 
 
-class FakeRun:
-    """measure(config, next_epoch) from a rate model, advancing a fake clock by ``cost_s`` per call."""
-
-    def __init__(self, rate: Callable[[LoaderConfig], float], *, cost_s: float = 1.0, jitter: float = 0.002) -> None:
-        self.rate, self.cost_s, self.jitter = rate, cost_s, jitter
-        self.now = 0.0
-        self.calls: list[LoaderConfig] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def __call__(self, config: LoaderConfig, next_epoch: bool) -> Measurement:
-        self.now += self.cost_s
-        self.calls.append(config)
-        r = self.rate(config)
-        if math.isnan(r):
-            raise CaseFailed(f"{config.id}: could not pickle the collate function")
-        k = len(self.calls)
-        samples = tuple(r * (1 + self.jitter * ((i * 7 + k) % 5 - 2)) for i in range(5))
-        stall = 0.005 if config.persistent_workers else 0.08
-        return Measurement(
-            workload="fake",
-            device="cpu",
-            config=config,
-            rounds={"samples_per_s": samples},
-            phases={"ttfb_s": 0.05, **({"epoch_stall_s": stall} if next_epoch else {})},
-            steady_batches=100,
-            bytes_per_sample=16,
-            peak_memory_bytes=100_000_000 + config.num_workers * 10_000_000,
-            memory_kind="pss",
-            ideal_samples_per_s=None,
-            torch_threads=1,
-            cpus=2,
-        )
-
-
 @pytest.fixture(autouse=True)
 def fixed_heuristics(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
@@ -301,12 +266,16 @@ def fixed_heuristics(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def search(rate: Callable[[LoaderConfig], float], *, budget: float = 100.0, max_workers: int = 16) -> tune.Search:
-    fake = FakeRun(rate)
-    spec = tune.TuneSpec(factory="m:f", budget_s=budget, max_workers=max_workers, batch_size=8)
-    s = tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock)
-    s.search()
-    return s
+Searcher = Callable[..., tune.Search]
+
+
+@pytest.fixture
+def search(fake_search: Searcher) -> Searcher:
+    """``search(rate, budget=100, max_workers=16)``: a whole search at batch size 8 whose measure gives
+    ``rate(config)`` samples/s (NaN: the case fails)."""
+    return functools.partial(
+        fake_search, batch_size=8, budget=100.0, max_workers=16, failure="could not pickle the collate function"
+    )
 
 
 def io_bound(cfg: LoaderConfig) -> float:
@@ -314,7 +283,7 @@ def io_bound(cfg: LoaderConfig) -> float:
     return 1000.0 * max(1, min(cfg.num_workers, 8))
 
 
-def test_io_bound_climbs_to_the_plateau_and_prunes_above_it() -> None:
+def test_io_bound_climbs_to_the_plateau_and_prunes_above_it(search: Searcher) -> None:
     s = search(io_bound)
     best = with_persistence(s, s.recommended().config)
     assert best.num_workers == 8
@@ -325,7 +294,7 @@ def test_io_bound_climbs_to_the_plateau_and_prunes_above_it() -> None:
     assert "separated" in s.stop_reason or "within" in s.stop_reason
 
 
-def test_ipc_bound_keeps_zero_workers() -> None:
+def test_ipc_bound_keeps_zero_workers(search: Searcher) -> None:
     rates = {0: 10_000.0, 1: 2_000.0, 2: 3_500.0, 4: 5_000.0}
     s = search(lambda c: rates.get(c.num_workers, 5_000.0))
     assert s.recommended().config.num_workers == 0
@@ -333,30 +302,30 @@ def test_ipc_bound_keeps_zero_workers() -> None:
     assert "separated" in s.stop_reason
 
 
-def test_ties_go_to_the_cheaper_config() -> None:
+def test_ties_go_to_the_cheaper_config(search: Searcher) -> None:
     s = search(lambda c: 1000.0 * min(max(1, c.num_workers), 4) * (1.01 if c.num_workers >= 8 else 1.0))
     assert s.recommended().config.num_workers == 4
 
 
-def test_the_budget_stops_the_search_but_the_defaults_are_always_measured() -> None:
+def test_the_budget_stops_the_search_but_the_defaults_are_always_measured(search: Searcher) -> None:
     s = search(io_bound, budget=0.5)
     assert list(s.trials) == [LoaderConfig(batch_size=8)]
     assert "budget" in s.stop_reason and "raise --budget" in s.stop_reason
 
 
-def test_a_failing_config_is_recorded_and_skipped() -> None:
+def test_a_failing_config_is_recorded_and_skipped(search: Searcher) -> None:
     s = search(lambda c: math.nan if c.num_workers == 2 else io_bound(c))
     assert LoaderConfig(batch_size=8, num_workers=2) in s.failures
     assert s.recommended().config.num_workers == 8
 
 
-def test_failing_defaults_raise() -> None:
+def test_failing_defaults_raise(search: Searcher) -> None:
     with pytest.raises(CaseFailed):
         search(lambda c: math.nan)
 
 
-def test_progress_reports_the_current_best() -> None:
-    fake = FakeRun(io_bound)
+def test_progress_reports_the_current_best(fake_run: Callable[..., Any]) -> None:
+    fake = fake_run(io_bound)
     seen: list[tune.Progress] = []
     spec = tune.TuneSpec(factory="m:f", budget_s=100, max_workers=4, batch_size=8)
     tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock, progress=seen.append).search()
@@ -368,8 +337,8 @@ def test_progress_reports_the_current_best() -> None:
     assert "best w4-bs8 4k/s (4.00x defaults)" in stream.getvalue()
 
 
-def test_progress_off_a_terminal_writes_the_first_and_the_final_state_only() -> None:
-    fake = FakeRun(io_bound)
+def test_progress_off_a_terminal_writes_the_first_and_the_final_state_only(fake_run: Callable[..., Any]) -> None:
+    fake = fake_run(io_bound)
     seen: list[tune.Progress] = []
     spec = tune.TuneSpec(factory="m:f", budget_s=100, max_workers=4, batch_size=8)
     tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock, progress=seen.append).search()
@@ -383,8 +352,8 @@ def test_progress_off_a_terminal_writes_the_first_and_the_final_state_only() -> 
     assert out.endswith("\n") and f"best {seen[-1].best}" in out.rsplit("\r", 1)[-1]
 
 
-def test_persistence_without_a_measured_plain_stall_compares_with_the_first_batch() -> None:
-    fake = FakeRun(io_bound)
+def test_persistence_without_a_measured_plain_stall_compares_with_the_first_batch(fake_run: Callable[..., Any]) -> None:
+    fake = fake_run(io_bound)
     spec = tune.TuneSpec(factory="m:f", budget_s=100, max_workers=4, batch_size=8)
     s = tune.Search(spec, fake, base=LoaderConfig(batch_size=8), clock=fake.clock)
     plain = LoaderConfig(batch_size=8, num_workers=4)

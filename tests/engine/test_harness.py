@@ -47,22 +47,6 @@ class ClockedWorkload(Workload):
         return ClockedDataset(length)
 
 
-class Failing(Dataset[torch.Tensor]):
-    def __len__(self) -> int:
-        return 1000
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if index == 40:
-            raise KeyError("sample 40 is missing")
-        return torch.zeros(2)
-
-
-@dataclass(frozen=True, slots=True)
-class FailingWorkload(Workload):
-    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
-        return Failing()
-
-
 CLOCKED = ClockedWorkload(name="clocked", kind="sleep", batch_size=10, params={"latency_s": 0.001})
 
 
@@ -204,11 +188,10 @@ def test_workers_are_gone_after_a_case() -> None:
     assert _children() <= before
 
 
-def test_a_failing_worker_gives_one_clear_message_and_leaves_no_workers() -> None:
+def test_a_failing_worker_gives_one_clear_message_and_leaves_no_workers(failing_workload: Workload) -> None:
     before = _children()
-    wl = FailingWorkload(name="failing", kind="sleep", batch_size=4, params={"latency_s": 0.0001})
     with pytest.raises(CaseFailed) as info:
-        measure(wl, LoaderConfig(batch_size=4, num_workers=2), plan=Plan(rounds=2, round_s=0.05))
+        measure(failing_workload, LoaderConfig(batch_size=4, num_workers=2), plan=Plan(rounds=2, round_s=0.05))
     text = str(info.value)
     assert text.startswith("case failing-cpu-w2-bs4 failed: the dataset or collate raised KeyError")
     assert "sample 40 is missing" in text and "Remedy:" in text

@@ -23,7 +23,6 @@ from loaderbench.pipelines import registry
 from loaderbench.pytest_plugin import plugin
 from loaderbench.report import markdown, pipelines, terminal
 from loaderbench.workloads.recipes import Workload
-from test_harness import FailingWorkload  # the same failing dataset as the harness tests
 
 TINY = Plan(rounds=2, round_s=0.01, warmup_batches=1, min_batches_per_round=2)
 SLEEPY = Workload(name="sleepy", kind="sleep", batch_size=4, params={"latency_s": 1e-4})
@@ -113,12 +112,11 @@ def test_pinning_without_an_accelerator_is_a_note_as_for_dataloader(pipeline: st
 
 
 @pytest.mark.parametrize("pipeline", ALL)
-def test_a_failing_sample_gives_one_clear_message_and_leaves_nothing(pipeline: str) -> None:
+def test_a_failing_sample_gives_one_clear_message_and_leaves_nothing(pipeline: str, failing_workload: Workload) -> None:
     before, shm = _children(), _shm()
     config = config_for(pipeline, batch_size=4, num_workers=2)
-    wl = FailingWorkload(name="failing", kind="sleep", batch_size=4, params={"latency_s": 0.0001})
     with pytest.raises(CaseFailed) as info:
-        measure(wl, config, plan=TINY)
+        measure(failing_workload, config, plan=TINY)
     text = str(info.value)
     assert text.startswith(f"case failing-cpu-{config.id} failed: the dataset or collate raised KeyError")
     assert "sample 40 is missing" in text and "Remedy:" in text and "\n" not in text

@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).parents[2]
-SCENARIOS = """
-[[workload]]
-name = "tiny-io"
-kind = "sleep"
-latency_s = 0.0002
-shape = [4]
-batch_size = 8
-tiers = ["smoke", "standard", "full"]
-"""
-BENCH = """
-from loaderbench.selection.tiers import Case
-
-def test_pipeline(loaderbench_case: Case, loaderbench_session, benchmark):
-    m = loaderbench_session.run(loaderbench_case, benchmark)
-    assert m.rounds["samples_per_s"]
-
+UNIT = """
 def test_unit():
     assert True
 """
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".toml", workloads=SCENARIOS)
-    pytester.makepyfile(test_bench=BENCH)
-    return pytester
+def project(suite_project: Any) -> pytest.Pytester:
+    return suite_project(0.0002, suite_project.ALL_TIERS, more_tests=UNIT)
 
 
 def test_without_benchmark_the_cases_are_skipped(project: pytest.Pytester) -> None:

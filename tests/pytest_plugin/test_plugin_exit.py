@@ -7,88 +7,63 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 import pytest
 
-BENCH = """
-def test_pipeline(loaderbench_case, loaderbench_session, benchmark):
-    loaderbench_session.run(loaderbench_case, benchmark)
-"""
-
-SCENARIO = """
-[[workload]]
-name = "tiny-io"
-kind = "sleep"
-latency_s = 0.001
-shape = [4]
-batch_size = 8
-tiers = {tiers}
-"""
+RunResultOf = Callable[..., pytest.RunResult]
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".toml", workloads=SCENARIO.format(tiers='["smoke"]'))
-    pytester.makepyfile(test_bench=BENCH)
-    return pytester
+def project(suite_project: Any) -> pytest.Pytester:
+    return suite_project(0.001)
 
 
-def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return p.runpytest_subprocess(
-        "--benchmark",
-        "--loader-scenarios=workloads.toml",
-        "--loader-config=w0-bs8",
-        "--loader-rounds=3",
-        "--loader-round-seconds=0.03",
-        "--loader-baseline-dir=baselines",
-        "-p",
-        "no:cacheprovider",
-        *args,
-    )
-
-
-def test_a_failed_save_exits_1_and_the_final_line_says_so(project: pytest.Pytester) -> None:
-    assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
+def test_a_failed_save_exits_1_and_the_final_line_says_so(project: pytest.Pytester, run_suite: RunResultOf) -> None:
+    assert run_suite(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
     (doc_path,) = (project.path / "baselines").glob("*.json")
     doc_path.write_text('{"format": "loaderbench-baseline", "version": 1, "cases": {')  # truncated
-    result = run(project, "--loader-baseline-save")
+    result = run_suite(project, "--loader-baseline-save")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     result.stdout.fnmatch_lines(["*the baseline was NOT saved*"])
     assert "1 baseline not saved" in result.stdout.lines[-1]
 
 
-def test_require_baseline_fails_a_run_without_one(project: pytest.Pytester) -> None:
-    result = run(project, "--loader-require-baseline")
+def test_require_baseline_fails_a_run_without_one(project: pytest.Pytester, run_suite: RunResultOf) -> None:
+    result = run_suite(project, "--loader-require-baseline")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     result.stdout.fnmatch_lines(["*--loader-require-baseline: no baseline matches this machine*"])
     assert "1 passed, 1 no baseline" in result.stdout.lines[-1]
     # without the option the same run only says so
-    assert run(project).ret == pytest.ExitCode.OK
+    assert run_suite(project).ret == pytest.ExitCode.OK
 
 
-def test_require_baseline_passes_once_recorded(project: pytest.Pytester) -> None:
-    assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
-    result = run(project, "--loader-require-baseline")
+def test_require_baseline_passes_once_recorded(project: pytest.Pytester, run_suite: RunResultOf) -> None:
+    assert run_suite(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
+    result = run_suite(project, "--loader-require-baseline")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
 
 
-def test_a_run_comparing_fewer_cases_than_it_measured_says_so_on_its_last_line(project: pytest.Pytester) -> None:
-    assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK  # w0-bs8 only
-    project.makefile(".toml", workloads=SCENARIO.format(tiers='["smoke"]').replace("tiny-io", "other-io"))
+def test_a_run_comparing_fewer_cases_than_it_measured_says_so_on_its_last_line(
+    project: pytest.Pytester, run_suite: RunResultOf, suite_project: Any
+) -> None:
+    assert run_suite(project, "--loader-baseline-save").ret == pytest.ExitCode.OK  # w0-bs8 only
+    project.makefile(".toml", workloads=suite_project.scenario(name="other-io"))
     both = project.path / "both.toml"
-    both.write_text((project.path / "workloads.toml").read_text() + SCENARIO.format(tiers='["smoke"]'))
-    result = run(project, "--loader-scenarios=both.toml")
+    both.write_text((project.path / "workloads.toml").read_text() + suite_project.scenario())
+    result = run_suite(project, "--loader-scenarios=both.toml")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert "2 passed, 1 not compared" in result.stdout.lines[-1]
-    result = run(project, "--loader-scenarios=both.toml", "--loader-require-baseline")
+    result = run_suite(project, "--loader-scenarios=both.toml", "--loader-require-baseline")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     assert "1 not compared" in result.stdout.lines[-1]
     result.stdout.fnmatch_lines(["*--loader-require-baseline: 1 case(s) have no matching baseline entry (other-io-*"])
 
 
-def test_a_selection_with_no_case_exits_5_with_the_reason(project: pytest.Pytester) -> None:
-    project.makefile(".toml", workloads=SCENARIO.format(tiers='["full"]'))
+def test_a_selection_with_no_case_exits_5_with_the_reason(project: pytest.Pytester, suite_project: Any) -> None:
+    project.makefile(".toml", workloads=suite_project.scenario(tiers=["full"]))
     result = project.runpytest_subprocess("--benchmark", "--loader-scenarios=workloads.toml", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout.str()
     result.stdout.fnmatch_lines(["*no benchmark case ran (exit 5): the selection has no case*"])
@@ -121,10 +96,10 @@ def test_a_run_whose_every_case_skipped_exits_5_without_a_benchmark_warning(pyte
 
 
 def test_an_interrupted_run_exits_2_and_leaves_the_baseline_and_no_process(
-    project: pytest.Pytester,
+    project: pytest.Pytester, run_suite: RunResultOf
 ) -> None:
     """Ctrl-C in the middle of a case (SIGINT to pytest): exit 2, the stored baseline untouched, no worker left."""
-    assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
+    assert run_suite(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
     (stored,) = (project.path / "baselines").glob("*.json")
     before = stored.read_bytes()
     log = project.path / "run.log"

@@ -2,51 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-BENCH = """
-def test_pipeline(loaderbench_case, loaderbench_session, benchmark):
-    loaderbench_session.run(loaderbench_case, benchmark)
-"""
-
-
-def scenario(latency_s: float) -> str:
-    return f"""
-[[workload]]
-name = "tiny-io"
-kind = "sleep"
-latency_s = {latency_s}
-shape = [4]
-batch_size = 8
-tiers = ["smoke"]
-"""
+RunResultOf = Callable[..., pytest.RunResult]
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".toml", workloads=scenario(0.001))
-    pytester.makepyfile(test_bench=BENCH)
-    return pytester
+def project(suite_project: Any) -> pytest.Pytester:
+    return suite_project(0.001)
 
 
-def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return p.runpytest_subprocess(
-        "--benchmark",
-        "--loader-scenarios=workloads.toml",
-        "--loader-config=w0-bs8",
-        "--loader-rounds=4",
-        "--loader-round-seconds=0.04",
-        "--loader-baseline-dir=baselines",
-        "-p",
-        "no:cacheprovider",
-        *args,
-    )
+@pytest.fixture
+def run(run_suite: RunResultOf) -> RunResultOf:
+    return functools.partial(run_suite, rounds=4, round_s=0.04)
 
 
-def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester) -> None:
+def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester, run: RunResultOf) -> None:
     result = run(project)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
@@ -57,7 +34,9 @@ def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester) ->
     )
 
 
-def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.Pytester) -> None:
+def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(
+    project: pytest.Pytester, run: RunResultOf, suite_project: Any
+) -> None:
     first = run(project, "--loader-baseline-save")
     assert first.ret == pytest.ExitCode.OK
     # no noise prior of its own (a TOML workload): measured again in 2 fresh processes at this one save
@@ -73,7 +52,7 @@ def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.
     same.stdout.fnmatch_lines(["*comparing against*environment changes since the baseline: none*", "*0 regressed*"])
 
     # every sample now takes 3x as long: one save (three processes) already gates it
-    project.makefile(".toml", workloads=scenario(0.003))
+    project.makefile(".toml", workloads=suite_project.scenario(0.003))
     slower = run(project, "--benchmark-json=out.json")
     assert slower.ret == pytest.ExitCode.TESTS_FAILED
     # pytest's own final line agrees with the exit code: not an all-green "1 passed"
@@ -92,7 +71,7 @@ def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(project: pytest.
     assert json.loads(doc_path.read_text()) == doc  # comparing never writes the baseline
 
 
-def test_a_corrupt_baseline_is_a_clear_error_naming_the_file(project: pytest.Pytester) -> None:
+def test_a_corrupt_baseline_is_a_clear_error_naming_the_file(project: pytest.Pytester, run: RunResultOf) -> None:
     assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
     (doc_path,) = (project.path / "baselines").glob("*.json")
     doc_path.write_text('{"format": "loaderbench-baseline", "version": 1, "cases": {')  # truncated
@@ -123,13 +102,15 @@ def test_append_without_save_is_a_usage_error(project: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--loader-baseline-append only applies when recording*"])
 
 
-def test_a_baseline_dir_that_does_not_exist_is_created_on_save(project: pytest.Pytester) -> None:
+def test_a_baseline_dir_that_does_not_exist_is_created_on_save(project: pytest.Pytester, run: RunResultOf) -> None:
     target = Path(project.path) / "deep" / "new"
     assert run(project, "--loader-baseline-save", f"--loader-baseline-dir={target}").ret == pytest.ExitCode.OK
     assert list(target.glob("*.json"))
 
 
-def test_a_misspelled_per_case_threshold_is_a_usage_error_listing_the_cases(project: pytest.Pytester) -> None:
+def test_a_misspelled_per_case_threshold_is_a_usage_error_listing_the_cases(
+    project: pytest.Pytester, run: RunResultOf
+) -> None:
     typo = run(project, "--loader-threshold=typo-case-w2:samples_per_s=5%", "--collect-only")
     assert typo.ret == pytest.ExitCode.USAGE_ERROR
     typo.stderr.fnmatch_lines(

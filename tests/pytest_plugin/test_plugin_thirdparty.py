@@ -8,10 +8,12 @@ lets it back in."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import pytest
@@ -19,51 +21,33 @@ import pytest
 from loaderbench.engine.cleanup import alarm_held
 from loaderbench.pytest_plugin import parallel
 
-USER_TESTS = """
-import time
-
-import torch
-from torch.utils.data import Dataset
-
-from loaderbench.config import LoaderConfig
-
-DELAY = {delay}
-
-
-class Tiny(Dataset):
-    def __len__(self):
-        return 64
-
-    def __getitem__(self, i):
-        time.sleep(DELAY)
-        return torch.zeros(4)
-
-
-def test_unit():
-    assert sum([1, 2]) == 3
-
+#: The user's benchmark tests (after ``user_repo``'s dataset ``Slow`` and unit test).
+BENCHMARKS = """
 
 def test_first_pipeline(loader_benchmark):
-    loader_benchmark(Tiny, LoaderConfig(num_workers=0, batch_size=4))
+    loader_benchmark(Slow, LoaderConfig(num_workers=0, batch_size=4))
 
 
 def test_second_pipeline(loader_benchmark):
-    loader_benchmark(Tiny, LoaderConfig(num_workers=0, batch_size=4))
+    loader_benchmark(Slow, LoaderConfig(num_workers=0, batch_size=4))
 """
 
 #: The baseline case ids of the two benchmark tests (test name, config id, device, config id).
 CASE_IDS = {"test_first_pipeline-cpu-w0-bs4", "test_second_pipeline-cpu-w0-bs4"}
-FAST = ["--loader-rounds=2", "--loader-round-seconds=0.05", "--loader-baseline-dir=baselines", "-p", "no:cacheprovider"]
 #: What xdist prints once it has started its workers.
 WORKERS_STARTED = "created: "
+RunResultOf = Callable[..., pytest.RunResult]
 
 
-def make_repo(p: pytest.Pytester, delay: float = 0.001) -> None:
-    p.makepyfile(test_repo=USER_TESTS.format(delay=delay))
+@pytest.fixture
+def make_repo(user_repo: Callable[..., None]) -> Callable[..., None]:
+    """``make_repo(delay=0.001)``: the user's repository, a unit test and two benchmark tests in test_repo.py."""
+    return functools.partial(user_repo, BENCHMARKS)
 
 
-def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return p.runpytest_subprocess(*FAST, *args)
+@pytest.fixture
+def run(run_fast: RunResultOf) -> RunResultOf:
+    return functools.partial(run_fast, rounds=2, round_s=0.05)
 
 
 def baseline_case_ids(p: pytest.Pytester) -> dict[str, int]:
@@ -83,11 +67,16 @@ def baseline_case_ids(p: pytest.Pytester) -> dict[str, int]:
     ids=["n2-benchmark", "n2-baseline-save", "addopts-auto-baseline-save"],
 )
 def test_xdist_with_benchmark_is_a_usage_error_before_any_worker_starts(
-    pytester: pytest.Pytester, addopts: str, args: list[str], named: str
+    pytester: pytest.Pytester,
+    addopts: str,
+    args: list[str],
+    named: str,
+    make_repo: Callable[..., None],
+    run: RunResultOf,
 ) -> None:
     """-n N (or -n auto from addopts) with --benchmark: exit 4 in the controller, before any worker starts, naming
     the option and value, why, and what to do; no baseline (nor any other JSON) is written anywhere."""
-    make_repo(pytester)
+    make_repo()
     if addopts:
         pytester.makeini(f"[pytest]\naddopts = {addopts}\n")
     result = run(pytester, *args)
@@ -113,10 +102,12 @@ def test_an_xdist_worker_asked_to_measure_refuses_whatever_the_options(pytester:
     assert parallel.refusal(pytester.parseconfig("-p", "no:xdist", "--benchmark")) == ""
 
 
-def test_dash_n_0_overrides_an_n_in_addopts_and_the_job_runs_and_records(pytester: pytest.Pytester) -> None:
+def test_dash_n_0_overrides_an_n_in_addopts_and_the_job_runs_and_records(
+    pytester: pytest.Pytester, make_repo: Callable[..., None], run: RunResultOf
+) -> None:
     """addopts = -n 2 with --benchmark -n 0: measured in this one process (exit 0), and the baseline recorded,
     including the fresh-process sessions, whose pytest reads the same addopts and still runs the tests alone."""
-    make_repo(pytester)
+    make_repo()
     pytester.makeini("[pytest]\naddopts = -n 2\n")
     result = run(pytester, "--benchmark", "-n", "0", "--loader-baseline-save")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
@@ -126,10 +117,12 @@ def test_dash_n_0_overrides_an_n_in_addopts_and_the_job_runs_and_records(pyteste
     assert baseline_case_ids(pytester) == dict.fromkeys(CASE_IDS, 3)
 
 
-def test_plain_xdist_runs_the_unit_tests_in_parallel_and_skips_the_benchmarks(pytester: pytest.Pytester) -> None:
+def test_plain_xdist_runs_the_unit_tests_in_parallel_and_skips_the_benchmarks(
+    pytester: pytest.Pytester, make_repo: Callable[..., None], run: RunResultOf
+) -> None:
     """pytest -n 2 without --benchmark: the workers run the unit test, the benchmark tests skip as they do without
     xdist, and nothing (no exit 5, no 'no benchmark case ran') contradicts the green last line."""
-    make_repo(pytester)
+    make_repo()
     result = run(pytester, "-n", "2")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     result.assert_outcomes(passed=1, skipped=2)
@@ -140,10 +133,12 @@ def test_plain_xdist_runs_the_unit_tests_in_parallel_and_skips_the_benchmarks(py
     assert not (pytester.path / "baselines").exists()
 
 
-def test_a_global_timeout_smaller_than_a_case_is_raised_to_fit_its_plan(pytester: pytest.Pytester) -> None:
+def test_a_global_timeout_smaller_than_a_case_is_raised_to_fit_its_plan(
+    pytester: pytest.Pytester, make_repo: Callable[..., None], run: RunResultOf
+) -> None:
     """--timeout=2 while each case sleeps at least 2.5 s (16 batches of 4 samples at 40 ms, at the least, by the
     plan's minimum of 4 batches a round): each gets a timeout that fits its plan, and both are measured."""
-    make_repo(pytester, delay=0.04)
+    make_repo(delay=0.04)
     result = run(pytester, "--benchmark", "--timeout=2")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     result.assert_outcomes(passed=2, deselected=1)
@@ -197,7 +192,7 @@ def pytest_unconfigure(config):
 
 
 def test_a_tests_own_timeout_marker_that_fires_reads_as_one_paragraph_and_leaves_no_worker(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, run: RunResultOf
 ) -> None:
     """A test's own @pytest.mark.timeout(1), under a case that needs over 3 s: exit 1, the failure is the suite's
     paragraph naming the case, the phase and what to do (no traceback, no dump of the harness's threads), the case is
@@ -246,13 +241,13 @@ def test_an_alarm_that_lands_in_a_cases_clean_up_is_held_until_the_clean_up_is_d
 
 
 def test_randomly_shuffles_the_order_and_changes_nothing_in_kind(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, make_repo: Callable[..., None], run: RunResultOf
 ) -> None:
     """pytest-randomly with a fixed seed (2: second benchmark test, unit test, first benchmark test, by its crc32 of
     the node ids): the benchmark tests run in the shuffled order, pass as without it, and the baseline holds the same
     case ids, each with its fresh-process sessions."""
     monkeypatch.setenv("PYTEST_ADDOPTS", os.environ.get("PYTEST_ADDOPTS", "").replace("-p no:randomly", ""))
-    make_repo(pytester)
+    make_repo()
     result = run(pytester, "-p", "randomly", "--randomly-seed=2", "-v", "--benchmark", "--loader-baseline-save")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     result.assert_outcomes(passed=2, deselected=1)
@@ -266,11 +261,13 @@ def test_randomly_shuffles_the_order_and_changes_nothing_in_kind(
     assert baseline_case_ids(pytester) == dict.fromkeys(CASE_IDS, 3)
 
 
-def test_coverage_measurement_beside_the_benchmarks_runs_and_records_as_without_it(pytester: pytest.Pytester) -> None:
+def test_coverage_measurement_beside_the_benchmarks_runs_and_records_as_without_it(
+    pytester: pytest.Pytester, make_repo: Callable[..., None], run: RunResultOf
+) -> None:
     """pytest-cov (``--cov``) traces the main process, which slows it: the run still measures and records both
     benchmark tests (each with its fresh-process sessions) and prints the coverage table beside the report.
     Figures taken under coverage are slower than without it, so do not gate a baseline recorded without it."""
-    make_repo(pytester)
+    make_repo()
     result = run(pytester, "-p", "pytest_cov", "--cov=test_repo", "--benchmark", "--loader-baseline-save")
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.OK, out + result.stderr.str()

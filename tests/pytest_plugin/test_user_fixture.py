@@ -3,73 +3,47 @@ pytest-benchmark's own figures there track throughput (time per sample, so its c
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
+from collections.abc import Callable
 
 import pytest
 
 from loaderbench.pytest_plugin.fixture import tier_configs
 
-USER_TESTS = """
-import time
-
-import pytest
-
-from loaderbench.pytest_plugin.fixture import tier_configs
-import torch
-from torch.utils.data import Dataset
-
-from loaderbench.config import LoaderConfig
-
-DELAY = {delay}
-
-
-class Slow(Dataset):
-    def __len__(self):
-        return 64
-
-    def __getitem__(self, i):
-        time.sleep(DELAY)
-        return torch.zeros(4)
-
-
-def test_unit():
-    assert True
-
+#: The user's benchmark test (after ``user_repo``'s dataset ``Slow`` and unit test).
+MY_PIPELINE = """
 
 @pytest.mark.parametrize("cfg", [LoaderConfig(num_workers=0, batch_size=8)], ids=lambda c: c.id)
 def test_my_pipeline(loader_benchmark, cfg):
     m = loader_benchmark(Slow, cfg, device="cpu")  # a factory; an instance works too
     assert m.rounds["samples_per_s"]
 """
+RunResultOf = Callable[..., pytest.RunResult]
 
 
-def make_project(p: pytest.Pytester, delay: float) -> None:
-    p.makepyfile(test_mine=USER_TESTS.format(delay=delay))
+@pytest.fixture
+def make_project(user_repo: Callable[..., None]) -> Callable[[float], None]:
+    """``make_project(delay)``: the user's test module, test_mine.py, each sample sleeping ``delay`` seconds."""
+    return functools.partial(user_repo, MY_PIPELINE, module="test_mine")
 
 
-def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return p.runpytest_subprocess(
-        "--loader-rounds=3",
-        "--loader-round-seconds=0.03",
-        "--loader-baseline-dir=baselines",
-        "-p",
-        "no:cacheprovider",
-        *args,
-    )
-
-
-def test_without_benchmark_the_user_benchmark_is_skipped(pytester: pytest.Pytester) -> None:
-    make_project(pytester, 0.001)
-    result = run(pytester)
+def test_without_benchmark_the_user_benchmark_is_skipped(
+    pytester: pytest.Pytester, make_project: Callable[[float], None], run_fast: RunResultOf
+) -> None:
+    make_project(0.001)
+    result = run_fast(pytester)
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=1, skipped=1)
 
 
-def test_the_fixture_measures_records_and_gates_without_fixtures_or_toml(pytester: pytest.Pytester) -> None:
-    make_project(pytester, 0.001)
+def test_the_fixture_measures_records_and_gates_without_fixtures_or_toml(
+    pytester: pytest.Pytester, make_project: Callable[[float], None], run_fast: RunResultOf
+) -> None:
+    make_project(0.001)
     assert not (pytester.path / "fixtures").exists()
-    first = run(pytester, "--benchmark", "--loader-baseline-save", "--benchmark-json=first.json")
+    first = run_fast(pytester, "--benchmark", "--loader-baseline-save", "--benchmark-json=first.json")
     assert first.ret == pytest.ExitCode.OK, first.stdout.str()
     first.assert_outcomes(passed=1, deselected=1)
     (doc_path,) = (pytester.path / "baselines").glob("*.json")
@@ -80,12 +54,12 @@ def test_the_fixture_measures_records_and_gates_without_fixtures_or_toml(pyteste
     info = json.loads((pytester.path / "first.json").read_text())["benchmarks"][0]["extra_info"]
     assert info["workload"] == "test_my_pipeline-w0-bs8"
 
-    same = run(pytester, "--benchmark", "--loader-require-baseline")
+    same = run_fast(pytester, "--benchmark", "--loader-require-baseline")
     assert same.ret == pytest.ExitCode.OK, same.stdout.str()
     same.stdout.fnmatch_lines(["*comparing against*", "*0 regressed*"])
 
-    make_project(pytester, 0.004)  # 4x slower per sample: the same gate fails the run
-    slower = run(pytester, "--benchmark")
+    make_project(0.004)  # 4x slower per sample: the same gate fails the run
+    slower = run_fast(pytester, "--benchmark")
     assert slower.ret == pytest.ExitCode.TESTS_FAILED, slower.stdout.str()
     slower.stdout.fnmatch_lines(
         ["*REGRESSIONS: 1 case, *", "*test_my_pipeline-w0-bs8-cpu-w0-bs8*samples_per_s*slower*"]
@@ -94,18 +68,18 @@ def test_the_fixture_measures_records_and_gates_without_fixtures_or_toml(pyteste
 
 
 def test_pytest_benchmark_time_is_seconds_per_sample_and_compare_fail_sees_a_slowdown(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, make_project: Callable[[float], None], run_fast: RunResultOf
 ) -> None:
-    make_project(pytester, 0.001)
-    base = run(pytester, "--benchmark", "--benchmark-save=base", "--benchmark-json=base.json")
+    make_project(0.001)
+    base = run_fast(pytester, "--benchmark", "--benchmark-save=base", "--benchmark-json=base.json")
     assert base.ret == pytest.ExitCode.OK, base.stdout.str()
     bench = json.loads((pytester.path / "base.json").read_text())["benchmarks"][0]
     per_sample = [1.0 / v for v in bench["extra_info"]["rounds"]["samples_per_s"]]
     assert bench["stats"]["mean"] == pytest.approx(statistics.fmean(per_sample))
     assert bench["stats"]["rounds"] == len(per_sample)
 
-    make_project(pytester, 0.004)  # 4x slower per sample, while each round still lasts about the same
-    slower = run(pytester, "--benchmark", "--benchmark-compare=0001", "--benchmark-compare-fail=mean:50%")
+    make_project(0.004)  # 4x slower per sample, while each round still lasts about the same
+    slower = run_fast(pytester, "--benchmark", "--benchmark-compare=0001", "--benchmark-compare-fail=mean:50%")
     assert slower.ret != pytest.ExitCode.OK
     assert slower.ret == pytest.ExitCode.TESTS_FAILED
     slower.stdout.fnmatch_lines(["*performance has regressed beyond --benchmark-compare-fail*"])

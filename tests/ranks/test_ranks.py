@@ -26,22 +26,6 @@ from loaderbench.engine.case import Case
 from loaderbench.selection.run import run_case
 
 PLAN = Plan(rounds=2, round_s=0.05, batch_timeout_s=60)
-SCENARIOS = """
-[[workload]]
-name = "tiny-io"
-kind = "sleep"
-latency_s = 0.0005
-shape = [4]
-batch_size = 8
-tiers = ["smoke", "standard", "full"]
-"""
-BENCH = """
-from loaderbench.selection.tiers import Case
-
-def test_pipeline(loaderbench_case: Case, loaderbench_session, benchmark):
-    m = loaderbench_session.run(loaderbench_case, benchmark)
-    assert m.rounds["samples_per_s"]
-"""
 MINE = """
 import torch
 from torch.utils.data import Dataset
@@ -145,11 +129,9 @@ def no_leftovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert not left, f"left behind: {[(p.pid, p.info['cmdline']) for p in left]}"
 
 
-def test_two_ranks_through_the_plugin_record_the_job_and_its_ranks(
-    pytester: pytest.Pytester, no_leftovers: None
-) -> None:
-    pytester.makefile(".toml", workloads=SCENARIOS)
-    pytester.makepyfile(test_bench=BENCH, test_mine=MINE)  # the suite's case, and a user's loader_benchmark
+def test_two_ranks_through_the_plugin_record_the_job_and_its_ranks(suite_project: Any, no_leftovers: None) -> None:
+    pytester = suite_project(0.0005, suite_project.ALL_TIERS)
+    pytester.makepyfile(test_mine=MINE)  # beside the suite's case, a user's loader_benchmark
     result = pytester.runpytest_subprocess(
         "--benchmark",
         "--loader-scenarios=workloads.toml",
@@ -185,12 +167,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_two_nodes_on_loopback_record_the_job_on_node_zero_only(pytester: pytest.Pytester, no_leftovers: None) -> None:
+def test_two_nodes_on_loopback_record_the_job_on_node_zero_only(suite_project: Any, no_leftovers: None) -> None:
     """The README's several-nodes recipe, both nodes on this machine: two pytest processes, one rank each, joined
     by torchrun's static rendezvous on 127.0.0.1 (gloo); node 0 records the job's one case with ``ranks=2``,
     node 1 records nothing and says where the result is."""
-    pytester.makefile(".toml", workloads=SCENARIOS)
-    pytester.makepyfile(test_bench=BENCH)
+    pytester = suite_project(0.0005, suite_project.ALL_TIERS)
     endpoint = f"127.0.0.1:{_free_port()}"
     nodes = []
     for rank in (0, 1):
@@ -222,8 +203,8 @@ def test_two_nodes_on_loopback_record_the_job_on_node_zero_only(pytester: pytest
     assert "recorded on the node that runs rank 0" in outs[1]
 
 
-def test_a_bad_rank_count_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".toml", workloads=SCENARIOS)
+def test_a_bad_rank_count_is_a_usage_error(suite_project: Any) -> None:
+    pytester = suite_project(0.0005, suite_project.ALL_TIERS)
     result = pytester.runpytest("--benchmark", "--loader-scenarios=workloads.toml", "--loader-ranks=0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--loader-ranks='0' must be >= 1*"])

@@ -9,66 +9,41 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loaderbench import cli
 from loaderbench.config import LoaderConfig
 from loaderbench.config_rules import PIPELINES
-from loaderbench.errors import CaseFailed, UsageError
-from loaderbench.measurement import Measurement
+from loaderbench.errors import UsageError
 from loaderbench.pipelines import registry
 from loaderbench.tune.pipelines import Rivals, compare_pipelines, parse_pipelines
 from loaderbench.tune.search import Search, TuneSpec
 
-
-class FakeMeasure:
-    """measure(config, next_epoch) at a chosen rate per pipeline, with a little deterministic spread."""
-
-    def __init__(self, rates: dict[str, float]) -> None:
-        self.rates = rates
-        self.now = 0.0
-        self.calls: list[LoaderConfig] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def __call__(self, config: LoaderConfig, next_epoch: bool) -> Measurement:
-        self.now += 1.0
-        self.calls.append(config)
-        rate = self.rates[config.pipeline]
-        if rate <= 0:
-            raise CaseFailed(f"{config.id}: the pipeline broke")
-        k = len(self.calls)
-        return Measurement(
-            workload="fake",
-            device="cpu",
-            config=config,
-            rounds={"samples_per_s": tuple(rate * (1 + 0.002 * ((i * 7 + k) % 5 - 2)) for i in range(5))},
-            phases={"ttfb_s": 0.05},
-            steady_batches=100,
-            bytes_per_sample=16,
-            peak_memory_bytes=100_000_000,
-            memory_kind="pss",
-            ideal_samples_per_s=None,
-            torch_threads=1,
-            cpus=2,
-            extra={"cpu_s_per_sample": 1.0 / rate},
-        )
-
-
 BEST = LoaderConfig(batch_size=8, num_workers=2, persistent_workers=True)
 
 
-def compare(rates: dict[str, float], pipelines: tuple[str, ...]) -> tuple[Rivals, FakeMeasure]:
-    fake = FakeMeasure(rates)
-    search = Search(TuneSpec(factory="m:f", batch_size=8), fake, base=LoaderConfig(batch_size=8), clock=fake.clock)
-    search.run(BEST, force=True)
-    return compare_pipelines(search, BEST, pipelines), fake
+Compare = Callable[[dict[str, float], tuple[str, ...]], tuple[Rivals, Any]]
 
 
-def test_a_clearly_faster_rival_is_recommended() -> None:
+@pytest.fixture
+def compare(fake_run: Callable[..., Any]) -> Compare:
+    """``compare(rates, pipelines)``: BEST measured on DataLoader, then on each of ``pipelines``, each pipeline at
+    its rate in ``rates`` (0: the pipeline breaks); the rivals, and the fake measure."""
+
+    def run(rates: dict[str, float], pipelines: tuple[str, ...]) -> tuple[Rivals, Any]:
+        fake = fake_run(lambda c: rates[c.pipeline], failure="the pipeline broke")
+        search = Search(TuneSpec(factory="m:f", batch_size=8), fake, base=LoaderConfig(batch_size=8), clock=fake.clock)
+        search.run(BEST, force=True)
+        return compare_pipelines(search, BEST, pipelines), fake
+
+    return run
+
+
+def test_a_clearly_faster_rival_is_recommended(compare: Compare) -> None:
     rivals, fake = compare(
         {"dataloader": 1000.0, "nodesthread": 1500.0, "stateful": 1000.0}, ("nodesthread", "stateful")
     )
@@ -86,7 +61,7 @@ def test_a_clearly_faster_rival_is_recommended() -> None:
     assert {c.pipeline for c in fake.calls} == {"dataloader", "nodesthread", "stateful"}
 
 
-def test_a_tied_rival_leaves_the_dataloader_setting() -> None:
+def test_a_tied_rival_leaves_the_dataloader_setting(compare: Compare) -> None:
     rivals, _ = compare({"dataloader": 1000.0, "spdl": 1010.0, "nodesprocess": 700.0}, ("spdl", "nodesprocess"))
     by = {r.pipeline: r for r in rivals.rivals}
     assert rivals.winner is None and not by["spdl"].faster and not by["nodesprocess"].faster
@@ -94,7 +69,9 @@ def test_a_tied_rival_leaves_the_dataloader_setting() -> None:
     assert rivals.summary == "The DataLoader setting stays: no other pipeline was statistically faster."
 
 
-def test_a_pipeline_that_is_not_installed_is_skipped_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pipeline_that_is_not_installed_is_skipped_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch, compare: Compare
+) -> None:
     monkeypatch.setitem(registry.REQUIRES, "spdl", (("loaderbench_no_such_module", "spdl"),))
     registry.unavailable_reason.cache_clear()
     try:

@@ -12,43 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from loaderbench.config import LoaderConfig
-from loaderbench.errors import CaseFailed
-from loaderbench.measurement import Measurement
 from loaderbench.tune import search as tune
-
-
-class FakeRun:
-    """measure(config, next_epoch) from a rate model; a fake clock advances 1 s per measurement."""
-
-    def __init__(self, rate: Callable[[int], float]) -> None:
-        self.rate = rate
-        self.now = 0.0
-        self.calls: list[LoaderConfig] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def __call__(self, config: LoaderConfig, next_epoch: bool) -> Measurement:
-        self.now += 1.0
-        self.calls.append(config)
-        r = self.rate(config.num_workers)
-        if math.isnan(r):
-            raise CaseFailed(f"{config.id}: too many open files")
-        k = len(self.calls)
-        return Measurement(
-            workload="fake",
-            device="cpu",
-            config=config,
-            rounds={"samples_per_s": tuple(r * (1 + 0.002 * ((i * 7 + k) % 5 - 2)) for i in range(5))},
-            phases={"ttfb_s": 0.05, "epoch_stall_s": 0.005 if config.persistent_workers else 0.08},
-            steady_batches=100,
-            bytes_per_sample=16,
-            peak_memory_bytes=100_000_000,
-            memory_kind="pss",
-            ideal_samples_per_s=None,
-            torch_threads=1,
-            cpus=2,
-        )
 
 
 @pytest.fixture(autouse=True)
@@ -58,12 +22,25 @@ def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tune, "heuristics", lambda: {"num_workers = CPU count": 2, "Lightning-style": 1})
 
 
-def run(rate: Callable[[int], float], *, max_workers: int | None = None, budget: float = 200.0) -> tune.Search:
-    fake = FakeRun(rate)
-    spec = tune.TuneSpec(factory="m:f", budget_s=budget, max_workers=max_workers, batch_size=32)
-    s = tune.Search(spec, fake, base=LoaderConfig(batch_size=32), clock=fake.clock)
-    s.search()
-    return s
+Run = Callable[..., tune.Search]
+
+
+@pytest.fixture
+def run(fake_search: Run) -> Run:
+    """``run(rate, max_workers=None, budget=200)``: a whole search at batch size 32 whose measure gives
+    ``rate(num_workers)`` samples/s (NaN: the case fails), every record with its next-epoch stall."""
+
+    def search(rate: Callable[[int], float], *, max_workers: int | None = None, budget: float = 200.0) -> tune.Search:
+        return fake_search(
+            lambda c: rate(c.num_workers),
+            batch_size=32,
+            budget=budget,
+            max_workers=max_workers,
+            failure="too many open files",
+            stall_always=True,
+        )
+
+    return search
 
 
 def sleep_2ms(workers: int) -> float:
@@ -81,7 +58,7 @@ def test_the_default_cap_is_far_above_the_cpu_count() -> None:
     assert tune.TuneSpec(factory="m:f", max_workers=8).worker_cap == 8
 
 
-def test_the_ladder_climbs_past_8_until_scaling_stops() -> None:
+def test_the_ladder_climbs_past_8_until_scaling_stops(run: Run) -> None:
     s = run(sleep_2ms)
     assert {16, 32, 64} <= workers_measured(s)  # climbed past the old cap of 8...
     assert 128 not in workers_measured(s)  # ...and stopped once 64 gained nothing (the cap is not the reason)
@@ -91,13 +68,13 @@ def test_the_ladder_climbs_past_8_until_scaling_stops() -> None:
     assert best.median >= 0.9 * top.median  # within 10% of the best measured
 
 
-def test_a_curve_that_flattens_early_stops_early() -> None:
+def test_a_curve_that_flattens_early_stops_early(run: Run) -> None:
     s = run(lambda w: 1000.0 * max(1, min(w, 4)))
     assert max(workers_measured(s)) == 16  # 8 and 16 gain nothing: the climb ends there
     assert s.recommended().config.num_workers == 4 and s.cap_note == ""
 
 
-def test_a_ladder_still_scaling_at_its_cap_says_so_with_the_slope() -> None:
+def test_a_ladder_still_scaling_at_its_cap_says_so_with_the_slope(run: Run) -> None:
     s = run(sleep_2ms, max_workers=8)
     assert max(workers_measured(s)) == 8
     assert "the worker ladder reached its cap of 8 workers while throughput was still scaling" in s.cap_note
@@ -107,24 +84,24 @@ def test_a_ladder_still_scaling_at_its_cap_says_so_with_the_slope() -> None:
     assert s.stop_reason.startswith(s.cap_note)  # printed on the "stopped:" line and kept in results.json
 
 
-def test_the_automatic_cap_names_the_option_that_lifts_it() -> None:
+def test_the_automatic_cap_names_the_option_that_lifts_it(run: Run) -> None:
     s = run(lambda w: 450.0 * max(1, w))  # scales without end
     assert max(workers_measured(s)) == 64
     assert "cap of 64 workers" in s.cap_note and "pass --max-workers above 64" in s.cap_note
 
 
-def test_a_cap_that_is_not_a_power_of_two_is_measured_itself() -> None:
+def test_a_cap_that_is_not_a_power_of_two_is_measured_itself(run: Run) -> None:
     s = run(sleep_2ms, max_workers=12)
     assert {1, 2, 4, 8, 12} <= workers_measured(s) and max(workers_measured(s)) == 12
     assert "from 8 to 12 workers" in s.cap_note
 
 
-def test_a_flat_top_rung_is_no_cap_note() -> None:
+def test_a_flat_top_rung_is_no_cap_note(run: Run) -> None:
     s = run(lambda w: 1000.0 * max(1, min(w, 4)), max_workers=8)
     assert s.cap_note == "" and s.recommended().config.num_workers == 4
 
 
-def test_a_failing_top_rung_is_no_evidence_of_scaling() -> None:
+def test_a_failing_top_rung_is_no_evidence_of_scaling(run: Run) -> None:
     s = run(lambda w: math.nan if w >= 16 else sleep_2ms(w), max_workers=16)
     assert LoaderConfig(batch_size=32, num_workers=16) in s.failures
     assert s.cap_note == "" and s.recommended().config.num_workers == 8

@@ -1,8 +1,10 @@
-"""Properties of the loader and the harness over odd datasets (hypothesis; behaviour only, never timings).
+"""Properties of the loader over odd datasets (hypothesis; behaviour only, never timings): every sample exactly
+once, shapes, dtypes and nesting through collate, LoaderConfig's validity against DataLoader's, and datasets
+that pickle.  Ragged samples, padded or failing their case, are in test_properties_ragged.py.
 
 Examples that start worker processes use fork, and their tests run a fraction of the profile's
-``max_examples`` (:func:`share`), so that ``pytest`` stays within a few minutes on 2 cores while
-``HYPOTHESIS_PROFILE=nightly`` still scales every test up.
+``max_examples`` (the ``share-*`` settings profiles of tests/values/conftest.py), so that ``pytest`` stays within
+a few minutes on 2 cores while ``HYPOTHESIS_PROFILE=nightly`` still scales every test up.
 """
 
 from __future__ import annotations
@@ -13,36 +15,25 @@ import math
 import pickle
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from loaderbench import CaseFailed, LoaderConfig, Plan, measure
-from loaderbench.collates import Padded, pad_collate
+from loaderbench import LoaderConfig
 from loaderbench.config import TORCH_HAS_IN_ORDER
-from loaderbench.errors import InvalidConfig
 from loaderbench.testing import strategies as lst
-from loaderbench.workloads.recipes import Workload
 
 FORK = ("fork",)
 #: cheap payloads for the multi-process properties: small tensors, shallow nesting
 SMALL = {"max_depth": 1, "max_dims": 2, "max_side": 3, "max_length": 40}
 
 
-def share(fraction: float) -> settings:
-    """``fraction`` of the active profile's max_examples (ci: 25, dev: 10, nightly: 1000), at least 2."""
-    return settings(
-        max_examples=max(2, round(settings.default.max_examples * fraction)),
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-
-
-PROCESS_EXAMPLES = share(0.6)
+PROCESS_EXAMPLES = settings.get_profile("share-0.6")
 
 
 def loader(spec: Any, config: LoaderConfig, *, seed: int = 0, collate_fn: Any = None) -> DataLoader[Any]:
@@ -145,7 +136,7 @@ def test_every_sample_is_delivered_exactly_once_per_epoch(data: Any, spec: lst.D
 
 
 @pytest.mark.skipif(not TORCH_HAS_IN_ORDER, reason="in_order needs torch >= 2.6")
-@share(0.3)
+@settings.get_profile("share-0.3")
 @given(
     spec=lst.dataset_specs(containers=(), numbers=False, **SMALL),
     batch_size=lst.batch_sizes(max_size=5),
@@ -295,101 +286,6 @@ def test_the_list_collate_keeps_every_sample_as_it_was(spec: lst.DatasetSpec, wo
     assert sorted(seen) == list(range(spec.length))
 
 
-@given(spec=lst.ragged_specs(max_length=30), batch_size=lst.batch_sizes(max_size=6))
-def test_the_padding_collate_pads_ragged_sequences(spec: lst.RaggedSpec, batch_size: int) -> None:
-    seen = []
-    for indices, padded in DataLoader(spec.build(), batch_size=batch_size, collate_fn=pad_collate):
-        assert isinstance(padded, Padded) and indices.dtype == torch.int64
-        lengths = [spec.seq_len(int(i)) for i in indices]
-        assert padded.lengths.tolist() == lengths and padded.lengths.dtype == torch.int64
-        assert tuple(padded.values.shape) == (len(lengths), max(lengths), *spec.feature)
-        assert padded.values.dtype == getattr(torch, spec.dtype)
-        for row, i in enumerate(indices.tolist()):
-            assert torch.equal(padded.values[row, : lengths[row]], spec.item(i)[1])
-            assert not padded.values[row, lengths[row] :].any()
-        seen += indices.tolist()
-    assert seen == list(range(spec.length))
-
-
-def check_padded(node: lst.Node, got: Any, indices: list[int]) -> None:
-    """``got`` is pad_collate of ``[node.make(i) for i in indices]``: tensors with a dimension padded (here all
-    of one length), 0-dim tensors and numbers stacked, every container kept as its own type."""
-    if node.kind == "tensor":
-        assert node.tensor is not None
-        want = torch.stack([node.tensor.make(i) for i in indices])
-        if node.tensor.shape:
-            assert isinstance(got, Padded)
-            assert got.lengths.tolist() == [node.tensor.shape[0]] * len(indices)
-            got = got.values
-        assert isinstance(got, torch.Tensor) and got.dtype == want.dtype and torch.equal(got, want)
-        return
-    if node.kind in ("int", "float"):
-        assert isinstance(got, torch.Tensor) and got.tolist() == [node.make(i) for i in indices]
-        return
-    assert type(got) is type(node.make(0))
-    if node.kind == "dict":
-        parts = list(got.values())
-    elif node.kind == "dataclass":
-        parts = [getattr(got, f.name) for f in dataclasses.fields(got)]
-    else:
-        parts = list(got)
-    for child, part in zip(node.children, parts, strict=True):
-        check_padded(child, part, indices)
-
-
-@share(0.6)
-@given(spec=lst.dataset_specs(max_length=9, max_depth=2), batch_size=lst.batch_sizes(max_size=4))
-def test_the_padding_collate_keeps_every_container_including_dataclasses(
-    spec: lst.DatasetSpec, batch_size: int
-) -> None:
-    seen = []
-    for batch in DataLoader(spec.build(), batch_size=batch_size, collate_fn=pad_collate):
-        assert type(batch) is tuple
-        indices = batch[0].tolist()
-        check_padded(spec.sample, batch[1], indices)
-        seen += indices
-    assert seen == list(range(spec.length))
-
-
-# --- an uncollatable sample gives the harness's clear error -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RaggedWorkload(Workload):
-    """A workload over a ragged spec (``params['spec']``), stretched to the epoch the harness asks for."""
-
-    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
-        return dataclasses.replace(self.params["spec"], length=length).build()
-
-
-TINY_PLAN = Plan(rounds=1, round_s=0.001, warmup_batches=1, min_batches_per_round=1, next_epoch=False)
-
-
-@share(0.4)
-@given(
-    spec=lst.ragged_specs(max_len=5),
-    batch_size=st.integers(min_value=2, max_value=5),
-    workers=st.sampled_from([0, 0, 1]),
-)
-def test_an_uncollatable_batch_fails_the_case_naming_the_shapes(
-    spec: lst.RaggedSpec, batch_size: int, workers: int
-) -> None:
-    # max_len <= 5, so samples 0 and 1 differ in length: the first batch cannot be stacked
-    wl = RaggedWorkload(name="ragged", kind="sleep", batch_size=batch_size, params={"latency_s": 1e-4, "spec": spec})
-    config = LoaderConfig(
-        batch_size=batch_size, num_workers=workers, multiprocessing_context="fork" if workers else None
-    )
-    with pytest.raises(CaseFailed) as info:
-        measure(wl, config, plan=TINY_PLAN)
-    shapes = [[spec.seq_len(i), *spec.feature] for i in range(batch_size)]
-    k = next(j for j, s in enumerate(shapes) if s != shapes[0])
-    text = str(info.value)
-    assert text.startswith(f"case ragged-cpu-{config.id} failed: samples in one batch cannot be collated")
-    tensor = f"a {spec.dtype} tensor of shape"
-    assert f"differ at sample[1]: entry 0 holds {tensor} {shapes[0]} and entry {k} holds {tensor} {shapes[k]}" in text
-    assert "Remedy:" in text and "pad" in text and "\n" not in text
-
-
 # --- LoaderConfig accepts a combination exactly when DataLoader does --------------------------------------------------
 
 
@@ -451,24 +347,18 @@ def torch_accepts(fields: dict[str, Any], dataset: Any) -> bool:
         gc.collect()
 
 
-def ours_accepts(fields: dict[str, Any], *, iterable: bool) -> bool:
-    try:
-        LoaderConfig(**fields).check_kind(iterable=iterable)
-        return True
-    except InvalidConfig:
-        return False
-
-
 # torch's _MultiProcessingDataLoaderIter.__del__ raises AttributeError when its __init__ failed on
 # prefetch_factor=0 (torch's unraisable exception, not ours)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@share(2.4)
+@settings.get_profile("share-2.4")
 @given(fields=FIELDS, iterable=st.booleans())
 @example(fields={"prefetch_factor": 0, "num_workers": 1}, iterable=False)  # torch fails only at iter()
 @example(fields={"timeout": 5.0}, iterable=False)  # torch fails only at iter()
 @example(fields={"batching": "sampler", "batch_size": None}, iterable=False)
 @example(fields={"shuffle": True}, iterable=True)
-def test_loader_config_accepts_exactly_what_dataloader_accepts(fields: dict[str, Any], iterable: bool) -> None:
+def test_loader_config_accepts_exactly_what_dataloader_accepts(
+    fields: dict[str, Any], iterable: bool, ours_accepts: Callable[..., bool]
+) -> None:
     assert ours_accepts(fields, iterable=iterable) == torch_accepts(fields, _Stream() if iterable else MAP)
 
 
