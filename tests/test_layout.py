@@ -76,6 +76,79 @@ def test_there_is_no_import_cycle() -> None:
             walk(name)
 
 
+#: The package's layers, lowest first.  A part (a subpackage, or a module at the root) imports only parts of a
+#: lower layer; the root's modules (values and rules) import only each other, without a cycle.
+LAYERS: list[tuple[str, set[str]]] = [
+    (
+        "values and rules",
+        {
+            "__init__",
+            "clock",
+            "collates",
+            "config",
+            "config_rules",
+            "errors",
+            "formatting",
+            "ids",
+            "interrupts",
+            "jsondoc",
+            "machine",
+            "measurement",
+            "metrics",
+            "options",
+            "pytest_names",
+            "stats",
+            "version",
+        },
+    ),
+    (
+        "data, workloads, pipelines, the CUDA path, the store, the decision rules",
+        {"data", "workloads", "pipelines", "cuda", "store", "decision"},
+    ),
+    ("the simulated device and test helpers", {"testing"}),
+    ("measuring one case", {"engine"}),
+    ("several ranks; the stored gate", {"ranks", "gate"}),
+    ("case selection; reports", {"selection", "report"}),
+    ("history, tune, the A/B", {"history", "tune", "ab"}),
+    ("the self-checks; the pytest plugin", {"selfcheck", "pytest_plugin"}),
+    ("entry points: the shipped suite, the CLI, the tools", {"suite", "cli", "tools"}),
+]
+
+
+def part_of(module: str) -> str:
+    bits = module.split(".")
+    return bits[1] if len(bits) > 1 else "__init__"
+
+
+def test_packages_are_layers() -> None:
+    """Every part sits in one layer, and every import goes down a layer (the root's modules excepted among
+    themselves): a package-level loop, which the module-cycle check cannot see, fails here."""
+    rank = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
+    parts = {part_of(module_name(p)) for p in MODULES}
+    assert parts <= set(rank), f"place {sorted(parts - set(rank))} in a layer of LAYERS"
+    upward = []
+    for path in MODULES:
+        source = part_of(module_name(path))
+        for dep in top_level_imports(path):
+            target = part_of(dep)
+            if target == source or (rank[source] == rank[target] == 0):
+                continue
+            if rank[target] >= rank[source]:
+                upward.append(f"{module_name(path)} -> {dep} ({LAYERS[rank[source]][0]} -> {LAYERS[rank[target]][0]})")
+    assert not upward, "imports that do not go down a layer:\n" + "\n".join(sorted(upward))
+
+
+def test_the_root_docstring_names_every_subpackage_and_each_says_its_job() -> None:
+    root_doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))) or ""
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        name = init.parent.name
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        assert len(doc.split()) >= 8, f"{name}/__init__.py: say the package's one job in its docstring"
+        assert f"``{name}``" in root_doc or f"{name}/" in root_doc or f".{name}`" in root_doc, (
+            f"the package docstring (loaderbench/__init__.py) does not name the subpackage {name}"
+        )
+
+
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_each_module_is_short_documented_and_imports_at_the_top(path: Path) -> None:
     source = path.read_text(encoding="utf-8")

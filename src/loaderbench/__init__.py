@@ -1,17 +1,21 @@
 """loaderbench: a pytest-based performance regression suite for PyTorch input pipelines.
 
-The public surface is small and listed here; everything else lives in
-subpackages named for their one job:
+The public surface is small and listed below (loaded on first use); everything else lives in subpackages named
+for their one job, in layers, lowest first (each imports only from layers below it; ``tests/test_layout.py``
+checks it):
 
-* ``loaderbench.engine``: workloads, the harness (:func:`measure`), consumers, tiers, faults;
-* ``loaderbench.cuda``: the CUDA consumer, its arithmetic and NVML sampling;
-* ``loaderbench.store``: baselines, ``results.json`` and the machine fingerprint;
-* ``loaderbench.gate``: the statistical model and the regression gate;
-* ``loaderbench.report``: terminal, Markdown and plot reports;
-* ``loaderbench.tune``: ``loaderbench tune``'s search;
-* ``loaderbench.pytest_plugin``: the pytest plugin;
-* ``loaderbench.tools``: the suite's self-checks (selfcheck, soak, spread, overhead);
-* ``loaderbench.testing.strategies``: hypothesis strategies for your own tests (needs ``loaderbench[test]``).
+* the root's modules: values and rules (``config``, ``measurement``, ``metrics``, ``errors``, ``ids``,
+  ``stats``, ``formatting``, ``jsondoc``, ``clock``, ...), importing no subpackage;
+* ``data`` (the scenario and noise-prior files), ``workloads`` (dataset recipes), ``pipelines`` (DataLoader and
+  the other input pipelines), ``cuda`` (the CUDA consumer, its arithmetic, NVML), ``store`` (baselines, results,
+  fingerprint), ``decision`` (how a comparison becomes a verdict);
+* ``testing``: the simulated GPU, odd datasets, hypothesis strategies;
+* ``engine``: measuring one case (the harness, :func:`measure`);
+* ``ranks`` (a case in several ranks) and ``gate`` (the stored regression gate);
+* ``selection`` (which cases run, and where) and ``report`` (terminal, Markdown, plots);
+* ``history`` (every run kept, change points), ``tune`` (``loaderbench tune``), ``ab`` (the interleaved A/B);
+* ``selfcheck`` (the suite's checks of itself) and ``pytest_plugin`` (the plugin);
+* entry points: ``suite`` (the shipped benchmark cases), ``cli`` (``loaderbench``), ``tools`` (``python -m``).
 """
 
 from typing import TYPE_CHECKING
@@ -25,7 +29,6 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562), so a worker pr
     from loaderbench.engine.consumers import CpuConsumer
     from loaderbench.engine.harness import measure
     from loaderbench.engine.plan import Plan
-    from loaderbench.engine.workloads import Workload, load_scenarios
     from loaderbench.errors import (
         BaselineError,
         CaseFailed,
@@ -37,6 +40,7 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562), so a worker pr
     )
     from loaderbench.gate import Gate, Settings, Thresholds, Verdict, compare
     from loaderbench.measurement import Measurement
+    from loaderbench.workloads.recipes import Workload, load_scenarios
 
 #: Public name -> the module that defines it.
 _LAZY = {
@@ -46,8 +50,8 @@ _LAZY = {
     "CpuConsumer": "loaderbench.engine.consumers",
     "measure": "loaderbench.engine.harness",
     "Plan": "loaderbench.engine.plan",
-    "Workload": "loaderbench.engine.workloads",
-    "load_scenarios": "loaderbench.engine.workloads",
+    "Workload": "loaderbench.workloads.recipes",
+    "load_scenarios": "loaderbench.workloads.recipes",
     "BaselineError": "loaderbench.errors",
     "CaseFailed": "loaderbench.errors",
     "InvalidConfig": "loaderbench.errors",

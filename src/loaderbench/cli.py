@@ -33,6 +33,7 @@ from typing import TextIO
 from loaderbench.ab.command import run_base_ref, run_command
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.errors import CaseFailed, LoaderbenchError, UsageError
+from loaderbench.formatting import terminal_width
 from loaderbench.gate.thresholds import Thresholds, parse_thresholds
 from loaderbench.history import overview, store
 from loaderbench.history.page import write_page
@@ -40,7 +41,6 @@ from loaderbench.history.summary import markdown
 from loaderbench.metrics import METRICS
 from loaderbench.options import choice, number
 from loaderbench.report.files import ReportFiles, write_report_files
-from loaderbench.report.format import terminal_width
 from loaderbench.report.terminal import terminal_report
 from loaderbench.store.results import read_results
 from loaderbench.tune.pipelines import parse_pipelines

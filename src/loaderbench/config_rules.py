@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from loaderbench.engine.collates import pad_collate
+from loaderbench.collates import pad_collate
 from loaderbench.errors import InvalidConfig
 
 #: ``in_order`` was added to ``DataLoader`` in torch 2.6.

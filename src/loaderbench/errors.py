@@ -7,6 +7,58 @@ what to do instead.  Catch :class:`LoaderbenchError` to catch them all.
 from __future__ import annotations
 
 import contextlib
+from enum import StrEnum
+
+
+class FailureKind(StrEnum):
+    """What went wrong in a failed case (:attr:`CaseFailed.kind`): one enumeration for the code, the records and
+    the docs (each member's meaning is :data:`FAILURE_KINDS`)."""
+
+    COLLATE = "collate"
+    CUDA = "cuda"
+    TOO_MANY_OPEN_FILES = "too-many-open-files"
+    SHM_EXHAUSTED = "shm-exhausted"
+    PICKLING = "pickling"
+    WORKER_KILLED = "worker-killed"
+    SEGFAULT = "segfault"
+    WORKER_DIED = "worker-died"
+    TIMEOUT = "timeout"
+    HANG = "hang"
+    PYTEST_TIMEOUT = "pytest-timeout"
+    DATASET = "dataset"
+    WORKLOAD = "workload"
+    PIPELINE = "pipeline"
+    RANKS = "ranks"
+    RANK_DIED = "rank-died"
+    RANK_ERROR = "rank-error"
+    RANK_WAIT = "rank-wait"
+    SAME_SAMPLES = "same-samples"
+    OTHER_NODE = "other-node"
+
+
+#: What each failure kind means, in a line.
+FAILURE_KINDS: dict[FailureKind, str] = {
+    FailureKind.COLLATE: "the collate function failed on the batch's samples (ragged shapes, mixed types)",
+    FailureKind.CUDA: "a CUDA call failed (the call is named; GPU memory is released)",
+    FailureKind.TOO_MANY_OPEN_FILES: "out of file descriptors (raise ulimit -n, or share tensors by file_system)",
+    FailureKind.SHM_EXHAUSTED: "/dev/shm filled up (a bigger --shm-size, fewer workers or a smaller prefetch_factor)",
+    FailureKind.PICKLING: "the dataset or a setting could not be pickled for spawn/forkserver workers",
+    FailureKind.WORKER_KILLED: "a worker was killed by a signal, usually the out-of-memory killer",
+    FailureKind.SEGFAULT: "a worker crashed with a segmentation fault",
+    FailureKind.WORKER_DIED: "a worker exited unexpectedly",
+    FailureKind.TIMEOUT: "the DataLoader's own timeout expired waiting for a batch",
+    FailureKind.HANG: "the watchdog saw no progress within --loader-batch-timeout",
+    FailureKind.PYTEST_TIMEOUT: "pytest-timeout's limit fired during the case",
+    FailureKind.DATASET: "the dataset raised while producing a sample",
+    FailureKind.WORKLOAD: "the workload could not be built (its factory or parameters)",
+    FailureKind.PIPELINE: "the chosen pipeline (torchdata nodes, SPDL) is missing or failed",
+    FailureKind.RANKS: "the ranks could not be started or run (torchrun, the process group)",
+    FailureKind.RANK_DIED: "a rank's process died",
+    FailureKind.RANK_ERROR: "a rank raised an error (the first rank's error is reported)",
+    FailureKind.RANK_WAIT: "a rank was stopped while waiting for the others",
+    FailureKind.SAME_SAMPLES: "two ranks loaded the same samples (a sampler not sharded by rank)",
+    FailureKind.OTHER_NODE: "not a fault: on a node without rank 0, the case's result is recorded on node 0",
+}
 
 
 class LoaderbenchError(Exception):
@@ -59,18 +111,16 @@ class CaseFailed(LoaderbenchError):
     The message is one paragraph naming the case, the fault and the remedy;
     the session goes on with the next case.  The exception also carries them
     as data: ``case`` (the case id), ``phase`` (what the harness was doing,
-    e.g. ``"waiting for the first batch"``) and ``kind`` (the fault:
-    ``collate``, ``cuda``, ``too-many-open-files``, ``shm-exhausted``,
-    ``pickling``, ``worker-killed``, ``segfault``, ``worker-died``,
-    ``timeout``, ``hang``, ``dataset``, ``workload``), so a caller can act on
-    it without parsing the message.
+    e.g. ``"waiting for the first batch"``) and ``kind`` (a :class:`FailureKind`), so a caller can act
+    on it without parsing the message.
     """
 
     def __init__(self, message: str, *, case: str = "", phase: str = "", kind: str = "") -> None:
         super().__init__(message)
         self.case = case
         self.phase = phase
-        self.kind = kind
+        #: a :class:`FailureKind` ("" when unknown, e.g. a record from an older version)
+        self.kind: str = FailureKind(kind) if kind in FailureKind.__members__.values() else kind
 
     def __reduce__(self) -> tuple[object, ...]:  # picklable with its data (e.g. across processes)
         return (_case_failed, (str(self), self.case, self.phase, self.kind))

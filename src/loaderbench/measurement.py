@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from loaderbench import stats
+from loaderbench import jsondoc, stats
 from loaderbench.config import LoaderConfig
-from loaderbench.store import jsondoc
 
 #: Relative IQR of samples/s from which a case is called unstable.
 UNSTABLE_RELATIVE_IQR = 0.10
@@ -295,8 +294,10 @@ class Measurement:
             workload=str(d["workload"]),
             device=str(d["device"]),
             config=LoaderConfig(**config),
-            rounds={str(k): _floats(v) for k, v in _mapping(d.get("rounds", {}), "rounds").items()},
-            phases={str(k): float(v) for k, v in _mapping(d.get("phases", {}), "phases").items() if v is not None},
+            rounds={str(k): _floats(v) for k, v in jsondoc.mapping(d.get("rounds", {}), "rounds").items()},
+            phases={
+                str(k): float(v) for k, v in jsondoc.mapping(d.get("phases", {}), "phases").items() if v is not None
+            },
             steady_batches=int(d.get("steady_batches", 0)),
             bytes_per_sample=int(d.get("bytes_per_sample", 0)),
             peak_memory_bytes=None if memory is None else int(memory),
@@ -305,7 +306,7 @@ class Measurement:
             torch_threads=int(d.get("torch_threads", 1)),
             cpus=int(d.get("cpus", 1)),
             notes=tuple(str(n) for n in d.get("notes", ())),
-            extra=dict(_mapping(d.get("extra", {}), "extra")),
+            extra=dict(jsondoc.mapping(d.get("extra", {}), "extra")),
             consumer=str(d.get("consumer", "")),
             session=str(d.get("session", "")),
             recorded=str(d.get("recorded", "")),
@@ -341,12 +342,6 @@ def sessions(runs: Iterable[Measurement]) -> dict[str, list[Measurement]]:
     for i, run in enumerate(runs):
         out.setdefault(run.session or f"#{i}", []).append(run)
     return out
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{where!r} is not a JSON object")
-    return value
 
 
 def _floats(values: Any) -> tuple[float, ...]:

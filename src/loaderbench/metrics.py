@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from loaderbench import stats
+from loaderbench.formatting import fmt_unit
 from loaderbench.measurement import Measurement
-from loaderbench.report.format import fmt_unit
 
 Direction = Literal["higher", "lower"]
 Source = Literal["rounds", "value", "extra"]

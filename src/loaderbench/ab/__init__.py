@@ -7,6 +7,6 @@
 * :mod:`~loaderbench.ab.process`: interpreter checks, the probe, children in their own process group;
 * :mod:`~loaderbench.ab.runner`: the ABBA schedule, the budget and the decisions;
 * :mod:`~loaderbench.ab.render`: the terminal and Markdown output;
-* :mod:`~loaderbench.ab.pytest_hooks`: the pytest integration;
+* :mod:`~loaderbench.pytest_plugin.ab_hooks`: the pytest integration;
 * :mod:`~loaderbench.ab.command`: the ``loaderbench ab`` command's work.
 """

@@ -20,7 +20,6 @@ bad arguments.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -30,34 +29,20 @@ from typing import Any, TextIO
 
 from loaderbench.ab.records import PROTOCOL, TEST_PREFIX, ChildSpec, line, snapshot_variables
 from loaderbench.ab.user_tests import run_tests
-from loaderbench.config import LoaderConfig
 from loaderbench.engine import allocator
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import build_tier, explicit_tier
-from loaderbench.engine.tiers import with_ranks as ranked_cases
-from loaderbench.engine.workloads import load_scenarios, spin_loops_per_s
 from loaderbench.errors import CaseFailed, LoaderbenchError
+from loaderbench.selection.run import run_case
 from loaderbench.store import environment
-from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
+from loaderbench.workloads.recipes import load_scenarios, spin_loops_per_s
 
 
 def select_cases(spec: ChildSpec) -> list[Case]:
-    """The spec's tier, workloads, explicit config and device, as ``pytest --benchmark`` selects them,
-    CPU cases first (CUDA must not be initialised before fork-started workers).  Raises
-    :class:`~loaderbench.errors.LoaderbenchError` subclasses with the option named."""
-    workloads = load_scenarios(spec.scenarios)
-    only = list(spec.workloads) if spec.workloads is not None else None
-    tier = build_tier(spec.tier, workloads, only=only)
-    if spec.config:
-        tier = explicit_tier(tier, workloads, LoaderConfig.from_id(spec.config))
-    cases = [c for c in tier.cases if spec.device == "all" or c.device == spec.device]
-    if spec.simulated_gpu:  # as the plugin marks them: never a silent fallback, only when asked
-        gpu = SimulatedGpuSpec.from_env()
-        cases = [dataclasses.replace(c, simulated_gpu=gpu) if c.device == "cuda" else c for c in cases]
-    if spec.ranks != 1:  # --loader-ranks: as the pytest session runs them
-        cases = list(ranked_cases(cases, spec.ranks))
-    return sorted(cases, key=lambda c: c.device == "cuda")
+    """The spec's cases, selected as ``pytest --benchmark`` selects them (:mod:`loaderbench.selection.select`).
+    Raises :class:`~loaderbench.errors.LoaderbenchError` subclasses with the option named."""
+    selection = spec.selection
+    return selection.cases_of(selection.tier_of(load_scenarios(spec.scenarios)))
 
 
 def _write(out: TextIO, record: dict[str, Any]) -> None:

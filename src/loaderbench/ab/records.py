@@ -31,6 +31,7 @@ from typing import Any
 from loaderbench.ab.errors import ABError
 from loaderbench.errors import InvalidConfig
 from loaderbench.measurement import Measurement
+from loaderbench.selection.select import Selection
 from loaderbench.store.environment import Environment
 
 #: The protocol version a child writes and the runner reads.
@@ -66,6 +67,10 @@ class ChildSpec:
     rootdir: str = ""
     ranks: int = 1  # --loader-ranks: each case in that many ranks
     simulated_gpu: bool = False  # --loader-simulated-gpu: CUDA cases on the simulated device
+
+    @property
+    def selection(self) -> Selection:
+        return Selection(self.tier, self.workloads, self.config, self.device, self.simulated_gpu, self.ranks)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,7 @@
 """The A/B's text: the progress line per child, the end-of-run summary (the regressions table first) and
 the Markdown section of ``report.md``.
 
-Every number goes through :mod:`loaderbench.report.format`; the verdict tables are the stored gate's
+Every number goes through :mod:`loaderbench.formatting`; the verdict tables are the stored gate's
 (:mod:`loaderbench.report.verdicts`), one renderer for both modes.
 Ratios are ``head / base``; the change column reads from the head's
 side (``2.01x slower``: the head is slower).
@@ -13,8 +13,8 @@ import dataclasses
 
 from loaderbench.ab.paired import ABVerdict
 from loaderbench.ab.runner import ABResult, Step
+from loaderbench.formatting import fmt_time
 from loaderbench.measurement import Measurement
-from loaderbench.report.format import fmt_time
 from loaderbench.report.table import Column, markdown_table
 from loaderbench.report.verdicts import (
     AB_COLUMNS,

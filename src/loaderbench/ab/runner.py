@@ -38,12 +38,12 @@ from loaderbench.ab.process import run_grouped
 from loaderbench.ab.records import TEST_PREFIX, ChildOutput, ChildSpec, read_records, variable_changes
 from loaderbench.decision.rules import Levels
 from loaderbench.decision.sequential import DEFAULT_MAX_PAIRS, MIN_PAIRS
-from loaderbench.engine.workloads import CALIBRATION_ENV, spin_loops_per_s
 from loaderbench.gate.priors import NoisePriors
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
 from loaderbench.store.environment import Environment, changes
+from loaderbench.workloads.recipes import CALIBRATION_ENV, spin_loops_per_s
 
 ARMS = ("base", "head")
 #: The module each arm runs as a child.

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from loaderbench.ab.records import TEST_PREFIX, ChildSpec
-from loaderbench.pytest_plugin import FIXTURE
+from loaderbench.pytest_names import FIXTURE
 
 Write = Callable[[dict[str, Any]], None]
 

@@ -1,4 +1,4 @@
-"""The CUDA side of loaderbench: the public surface, over three private modules.
+"""The CUDA path: how a GPU is fed.  This package re-exports its modules' main names; importers may use either.
 
 What a GPU job cares about is how fast samples become *ready in GPU memory*,
 how long the GPU waits for them, and how close the host-to-device path comes to

@@ -23,7 +23,7 @@ import torch
 
 from loaderbench import ids
 from loaderbench.config import LoaderConfig
-from loaderbench.errors import InvalidConfig
+from loaderbench.config_rules import fail
 
 Pipeline = Literal["plain", "prefetcher"]
 PIPELINES: tuple[Pipeline, ...] = ("plain", "prefetcher")
@@ -49,10 +49,6 @@ _ID_TOKENS: tuple[ids.Token, ...] = (
 )
 
 
-def _fail(name: str, value: object, why: str, fix: str) -> InvalidConfig:
-    return InvalidConfig(f"{name}={value!r}: {why}. {fix}.")
-
-
 @dataclass(frozen=True, slots=True)
 class CudaSpec:
     """The consumer side of a CUDA case: how each batch is fed to the GPU.
@@ -74,17 +70,17 @@ class CudaSpec:
     def __post_init__(self) -> None:
         ms = self.step_ms
         if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms < 0:
-            raise _fail(
+            raise fail(
                 "step_ms", ms, "must be a finite number of milliseconds >= 0", "Use 0 for a pure feed, or e.g. 5"
             )
         object.__setattr__(self, "step_ms", float(ms))  # 5 and 5.0 give one id and one JSON value
         if not isinstance(self.non_blocking, bool):
-            raise _fail("non_blocking", self.non_blocking, "must be True or False", "Pass a bool")
+            raise fail("non_blocking", self.non_blocking, "must be True or False", "Pass a bool")
         if self.pipeline not in PIPELINES:
-            raise _fail("pipeline", self.pipeline, "is not a CUDA pipeline", f"Use one of {PIPELINES}")
+            raise fail("pipeline", self.pipeline, "is not a CUDA pipeline", f"Use one of {PIPELINES}")
         q = self.queue_depth
         if isinstance(q, bool) or not isinstance(q, int) or q < 1:
-            raise _fail(
+            raise fail(
                 "queue_depth", q, "must be an integer >= 1", "Use 2 (the default) or 1 for a loop that syncs every step"
             )
 
@@ -148,7 +144,7 @@ def check_start_method(config: LoaderConfig) -> None:
     if method is None or method in SAFE_START_METHODS:
         return
     default = " (the platform default)" if config.multiprocessing_context is None else ""
-    raise _fail(
+    raise fail(
         "multiprocessing_context",
         config.multiprocessing_context,
         f"a CUDA case with num_workers={config.num_workers} would start its workers with {method}{default}, "

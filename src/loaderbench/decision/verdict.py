@@ -7,11 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from loaderbench import stats
+from loaderbench import jsondoc, stats
 from loaderbench.decision.job import Decision
 from loaderbench.decision.rules import Outcome
 from loaderbench.metrics import METRICS
-from loaderbench.store import jsondoc
 
 Mode = Literal["stored", "ab"]
 

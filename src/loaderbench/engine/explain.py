@@ -18,14 +18,14 @@ import resource
 import signal
 from collections.abc import Mapping
 
+from loaderbench.collates import CollateError
 from loaderbench.cuda.ops import cuda_call_of
 from loaderbench.engine.cleanup import SHM_DIR
-from loaderbench.engine.collates import CollateError
-from loaderbench.errors import CaseFailed
+from loaderbench.errors import CaseFailed, FailureKind
 
 _COLLATE_REMEDY = (
     "return samples of equal shape from __getitem__, pad them in a collate function "
-    "(loaderbench.engine.collates.pad_collate), or keep each batch as a list (collate='list') "
+    "(loaderbench.collates.pad_collate), or keep each batch as a list (collate='list') "
     "or unbatched (batch_size=None)"
 )
 _STACK = re.compile(
@@ -88,7 +88,7 @@ def _explain(
     during = f", while {phase}" if phase else ""
     if isinstance(exc, CollateError):
         return case_failure(
-            "collate",
+            FailureKind.COLLATE,
             case,
             f"{_collate_detail(exc).replace('in one batch', 'in one batch cannot be collated: they', 1)}{_where(text)}"
             f"{during}",
@@ -96,7 +96,7 @@ def _explain(
         )
     if (m := _STACK.search(text)) is not None:
         return case_failure(
-            "collate",
+            FailureKind.COLLATE,
             case,
             f"samples in one batch cannot be collated: they hold tensors of shapes {m.group(1)} (entry {m.group(2)}) "
             f"and {m.group(3)} (entry {m.group(4)}), which default_collate cannot stack{_where(text)}{during}",
@@ -104,7 +104,7 @@ def _explain(
         )
     if "each element in list of batch should be of equal size" in low:
         return case_failure(
-            "collate",
+            FailureKind.COLLATE,
             case,
             "samples in one batch cannot be collated: they hold lists or tuples of different lengths, "
             f"which default_collate cannot zip{_where(text)}{during}",
@@ -112,7 +112,7 @@ def _explain(
         )
     if (m := _FOUND.search(text)) is not None:
         return case_failure(
-            "collate",
+            FailureKind.COLLATE,
             case,
             f"samples cannot be collated: they hold a {m.group(1)}, which default_collate cannot batch (it takes "
             f"tensors, numpy arrays, numbers, strings, dicts, lists, tuples and namedtuples){_where(text)}{during}",
@@ -123,7 +123,7 @@ def _explain(
         call = cuda_call_of(exc)
         at = f"at {call}" if call else "while a batch was copied or the simulated step ran"
         return case_failure(
-            "cuda",
+            FailureKind.CUDA,
             case,
             f"the GPU raised a CUDA error {at} ({detail}){during}; the case's GPU memory is released and the next "
             "case runs",
@@ -134,7 +134,7 @@ def _explain(
     if any(n in low for n in _NOFILE) or getattr(exc, "errno", None) == errno.EMFILE:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return case_failure(
-            "too-many-open-files",
+            FailureKind.TOO_MANY_OPEN_FILES,
             case,
             "the process ran out of file descriptors: the file_descriptor sharing strategy keeps one open "
             f"descriptor per shared tensor in flight ({detail}; ulimit -n is {soft}){during}",
@@ -144,7 +144,7 @@ def _explain(
         )
     if any(n in low for n in _SHM) or ("no space left on device" in low and ("torch_" in low or "shm" in low)):
         return case_failure(
-            "shm-exhausted",
+            FailureKind.SHM_EXHAUSTED,
             case,
             f"shared memory (/dev/shm) ran out while workers passed batches to the main process ({detail}; "
             f"{shm_usage()}){during}",
@@ -154,7 +154,7 @@ def _explain(
         )
     if isinstance(exc, pickle.PicklingError) or any(n in low for n in _PICKLE):
         return case_failure(
-            "pickling",
+            FailureKind.PICKLING,
             case,
             "the dataset, collate_fn or worker_init_fn could not be pickled to start a spawn or forkserver worker "
             f"({detail}){during}",
@@ -163,7 +163,7 @@ def _explain(
         )
     if "killed by signal: killed" in low:
         return case_failure(
-            "worker-killed",
+            FailureKind.WORKER_KILLED,
             case,
             f"a worker process was killed with SIGKILL, most often by the kernel's OOM killer or a container memory "
             f"limit ({detail}){during}",
@@ -172,7 +172,7 @@ def _explain(
         )
     if "segmentation fault" in low:
         return case_failure(
-            "segfault",
+            FailureKind.SEGFAULT,
             case,
             f"a worker process crashed in native code with a segmentation fault ({detail}){during}",
             "run the case with num_workers=0 under `python -X faulthandler` to see the crashing call; native "
@@ -180,7 +180,7 @@ def _explain(
         )
     if "killed by signal" in low or "exited unexpectedly" in low or any(c > 0 for c in (worker_exits or {}).values()):
         return case_failure(
-            "worker-died",
+            FailureKind.WORKER_DIED,
             case,
             f"a worker process died ({detail}){during}",
             "run the case with num_workers=0 to see the failure in the main process; check `dmesg` for the OOM "
@@ -188,14 +188,14 @@ def _explain(
         )
     if "dataloader timed out after" in low:
         return case_failure(
-            "timeout",
+            FailureKind.TIMEOUT,
             case,
             f"no batch arrived within the case's DataLoader timeout ({detail}){during}: "
             "a worker is hung or far slower than the timeout allows",
             "find the blocking call in __getitem__, or raise timeout for genuinely slow storage",
         )
     return case_failure(
-        "dataset",
+        FailureKind.DATASET,
         case,
         f"the dataset or collate raised {detail}{during}",
         "fix the dataset; it raised in this process (num_workers=0): call its __getitem__ (and your collate) "

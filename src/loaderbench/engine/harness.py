@@ -53,13 +53,12 @@ import psutil
 import torch
 
 from loaderbench.clock import Clock, perf_clock
+from loaderbench.collates import ExplainingCollate
 from loaderbench.config import LoaderConfig
 from loaderbench.engine import allocator
 from loaderbench.engine.batches import tensor_bytes
 from loaderbench.engine.cleanup import alarm_held, reap, remove_leftover_segments, shm_segments
-from loaderbench.engine.collates import ExplainingCollate
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
-from loaderbench.engine.datasets import dist_rank
 from loaderbench.engine.explain import explain_failure
 from loaderbench.engine.memory import PeakMemorySampler, known_processes, tree_cpu_seconds
 from loaderbench.engine.plan import (
@@ -72,13 +71,20 @@ from loaderbench.engine.plan import (
     warmup_batches,
 )
 from loaderbench.engine.watchdog import Hung, Watchdog
-from loaderbench.engine.workloads import Workload
-from loaderbench.errors import CaseFailed, InvalidConfig, LoaderbenchError, WorkloadError, note_interruption
+from loaderbench.errors import (
+    CaseFailed,
+    FailureKind,
+    LoaderbenchError,
+    WorkloadError,
+    note_interruption,
+)
 from loaderbench.machine import affinity_cpus
 from loaderbench.measurement import PROCESS_SESSION, Measurement, case_id, now
 from loaderbench.pipelines import registry
 from loaderbench.pipelines.base import Pipeline
 from loaderbench.pipelines.dataloader import await_a_dead_worker
+from loaderbench.workloads.datasets import dist_rank
+from loaderbench.workloads.recipes import Workload
 
 
 def measure(
@@ -117,7 +123,7 @@ def measure(
         dog.phase("sizing the epoch (a pilot of a few samples in the main process)")
         epoch = plan_epoch(workload, config, plan, estimate_samples_per_s(workload, config, where, clock=clock))
         rank = _rank_of(config, cid, dog.current_phase)
-        _check_pipeline(config, cid, dog.current_phase)
+        registry.check_for_case(config, cid, dog.current_phase)
         dog.phase("building the dataset")
         dataset = workload.build(epoch.length * config.ranks, where)  # each rank reads its share
         with warnings.catch_warnings(record=True) as caught:
@@ -126,7 +132,7 @@ def measure(
             kwargs = config.dataloader_kwargs(dataset, seed=plan.seed, user_collate=workload.user_collate(), rank=rank)
             # a pass-through that, if collation fails, names where the samples differ (in the worker)
             kwargs["collate_fn"] = ExplainingCollate(kwargs["collate_fn"], auto_batching=config.batch_size is not None)
-            loader = _build(config, dataset, kwargs, cid, dog.current_phase)
+            loader = registry.build_for_case(config, dataset, kwargs, cid, dog.current_phase)
             result = _run(loader, config, epoch, plan, clock, runner, consumer, dog, workers, exits, notes)
             notes.extend(n for n in loader.notes if n not in notes)
         for w in caught:
@@ -147,7 +153,7 @@ def measure(
         raise dog.failure(config.timeout) from None
     except WorkloadError as exc:  # a user factory that cannot be imported, raises or returns no Dataset
         raise CaseFailed(
-            " ".join(f"case {cid} failed: {exc}".split()), case=cid, phase=dog.current_phase, kind="workload"
+            " ".join(f"case {cid} failed: {exc}".split()), case=cid, phase=dog.current_phase, kind=FailureKind.WORKLOAD
         ) from None
     except LoaderbenchError:
         raise
@@ -214,7 +220,7 @@ def _rank_of(config: LoaderConfig, cid: str, phase: str) -> int:
             f"Run it with --loader-ranks={config.ranks} (torch.distributed.run starts the ranks).",
             case=cid,
             phase=phase,
-            kind="ranks",
+            kind=FailureKind.RANKS,
         )
     return rank if config.ranks > 1 else 0
 
@@ -224,20 +230,6 @@ def _release_frames(exc: BaseException) -> None:
     shared-memory segments are freed now, not whenever the exception chain is collected."""
     with contextlib.suppress(Exception):
         traceback.clear_frames(exc.__traceback__)
-
-
-def _check_pipeline(config: LoaderConfig, cid: str, phase: str) -> None:
-    """A case whose pipeline is not installed fails with the one reason (the plugin skips it earlier)."""
-    reason = registry.unavailable_reason(config.pipeline)
-    if reason is not None:
-        raise CaseFailed(f"case {cid} failed: {reason}.", case=cid, phase=phase, kind="pipeline")
-
-
-def _build(config: LoaderConfig, dataset: Any, kwargs: dict[str, Any], cid: str, phase: str) -> Pipeline:
-    try:
-        return registry.build(config.pipeline, dataset, kwargs, config)
-    except InvalidConfig as exc:  # e.g. a map-only pipeline over an iterable dataset
-        raise CaseFailed(f"case {cid} failed: {exc}", case=cid, phase=phase, kind="pipeline") from None
 
 
 def _run(

@@ -16,9 +16,9 @@ from torch.utils.data import IterableDataset
 from loaderbench.clock import Clock, perf_clock
 from loaderbench.config import LoaderConfig
 from loaderbench.engine.batches import tensor_bytes
-from loaderbench.engine.workloads import Workload
 from loaderbench.errors import UsageError
 from loaderbench.machine import affinity_cpus
+from loaderbench.workloads.recipes import Workload
 
 #: Sustained shared-memory IPC rate assumed when sizing worker cases (bytes/s).
 _IPC_BYTES_PER_S_GUESS = 1.5e9

@@ -29,7 +29,7 @@ import psutil
 
 from loaderbench.engine.cleanup import case_processes, kill
 from loaderbench.engine.explain import case_failure
-from loaderbench.errors import CaseFailed
+from loaderbench.errors import CaseFailed, FailureKind
 
 #: Seconds the watchdog waits, after killing the workers, for the main process to notice before interrupting it.
 KILL_GRACE_S = 10.0
@@ -201,7 +201,7 @@ class Watchdog:
             else "the case's DataLoader timeout is 0 (wait forever)"
         )
         return case_failure(
-            "hang",
+            FailureKind.HANG,
             self.case,
             f"no batch arrived and no phase began for {self.limit_s:g} s (Plan.batch_timeout_s) while "
             f"{self.fired_phase}: the dataset hangs; {where}; {timeout}",

@@ -4,7 +4,8 @@ A baseline recorded once cannot measure its own session-to-session noise, so
 the gate starts from a prior: the standard deviation of log values between
 processes that the self-check measured on this machine class for each workload
 and metric (``python -m loaderbench.tools.spread --priors-out``), shipped as data
-in ``fixtures/noise.toml``, with the degrees of freedom it was measured with.
+in ``loaderbench/data/noise.toml`` (or a rootdir's ``fixtures/noise.toml``), with the degrees of
+freedom it was measured with.
 The gate pools it with what the baseline's own sessions show (the prior counts
 as that many extra degrees of freedom), so one session already gates large
 regressions and more sessions narrow the noise where the case is quieter or
@@ -40,6 +41,7 @@ from typing import Any
 
 from scipy import stats as sps
 
+from loaderbench import jsondoc
 from loaderbench.errors import UsageError
 from loaderbench.metrics import METRICS
 
@@ -171,12 +173,14 @@ def _table(table: Any, path: Path, where: str, between_hosts: float) -> dict[str
 
 
 def _mapping(value: Any, path: Path, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise UsageError(f"noise_priors={str(path)!r}: [{where}] is not a table. Fix the file.")
-    return value
+    try:
+        return jsondoc.mapping(value, f"[{where}]")
+    except TypeError:
+        raise UsageError(f"noise_priors={str(path)!r}: [{where}] is not a table. Fix the file.") from None
 
 
 def _number(value: Any, path: Path, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise UsageError(f"noise_priors={str(path)!r}: {where} is not a non-negative number. Fix the file.")
-    return float(value)
+    try:
+        return jsondoc.number(value, where, minimum=0.0)
+    except TypeError:
+        raise UsageError(f"noise_priors={str(path)!r}: {where} is not a non-negative number. Fix the file.") from None

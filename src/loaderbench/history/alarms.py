@@ -29,12 +29,12 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from loaderbench.formatting import fmt_change
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.history.changepoints import MIN_SIZE, ChangePoint, detect
 from loaderbench.history.record import Point, Z
 from loaderbench.history.store import History
 from loaderbench.metrics import METRICS, Metric
-from loaderbench.report.format import fmt_change
 from loaderbench.store.environment import changes
 
 #: A change point older than this many runs no longer fails a job.

@@ -324,7 +324,7 @@ def update(
     ``REACH * window`` points however long the history.  The change points before that are kept from
     ``previous``; the merge runs over them and the new candidates.  The answer equals a full :func:`detect`
     unless a candidate the earlier merge dropped would survive the new one: one more than ``REACH``
-    windows back in a long last segment, or one whose neighbour moved (``tests/test_changepoints.py`` and
+    windows back in a long last segment, or one whose neighbour moved (``tests/history/test_changepoints.py`` and
     ``python -m loaderbench.tools.changepoint_figures`` measure how rare that is)."""
     _check(alpha, min_size, window)
     if not 0 <= previous_length <= len(values):

@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from loaderbench import jsondoc
 from loaderbench.gate.model import within_se
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
-from loaderbench.store import jsondoc
 from loaderbench.store.environment import WORKLOAD_PACKAGES, Environment, normalise
 from loaderbench.store.fingerprint import Fingerprint
 

@@ -4,7 +4,7 @@ The format is :mod:`loaderbench.history.record`'s.  The promises:
 
 * **Append-only.**  A run's records are appended as whole lines in one ``write`` on a descriptor opened with
   ``O_APPEND``, then ``fsync``-ed; nothing already in the file is ever rewritten, except a torn last line
-  (below).  Appends take the store's lock (:func:`loaderbench.store.jsondoc.locked`, an ``flock`` on
+  (below).  Appends take the store's lock (:func:`loaderbench.jsondoc.locked`, an ``flock`` on
   ``.NAME.jsonl.lock`` beside the file), so concurrent appends from several processes all land, whole.
 * **Crash-safe.**  A run killed mid-append leaves at most a torn last line (no newline at its end).  A reader
   skips a torn *last* line with a warning (logged, and in :attr:`History.notes`); the next append, under the
@@ -34,17 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loaderbench import jsondoc
 from loaderbench.errors import HistoryError
 from loaderbench.history.record import Point, RunRecord, header, header_hardware, is_header, point
 from loaderbench.measurement import now
 from loaderbench.metrics import METRICS
-from loaderbench.store import jsondoc
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint, diff
 
 #: A history file's suffix.
 SUFFIX = ".jsonl"
-#: The fault hook's step (tests only, :mod:`loaderbench.store.jsondoc`): die with half an append written.
+#: The fault hook's step (tests only, :mod:`loaderbench.jsondoc`): die with half an append written.
 HALF_WRITTEN = "history-half-written"
 #: The lock's default patience (seconds), as the baseline store's.
 LOCK_TIMEOUT_S = 120.0

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from loaderbench.config import LoaderConfig
 from loaderbench.config_rules import PIPELINE_UNSUPPORTED, PIPELINES
+from loaderbench.errors import CaseFailed, FailureKind, InvalidConfig
 from loaderbench.pipelines.base import Pipeline
 from loaderbench.pipelines.dataloader import DataLoaderPipeline, stateful_pipeline
 from loaderbench.pipelines.nodes import NodesPipeline
@@ -78,3 +79,18 @@ def build(name: str, dataset: Dataset[Any], kwargs: dict[str, Any], config: Any)
     if name == "spdl":
         return SpdlPipeline(dataset, kwargs, config)
     raise KeyError(name)
+
+
+def check_for_case(config: LoaderConfig, cid: str, phase: str) -> None:
+    """A case whose pipeline is not installed fails with the one reason (the plugin skips it earlier)."""
+    reason = unavailable_reason(config.pipeline)
+    if reason is not None:
+        raise CaseFailed(f"case {cid} failed: {reason}.", case=cid, phase=phase, kind=FailureKind.PIPELINE)
+
+
+def build_for_case(config: LoaderConfig, dataset: Any, kwargs: dict[str, Any], cid: str, phase: str) -> Pipeline:
+    """:func:`build` for a case: a pipeline that cannot take this dataset fails the case, naming it."""
+    try:
+        return build(config.pipeline, dataset, kwargs, config)
+    except InvalidConfig as exc:  # e.g. a map-only pipeline over an iterable dataset
+        raise CaseFailed(f"case {cid} failed: {exc}", case=cid, phase=phase, kind=FailureKind.PIPELINE) from None

@@ -1,6 +1,2 @@
-"""pytest_plugin"""
-
-#: The fixture a user's own benchmark test takes (:mod:`loaderbench.pytest_plugin.fixture`).
-FIXTURE = "loader_benchmark"
-#: The fixture the suite's own cases are parametrized over (one Case per test item).
-CASE_FIXTURE = "loaderbench_case"
+"""The pytest plugin: options, collection and ordering of the cases, the ``loader_benchmark`` fixture, the
+session that measures, records and gates, the A/B hooks, and the run's exit code."""

@@ -24,12 +24,13 @@ import pytest
 
 from loaderbench.ab.process import run_grouped
 from loaderbench.ab.records import TEST_PREFIX, ChildSpec, read_records
-from loaderbench.engine.cases import Case
-from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
+from loaderbench.engine.case import Case
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.runner import Confirm
 from loaderbench.measurement import Measurement
+from loaderbench.pytest_plugin.run_options import run_options
 from loaderbench.ranks.launch import several_nodes
+from loaderbench.workloads.recipes import CALIBRATION_ENV, calibrated, spin_loops_per_s
 
 
 def fresh_process(spec: ChildSpec, requests: Mapping[str, str], case_ids: Sequence[str]) -> dict[str, Measurement]:
@@ -100,18 +101,18 @@ def request_of(case: Case) -> str:
 
 def child_spec(config: pytest.Config, scenarios: Path, ranks: int) -> ChildSpec:
     """This run's selection as the A/B child protocol's spec (for a fresh confirming process)."""
-    opt = config.option
-    timeout = opt.loader_batch_timeout
+    opts = run_options(config)
+    timeout = opts.batch_timeout_s
     return ChildSpec(
         scenarios=str(scenarios.resolve()),
-        tier=opt.loader_tier,
-        device=opt.loader_device,
-        rounds=opt.loader_rounds,
-        round_s=opt.loader_round_seconds,
+        tier=opts.tier,
+        device=opts.device,
+        rounds=opts.rounds,
+        round_s=opts.round_s,
         batch_timeout_s=timeout if math.isfinite(timeout) else None,
-        workloads=tuple(opt.loader_workloads.split(",")) if opt.loader_workloads else None,
-        config=opt.loader_config,
+        workloads=opts.workloads,
+        config=opts.config,
         rootdir=str(config.rootpath),
         ranks=ranks,
-        simulated_gpu=bool(getattr(opt, "loader_simulated_gpu", False)),
+        simulated_gpu=opts.simulated_gpu,
     )

@@ -24,15 +24,15 @@ import pytest
 
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.spec import cuda_available
-from loaderbench.engine.cases import Case
-from loaderbench.engine.tiers import build_tier
-from loaderbench.engine.workloads import Workload
+from loaderbench.engine.case import Case
 from loaderbench.errors import UsageError
 from loaderbench.measurement import Measurement
 from loaderbench.pipelines.registry import unavailable_reason
-from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
+from loaderbench.pytest_names import CASE_FIXTURE, FIXTURE
 from loaderbench.pytest_plugin.session import LoaderbenchSession
+from loaderbench.selection.tiers import build_tier
 from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
+from loaderbench.workloads.recipes import Workload
 
 __all__ = ["CASE_FIXTURE", "FIXTURE", "LoaderBenchmark", "make", "tier_configs", "workload_name"]
 _DEVICES = ("cpu", "cuda")
@@ -112,7 +112,6 @@ class LoaderBenchmark:
         case = Case(workload, config, device=device, simulated_gpu=simulated)
         self.measurement = self._session.run(case, self._benchmark)
         return self.measurement
-
 
     def _skip(self, reason: str) -> None:
         self._benchmark.skipped = True  # no pytest-benchmark "fixture was not used" warning beside the reason

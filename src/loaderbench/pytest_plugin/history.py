@@ -30,6 +30,7 @@ from loaderbench.history.drift import case_drift, offset_drift
 from loaderbench.history.record import records_from
 from loaderbench.history.store import History
 from loaderbench.measurement import Measurement, now
+from loaderbench.pytest_plugin.run_options import run_options
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint
 
@@ -99,9 +100,9 @@ class HistoryKeeper:
     def of(cls, config: pytest.Config, hardware: Fingerprint, environment: Environment) -> HistoryKeeper | None:
         """The keeper ``config``'s options ask for; None without ``--loader-history`` and in an xdist worker.
         Raises :class:`UsageError` for ``--loader-history-fail`` alone, :class:`HistoryError` for a bad file."""
-        opt = config.option
-        directory = getattr(opt, "loader_history", None)
-        fail = bool(getattr(opt, "loader_history_fail", False))
+        opts = run_options(config)
+        directory = opts.history
+        fail = opts.history_fail
         if fail and directory is None:
             raise UsageError(
                 "--loader-history-fail: there is no history to look at. Add --loader-history=DIR (the directory "
@@ -109,7 +110,7 @@ class HistoryKeeper:
             )
         if directory is None or getattr(config, "workerinput", None) is not None:
             return None  # a pytest-xdist worker never writes: see loaderbench.pytest_plugin.parallel
-        thresholds = getattr(opt, "loader_threshold", None)
+        thresholds = opts.threshold
         return cls(directory, hardware, environment, fail=fail, thresholds=thresholds)
 
     def offset_drift(self) -> dict[str, Prior]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import DEVICES, TIERS
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.options import choice, number
 from loaderbench.pytest_plugin.history import history_directory
 from loaderbench.pytest_plugin.session import threshold_option
+from loaderbench.selection.tiers import DEVICES, TIERS
 from loaderbench.testing.simulated_gpu import SIMULATED_GPU_NAME
 
 #: The harness's defaults, which the options' defaults are.

@@ -15,8 +15,8 @@ import re
 
 import pytest
 
-from loaderbench.engine.cases import Case
-from loaderbench.pytest_plugin import CASE_FIXTURE, FIXTURE
+from loaderbench.engine.case import Case
+from loaderbench.pytest_names import CASE_FIXTURE, FIXTURE
 
 
 def cuda_last(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item]:

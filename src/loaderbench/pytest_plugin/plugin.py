@@ -12,7 +12,6 @@ a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import tempfile
@@ -22,17 +21,17 @@ from typing import Any
 
 import pytest
 
-from loaderbench.ab.pytest_hooks import ABSession
 from loaderbench.cuda.spec import cuda_available
-from loaderbench.engine import decode
-from loaderbench.engine.cases import Case, simulated_ranks_reason
+from loaderbench.engine.case import Case, simulated_ranks_reason
+from loaderbench.formatting import terminal_width
 from loaderbench.pipelines.registry import unavailable_reason
 from loaderbench.pytest_plugin import exits, fixture, options, ordering, parallel, timeouts
+from loaderbench.pytest_plugin.ab_hooks import ABSession
+from loaderbench.pytest_plugin.run_options import run_options
 from loaderbench.pytest_plugin.session import LoaderbenchSession
 from loaderbench.report.files import write_report_files
-from loaderbench.report.format import terminal_width
 from loaderbench.report.terminal import terminal_report
-from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
+from loaderbench.workloads import decode
 
 CASE_FIXTURE = fixture.CASE_FIXTURE
 
@@ -55,14 +54,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "loaderbench(device='cpu'|'cuda'): a benchmark case; runs only under --benchmark. A loader_benchmark test "
         "that measures on CUDA says device='cuda' (or passes it literally), so it runs after every CPU case",
     )
-    if config.option.loader_ab is not None:
+    opts = run_options(config)
+    if opts.ab is not None:
         # the A/B runs the cases in child processes instead of this session: this process's own benchmark
         # session stays off (no tier of items, no gate, no baseline), and ABSession reports and sets the exit
         config.pluginmanager.register(ABSession(config), AB_PLUGIN)
-        config.option.benchmark = False
-    elif config.option.loader_ab_base_dir is not None:
+    elif opts.ab_base_dir is not None:
         raise pytest.UsageError(
-            f"--loader-ab-base-dir={config.option.loader_ab_base_dir}: only applies to an A/B. Add --loader-ab=BASE, "
+            f"--loader-ab-base-dir={opts.ab_base_dir}: only applies to an A/B. Add --loader-ab=BASE, "
             "or use `loaderbench ab --base-ref=REF`, which sets both."
         )
     config.stash[_SESSION_KEY] = LoaderbenchSession(config)
@@ -104,9 +103,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
         return
     cases = s.cases()
-    if simulated_gpu(metafunc.config):
-        spec = SimulatedGpuSpec.from_env()
-        cases = [dataclasses.replace(c, simulated_gpu=spec) if c.device == "cuda" else c for c in cases]
     params = [pytest.param(c, id=c.id, marks=_marks(c)) for c in cases]
     if not params:
         params = [pytest.param(None, id="no-cases", marks=pytest.mark.skip(reason=s.no_case_reason()))]
@@ -115,7 +111,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def simulated_gpu(config: pytest.Config) -> bool:
     """Whether ``--loader-simulated-gpu`` was given."""
-    return bool(getattr(config.option, "loader_simulated_gpu", False))
+    return run_options(config).simulated_gpu
 
 
 @functools.cache
@@ -257,7 +253,7 @@ def _finish(session: pytest.Session, exitstatus: int) -> None:
     s.finish(interrupted=interrupted)
     if interrupted or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         return
-    if session.config.option.collectonly:
+    if run_options(session.config).collect_only:
         return
     if not s.ran:
         # a benchmark run that benchmarked nothing must not look green to CI
@@ -298,7 +294,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line("")
         for line in gate_lines:
             tr.write_line(line)
-    report_dir = config.option.loader_report
+    report_dir = run_options(config).report
     if report_dir and s.measurements:
         files = write_report_files(
             report_dir,

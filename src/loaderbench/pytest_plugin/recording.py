@@ -13,11 +13,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 from loaderbench.errors import LoaderbenchError
+from loaderbench.formatting import fmt_change
 from loaderbench.gate.model import resolution, sessions_to_resolve
 from loaderbench.gate.priors import NoisePriors
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
-from loaderbench.report.format import fmt_change
 from loaderbench.store.baseline import BaselineStore
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import Fingerprint

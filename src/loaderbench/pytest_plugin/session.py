@@ -11,15 +11,11 @@ from typing import Any
 
 import pytest
 
-from loaderbench import suite
-from loaderbench.config import LoaderConfig
+from loaderbench import data
 from loaderbench.cuda.spec import fork_hazard, parent_cuda_initialized
 from loaderbench.engine import allocator, control
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import Tier, build_tier, explicit_tier
-from loaderbench.engine.tiers import with_ranks as ranked_cases
-from loaderbench.engine.workloads import calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.gate.model import Verdict
 from loaderbench.gate.priors import load_priors
@@ -30,12 +26,16 @@ from loaderbench.measurement import Measurement
 from loaderbench.pytest_plugin.confirm import child_spec, confirmer, fresh_process, on_this_node, request_of
 from loaderbench.pytest_plugin.history import HistoryKeeper
 from loaderbench.pytest_plugin.recording import add_noise_sessions, resolution_note, sessions_held
+from loaderbench.pytest_plugin.run_options import RunOptions, run_options
 from loaderbench.ranks.launch import OTHER_NODE
 from loaderbench.report.terminal import verdict_texts
 from loaderbench.report.verdicts import summary_lines
+from loaderbench.selection.run import run_case
+from loaderbench.selection.tiers import Tier
 from loaderbench.store import environment, fingerprint
 from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineDoc, BaselineStore
 from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
+from loaderbench.workloads.recipes import calibrated, load_scenarios, spin_loops_per_s, use_calibration
 
 
 def threshold_option(text: str) -> Any:
@@ -59,56 +59,43 @@ def per_sample_times(benchmark: Any, m: Measurement) -> None:
         delattr(stats, cached)
 
 
-def record_command(opt: Any) -> str:
+def record_command(opts: RunOptions) -> str:
     """The command that records a baseline for this run's selection, keeping the user's own options."""
     args = ["pytest", "--benchmark"]
     for flag, value, default in (
-        ("--loader-scenarios", opt.loader_scenarios, None),
-        ("--loader-baseline-dir", opt.loader_baseline_dir, None),
-        ("--loader-tier", opt.loader_tier, "smoke"),
-        ("--loader-device", opt.loader_device, "all"),
-        ("--loader-workloads", opt.loader_workloads, None),
-        ("--loader-config", opt.loader_config, None),
-        ("--loader-ranks", getattr(opt, "loader_ranks", 1), 1),
+        ("--loader-scenarios", opts.scenarios, None),
+        ("--loader-baseline-dir", opts.baseline_dir, None),
+        ("--loader-tier", opts.tier, "smoke"),
+        ("--loader-device", opts.device, "all"),
+        ("--loader-workloads", ",".join(opts.workloads) if opts.workloads else None, None),
+        ("--loader-config", opts.config, None),
+        ("--loader-ranks", opts.ranks, 1),
     ):
         if value is not None and value != default:
             args.append(shlex.quote(f"{flag}={value}"))
-    if getattr(opt, "loader_simulated_gpu", False):
+    if opts.simulated_gpu:
         args.append("--loader-simulated-gpu")
     return " ".join([*args, "--loader-baseline-save"])
-
-
-def with_ranks(tier: Tier, ranks: int) -> Tier:
-    """``tier`` with every case run in ``ranks`` ranks (``--loader-ranks``; 1 leaves it as it is)."""
-    if ranks == 1:
-        return tier
-    cases = ranked_cases(tier.cases, ranks)
-    return dataclasses.replace(tier, cases=cases, description=f"{tier.description}; in {ranks} ranks each")
 
 
 class LoaderbenchSession:
     """Runs cases, keeps their measurements, gates them, and records the baseline."""
 
     def __init__(self, config: pytest.Config) -> None:
-        opt = config.option
+        opts = run_options(config)
         self.config = config
-        self.enabled: bool = opt.benchmark
+        self.enabled: bool = opts.benchmark
         root = Path(str(config.rootpath))
-        self.scenarios_path = (
-            Path(opt.loader_scenarios) if opt.loader_scenarios else suite.local_or_packaged(root, suite.WORKLOADS)
-        )
-        self.baseline_dir = (
-            Path(opt.loader_baseline_dir) if opt.loader_baseline_dir else root / "fixtures" / "baselines"
-        )
-        self.device: str = opt.loader_device
-        self.ranks: int = getattr(opt, "loader_ranks", 1)
-        self.plan = Plan(
-            rounds=opt.loader_rounds, round_s=opt.loader_round_seconds, batch_timeout_s=opt.loader_batch_timeout
-        )
-        self.saving: bool = opt.loader_baseline_save
-        self.append: bool = opt.loader_baseline_append
-        self.prune: bool = opt.loader_baseline_prune
-        self.require_baseline: bool = opt.loader_require_baseline
+        self.scenarios_path = opts.scenario_file(root)
+        self.baseline_dir = Path(opts.baseline_dir) if opts.baseline_dir else root / "fixtures" / "baselines"
+        self.device: str = opts.device
+        self.selection = opts.selection
+        self.ranks: int = opts.ranks
+        self.plan = Plan(rounds=opts.rounds, round_s=opts.round_s, batch_timeout_s=opts.batch_timeout_s)
+        self.saving: bool = opts.baseline_save
+        self.append: bool = opts.baseline_append
+        self.prune: bool = opts.baseline_prune
+        self.require_baseline: bool = opts.require_baseline
         self.save_failed: bool = False
         self.ran: int = 0  # benchmark items that reached their call phase (not skipped)
         self.nothing_ran: str = ""
@@ -133,27 +120,23 @@ class LoaderbenchSession:
         self.malloc = allocator.pin()  # before any case: batches allocate alike in every process
         try:
             workloads = load_scenarios(self.scenarios_path)
-            only = opt.loader_workloads.split(",") if opt.loader_workloads else None
-            tier = build_tier(opt.loader_tier, workloads, only=only)
-            if opt.loader_config:
-                tier = explicit_tier(tier, workloads, LoaderConfig.from_id(opt.loader_config))
-            tier = with_ranks(tier, self.ranks)
-            self.fingerprint = fingerprint.current(simulated_gpu=bool(getattr(opt, "loader_simulated_gpu", False)))
-            packages = [p.strip() for p in opt.loader_env_packages.split(",") if p.strip()]
+            tier = self.selection.tier_of(workloads)
+            self.fingerprint = fingerprint.current(simulated_gpu=opts.simulated_gpu)
+            packages = list(opts.env_packages)
             self.environment = environment.current(packages=packages, repo=root)
-            self.priors = load_priors(suite.local_or_packaged(root, suite.NOISE))
+            self.priors = load_priors(data.local_or_packaged(root, data.NOISE))
             self.store = BaselineStore(self.baseline_dir)
             self.history = HistoryKeeper.of(config, self.fingerprint, self.environment)
             if not self.saving:
                 self.gate = Gate(
                     self.store,
                     self.fingerprint,
-                    thresholds=opt.loader_threshold,
-                    allow_mismatch=opt.loader_compare_anyway,
-                    max_extra_measurements=opt.loader_max_extra,
+                    thresholds=opts.threshold,
+                    allow_mismatch=opts.compare_anyway,
+                    max_extra_measurements=opts.max_extra,
                     environment=self.environment,
                     priors=self.priors,
-                    record_command=record_command(opt),
+                    record_command=record_command(opts),
                     drift=self.history.drift() if self.history is not None else None,
                     offset_drift=self.history.offset_drift() if self.history is not None else None,
                 )
@@ -164,7 +147,7 @@ class LoaderbenchSession:
         except LoaderbenchError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.tier = tier
-        if not opt.collectonly:
+        if not opts.collect_only:
             self.control = control.measure()  # the control case, before any loader ran
 
     def _reuse_calibration(self, doc: BaselineDoc | None) -> None:
@@ -187,7 +170,7 @@ class LoaderbenchSession:
     def unknown_threshold_case(self, fixture_names: list[str]) -> str:
         """A usage message when ``--loader-threshold`` names a case no test of this run can measure (empty when all
         are known): the tier's case ids, and ``NAME-...`` for each ``loader_benchmark`` test named ``NAME``."""
-        thresholds = self.config.option.loader_threshold
+        thresholds = run_options(self.config).threshold
         if thresholds is None or self.tier is None:
             return ""
         sim = SimulatedGpuSpec.from_env() if getattr(self.config.option, "loader_simulated_gpu", False) else None
@@ -214,7 +197,7 @@ class LoaderbenchSession:
     def cases(self) -> list[Case]:
         if self.tier is None:
             return []
-        return [c for c in self.tier.cases if self.device == "all" or c.device == self.device]
+        return self.selection.cases_of(self.tier)
 
     # --- one case ----------------------------------------------------------------------
     def run(self, case: Case, benchmark: Any) -> Measurement:

@@ -23,12 +23,12 @@ import re
 
 import pytest
 
-from loaderbench.engine.cases import Case
+from loaderbench.engine.case import Case
 from loaderbench.engine.explain import case_failure
 from loaderbench.engine.plan import Plan
 from loaderbench.engine.watchdog import KILL_GRACE_S
-from loaderbench.errors import CaseFailed, interruption
-from loaderbench.pytest_plugin import CASE_FIXTURE
+from loaderbench.errors import CaseFailed, FailureKind, interruption
+from loaderbench.pytest_names import CASE_FIXTURE
 
 #: pytest-timeout's name in the plugin manager (its entry point).
 PLUGIN = "timeout"
@@ -143,7 +143,7 @@ def explain(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException], pla
             "raise pytest-timeout's timeout for the benchmark job (--timeout=0 turns it off), or give "
             "--loader-batch-timeout a finite value, so that loaderbench fits the cases a timeout of their own"
         )
-    return case_failure("pytest-timeout", case, fault, remedy, phase=phase)
+    return case_failure(FailureKind.PYTEST_TIMEOUT, case, fault, remedy, phase=phase)
 
 
 def _seconds(value: object) -> float | None:

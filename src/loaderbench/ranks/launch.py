@@ -45,19 +45,19 @@ from loaderbench.cuda.spec import check_start_method
 from loaderbench.engine.cleanup import remove_leftover_segments, shm_segments
 from loaderbench.engine.consumers import Runner, default_runner
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import CALIBRATION_ENV, calibrated, spin_loops_per_s
-from loaderbench.errors import CaseFailed
+from loaderbench.errors import CaseFailed, FailureKind
 from loaderbench.interrupts import terminate_interrupts
 from loaderbench.measurement import Measurement
+from loaderbench.workloads.recipes import CALIBRATION_ENV, calibrated, spin_loops_per_s
 
 if TYPE_CHECKING:
-    from loaderbench.engine.cases import Case
+    from loaderbench.engine.case import Case
 
 RESULT = "result.json"
 #: Extra torchrun arguments replacing ``--standalone --nproc-per-node N`` (e.g. for several nodes).
 TORCHRUN_ARGS_ENV = "LOADERBENCH_TORCHRUN_ARGS"
 #: ``CaseFailed.kind`` on a node whose ranks do not include rank 0: the job's result is recorded there.
-OTHER_NODE = "other-node"
+OTHER_NODE = FailureKind.OTHER_NODE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -186,7 +186,7 @@ def launch(
                 "module, so each rank can rebuild it.",
                 case=case.id,
                 phase="starting the ranks",
-                kind="pickling",
+                kind=FailureKind.PICKLING,
             ) from None
         log_path = out / "torchrun.log"
         started = time.time()
@@ -230,7 +230,7 @@ def _check_devices(case: Case) -> None:
                 f"case runs one rank per GPU. Use --loader-ranks={max(gpus, 1)} or fewer.",
                 case=case.id,
                 phase="starting the ranks",
-                kind="ranks",
+                kind=FailureKind.RANKS,
             )
 
 
@@ -317,7 +317,7 @@ def diagnose(case: Case, out: Path, log: str, code: int | None, *, timed_out: bo
             "stopped the other ranks; every rank and worker was stopped.",
             case=cid,
             phase="running the ranks",
-            kind="rank-died",
+            kind=FailureKind.RANK_DIED,
         )
     if timed_out or waiting:
         done = {r for r in range(ranks) if done_path(out, r).exists()}
@@ -330,7 +330,7 @@ def diagnose(case: Case, out: Path, log: str, code: int | None, *, timed_out: bo
             "or find where that rank blocks (py-spy dump --pid).",
             case=cid,
             phase="waiting for the ranks",
-            kind="hang",
+            kind=FailureKind.HANG,
         )
     if code == 0 and os.environ.get(TORCHRUN_ARGS_ENV):
         return CaseFailed(
@@ -345,7 +345,7 @@ def diagnose(case: Case, out: Path, log: str, code: int | None, *, timed_out: bo
         f"log: {tail or '(empty)'}",
         case=cid,
         phase="starting the ranks",
-        kind="ranks",
+        kind=FailureKind.RANKS,
     )
 
 

@@ -34,11 +34,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset
 
-from loaderbench.engine.cases import Case, make_consumer
+from loaderbench.engine.case import Case, make_consumer
 from loaderbench.engine.consumers import Consumer, StepConsumer
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan, estimate_samples_per_s, plan_epoch
-from loaderbench.errors import CaseFailed
+from loaderbench.errors import CaseFailed, FailureKind
 from loaderbench.machine import affinity_cpus
 from loaderbench.measurement import Measurement
 from loaderbench.ranks.combine import combine
@@ -86,7 +86,10 @@ def check_disjoint(case: Case, rank: int, ranks: int) -> None:
     dist.all_gather_object(everyone, fingerprints)
     if same_samples([list(f or []) for f in everyone]):
         raise CaseFailed(
-            same_samples_message(case.id, ranks), case=case.id, phase="checking the ranks' samples", kind="same-samples"
+            same_samples_message(case.id, ranks),
+            case=case.id,
+            phase="checking the ranks' samples",
+            kind=FailureKind.SAME_SAMPLES,
         )
 
 
@@ -105,13 +108,13 @@ def measure_rank(case: Case, plan: Plan, step_ms: float, rank: int, ranks: int) 
             case.workload, case.config, device=case.device, plan=plan, consumer=sync, runner=synced_runner(sync)
         )
     except CaseFailed as exc:
-        if sync.in_collective and exc.kind != "rank-wait":  # stopped while waiting for the others
+        if sync.in_collective and exc.kind != FailureKind.RANK_WAIT:  # stopped while waiting for the others
             raise CaseFailed(
                 f"case {case.id} failed: rank {rank} of {ranks} was waiting at the per-step all-reduce for "
                 f"another rank when it was stopped ({exc})",
                 case=case.id,
                 phase=exc.phase,
-                kind="rank-wait",
+                kind=FailureKind.RANK_WAIT,
             ) from None
         raise
     finally:
@@ -120,7 +123,7 @@ def measure_rank(case: Case, plan: Plan, step_ms: float, rank: int, ranks: int) 
 
 def _fail(out: Path, rank: int, ranks: int, exc: CaseFailed) -> int:
     write_json(error_path(out, rank), {"rank": rank, "message": str(exc), "kind": exc.kind, "phase": exc.phase})
-    if exc.kind == "rank-wait":  # let the rank that failed first report the root cause
+    if exc.kind == FailureKind.RANK_WAIT:  # let the rank that failed first report the root cause
         deadline = time.monotonic() + ROOT_CAUSE_GRACE_S
         while time.monotonic() < deadline:
             if any(error_path(out, r).exists() for r in range(ranks) if r != rank):
@@ -140,7 +143,7 @@ def _check_same_case(case: Case, rank: int, ranks: int) -> None:
             f"({', '.join(sorted(set(ids)))}). Run the same pytest command, with the same selection, on every node.",
             case=case.id,
             phase="joining the process group",
-            kind="ranks",
+            kind=FailureKind.RANKS,
         )
 
 
@@ -164,7 +167,7 @@ def run(case: Case, plan: Plan, step_ms: float, out: Path) -> int:
                 "the same case.",
                 case=case.id,
                 phase="joining the process group",
-                kind="rank-error",
+                kind=FailureKind.RANK_ERROR,
             ),
         )
     ready_at = time.time()
@@ -180,7 +183,7 @@ def run(case: Case, plan: Plan, step_ms: float, out: Path) -> int:
             f"case {case.id} failed: rank {rank} of {ranks}: {type(exc).__name__}: {first}",
             case=case.id,
             phase="exchanging with the other ranks" if collective else "setting up the rank",
-            kind="rank-wait" if collective else "rank-error",
+            kind=FailureKind.RANK_WAIT if collective else "rank-error",
         )
         return _fail(out, rank, ranks, failed)
     write_json(done_path(out, rank), {})

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from loaderbench.clock import Clock, perf_clock
 from loaderbench.engine.consumers import Consumer, Runner, default_runner
-from loaderbench.errors import CaseFailed
+from loaderbench.errors import CaseFailed, FailureKind
 
 #: The per-round metrics this wrapper adds (seconds summed over the round's batches).
 SYNC_METRICS = ("data_wait_s", "step_s", "collective_wait_s")
@@ -97,7 +97,7 @@ class SyncConsumer:
                 "See that rank's error.",
                 case=self._case,
                 phase="measuring the steady-state rounds (the per-step all-reduce)",
-                kind="rank-wait",
+                kind=FailureKind.RANK_WAIT,
             ) from None
         self.in_collective = False
         self.steps += 1

@@ -15,7 +15,7 @@ one-sided Mann-Whitney U test on the raw per-round samples gives p <= :data:`ALP
 One-off timings (TTFB, the epoch stall) have one value per case, so they are
 compared by ratio alone, with the rule stated in the evidence.
 
-The claims find their workloads by the names in ``fixtures/workloads.toml``
+The claims find their workloads by the names in ``loaderbench/data/workloads.toml``
 (``advice-*`` first, then ``io``/``cpu`` as fallbacks).
 """
 
@@ -26,9 +26,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from loaderbench import stats
+from loaderbench.formatting import fmt_bytes, fmt_rate, fmt_ratio, fmt_time, wrap
 from loaderbench.measurement import Measurement
 from loaderbench.report.cases import families
-from loaderbench.report.format import fmt_bytes, fmt_rate, fmt_ratio, fmt_time, wrap
 from loaderbench.report.table import Column, text_table
 from loaderbench.stats import mann_whitney_greater
 

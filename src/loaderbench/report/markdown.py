@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from loaderbench.formatting import flags, fmt_bytes, fmt_number, fmt_percent, fmt_ratio, fmt_time, short_note
 from loaderbench.measurement import FLAGS, Measurement
 from loaderbench.report import advice, pipelines
 from loaderbench.report.cases import (
@@ -28,7 +29,6 @@ from loaderbench.report.cases import (
     noted_cases,
     speedup,
 )
-from loaderbench.report.format import flags, fmt_bytes, fmt_number, fmt_percent, fmt_ratio, fmt_time, short_note
 from loaderbench.report.table import Column, markdown_table
 
 

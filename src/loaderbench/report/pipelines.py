@@ -17,9 +17,9 @@ import math
 from collections.abc import Sequence
 
 from loaderbench.config_rules import PIPELINES
+from loaderbench.formatting import flags, fmt_bytes, fmt_number, fmt_ratio, wrap
 from loaderbench.measurement import Measurement
 from loaderbench.report.cases import best, extra_float, groups, label
-from loaderbench.report.format import flags, fmt_bytes, fmt_number, fmt_ratio, wrap
 from loaderbench.report.table import Column, fit, markdown_table, text_table
 
 #: The columns: title and alignment.

@@ -1,7 +1,7 @@
 """The one table renderer: fixed-width text tables for the terminal, and GitHub Markdown tables.
 
 A table is a sequence of :class:`Column` and rows of strings (format numbers
-with :mod:`loaderbench.report.format` first).  Text columns fit their widest
+with :mod:`loaderbench.formatting` first).  Text columns fit their widest
 cell (and are at least ``min_width`` wide) unless given a ``width``; cells
 longer than ``max_width`` are cut with ``~``; a ``fill`` column takes what the
 line ``width`` leaves.  Trailing blanks are stripped and every line is cut to

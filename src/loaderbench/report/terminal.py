@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
+from loaderbench.formatting import flags, fmt_bytes, fmt_number, fmt_percent, fmt_ratio, fmt_time, short_note, wrap
 from loaderbench.measurement import FLAGS, Measurement
 from loaderbench.report import advice, pipelines
 from loaderbench.report.cases import (
@@ -30,7 +31,6 @@ from loaderbench.report.cases import (
     severity,
     speedup,
 )
-from loaderbench.report.format import flags, fmt_bytes, fmt_number, fmt_percent, fmt_ratio, fmt_time, short_note, wrap
 from loaderbench.report.table import Column, fit, text_table
 
 # isort: split

@@ -1,6 +1,6 @@
 """The gate's end-of-session text: the regressions table first, then the rest in brief.
 
-Every number goes through :mod:`loaderbench.report.format` and every table
+Every number goes through :mod:`loaderbench.formatting` and every table
 through :mod:`loaderbench.report.table`; the full evidence of each verdict is in
 ``extra_info['gate']`` and in ``--loader-report``'s files.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from loaderbench.formatting import fmt_change, fmt_ratio
 from loaderbench.gate.model import Verdict
 from loaderbench.gate.runner import Gate
 from loaderbench.metrics import METRICS
-from loaderbench.report.format import fmt_change, fmt_ratio
 from loaderbench.report.table import Column, text_table
 
 

@@ -3,7 +3,7 @@
 ``<dir>/<fingerprint key>.json`` holds, for every case, its LoaderConfig and
 every recorded measurement of it (the document's types and format are in
 :mod:`loaderbench.store.document`).  A saver takes the document's lock
-(:mod:`loaderbench.store.jsondoc`), re-reads the document, merges its cases in
+(:mod:`loaderbench.jsondoc`), re-reads the document, merges its cases in
 and replaces the file atomically, so a crash at any point leaves the old
 document or the new one.
 """
@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from loaderbench import jsondoc
 from loaderbench.config import complete_stored
 from loaderbench.errors import BaselineError
 from loaderbench.measurement import Measurement, now, sessions
-from loaderbench.store import jsondoc
 from loaderbench.store.document import (
     FORMAT,
     READABLE,

@@ -48,12 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loaderbench import stats
+from loaderbench import jsondoc, stats
 from loaderbench.config import LoaderConfig, complete_stored
 from loaderbench.errors import BaselineError, InvalidConfig
 from loaderbench.measurement import Measurement, sessions
 from loaderbench.metrics import METRICS
-from loaderbench.store import jsondoc
 from loaderbench.store.environment import Environment
 from loaderbench.store.fingerprint import ENVIRONMENT_FIELDS, Fingerprint
 
@@ -204,16 +203,16 @@ def read(path: Path) -> BaselineDoc:
 
 
 def _parse(path: Path, data: Mapping[str, Any], version: int) -> BaselineDoc:
-    raw_fingerprint = _mapping(data["fingerprint"], "fingerprint")
+    raw_fingerprint = jsondoc.mapping(data["fingerprint"], "fingerprint")
     fingerprint = Fingerprint.from_dict(raw_fingerprint)
     cases = {}
-    for cid, raw in _mapping(data["cases"], "cases").items():
-        entry = _mapping(raw, f"case {cid!r}")
-        config = complete_stored(_mapping(entry["config"], f"case {cid!r} config"))
+    for cid, raw in jsondoc.mapping(data["cases"], "cases").items():
+        entry = jsondoc.mapping(raw, f"case {cid!r}")
+        config = complete_stored(jsondoc.mapping(entry["config"], f"case {cid!r} config"))
         runs = []
-        for i, run in enumerate(_list(entry["runs"], f"case {cid!r} runs")):
+        for i, run in enumerate(jsondoc.items(entry["runs"], f"case {cid!r} runs")):
             where = f"case {cid!r} run {i}"
-            run = _mapping(run, where)
+            run = jsondoc.mapping(run, where)
             if version == 1:
                 runs.append(_v1_run(run, where, str(entry["workload"]), str(entry["device"]), config))
                 continue
@@ -234,7 +233,7 @@ def _parse(path: Path, data: Mapping[str, Any], version: int) -> BaselineDoc:
             config=config,
             runs=tuple(runs),
             recorded=str(entry.get("recorded", "")),
-            notes=tuple(str(n) for n in _list(entry.get("notes", []), f"case {cid!r} notes")),
+            notes=tuple(str(n) for n in jsondoc.items(entry.get("notes", []), f"case {cid!r} notes")),
         )
     return BaselineDoc(
         path=path,
@@ -250,13 +249,15 @@ def _parse(path: Path, data: Mapping[str, Any], version: int) -> BaselineDoc:
 
 def _sessions(raw: Any) -> dict[str, SessionInfo]:
     out = {}
-    for sid, info in _mapping(raw, "sessions").items():
-        info = _mapping(info, f"session {sid!r}")
+    for sid, info in jsondoc.mapping(raw, "sessions").items():
+        info = jsondoc.mapping(info, f"session {sid!r}")
         calibration = {
-            str(k): _number(v, f"session {sid!r} calibration.{k}")
-            for k, v in _mapping(info.get("calibration", {}), f"session {sid!r} calibration").items()
+            str(k): jsondoc.number(v, f"session {sid!r} calibration.{k}")
+            for k, v in jsondoc.mapping(info.get("calibration", {}), f"session {sid!r} calibration").items()
         }
-        environment = Environment.from_dict(_mapping(info.get("environment", {}), f"session {sid!r} environment"))
+        environment = Environment.from_dict(
+            jsondoc.mapping(info.get("environment", {}), f"session {sid!r} environment")
+        )
         out[str(sid)] = SessionInfo(str(info.get("recorded", "")), environment, calibration)
     return out
 
@@ -281,22 +282,25 @@ def _v1_sessions(fingerprint: Mapping[str, Any], cases: Mapping[str, CaseEntry])
 
 def _check_numbers(run: Mapping[str, Any], where: str) -> None:
     """Every raw value of a version-2 run is a finite number; the error names the field."""
-    for k, vs in _mapping(run.get("rounds", {}), f"{where} rounds").items():
-        for v in _list(vs, f"{where} rounds.{k}"):
-            _number(v, f"{where} rounds.{k}")
-    for k, v in _mapping(run.get("phases", {}), f"{where} phases").items():
-        _number(v, f"{where} phases.{k}")
+    for k, vs in jsondoc.mapping(run.get("rounds", {}), f"{where} rounds").items():
+        for v in jsondoc.items(vs, f"{where} rounds.{k}"):
+            jsondoc.number(v, f"{where} rounds.{k}")
+    for k, v in jsondoc.mapping(run.get("phases", {}), f"{where} phases").items():
+        jsondoc.number(v, f"{where} phases.{k}")
     if run.get("peak_memory_bytes") is not None:
-        _number(run["peak_memory_bytes"], f"{where} peak_memory_bytes")
+        jsondoc.number(run["peak_memory_bytes"], f"{where} peak_memory_bytes")
 
 
 def _v1_run(run: Mapping[str, Any], where: str, workload: str, device: str, config: Mapping[str, Any]) -> Measurement:
     """A format-1 run (raw rounds and one-off values) as a record."""
     rounds = {
-        str(k): tuple(_number(v, f"{where} rounds.{k}") for v in _list(vs, f"{where} rounds.{k}"))
-        for k, vs in _mapping(run["rounds"], f"{where} rounds").items()
+        str(k): tuple(jsondoc.number(v, f"{where} rounds.{k}") for v in jsondoc.items(vs, f"{where} rounds.{k}"))
+        for k, vs in jsondoc.mapping(run["rounds"], f"{where} rounds").items()
     }
-    values = {str(k): _number(v, f"{where} values.{k}") for k, v in _mapping(run["values"], f"{where} values").items()}
+    values = {
+        str(k): jsondoc.number(v, f"{where} values.{k}")
+        for k, v in jsondoc.mapping(run["values"], f"{where} values").items()
+    }
     return Measurement.from_raw(
         rounds,
         values,
@@ -306,21 +310,3 @@ def _v1_run(run: Mapping[str, Any], where: str, workload: str, device: str, conf
         session=str(run.get("session", "")),
         recorded=str(run.get("recorded", "")),
     )
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"{where} is not a JSON object")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise TypeError(f"{where} is not a JSON list")
-    return value
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{where} is not a finite number")
-    return float(value)

@@ -24,7 +24,7 @@ Format history (``"version"``):
   (``Measurement.extra_info()`` less the raw rounds), for people and other
   tools; it is recomputed, never trusted, on load.
 
-NaN and infinities are written as ``null`` (the rules of :mod:`loaderbench.store.jsondoc`).
+NaN and infinities are written as ``null`` (the rules of :mod:`loaderbench.jsondoc`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from typing import Any
 
 import torch
 
+from loaderbench import jsondoc
 from loaderbench.errors import InvalidConfig, LoaderbenchError, UsageError
 from loaderbench.measurement import Measurement, from_extra_info, now
-from loaderbench.store import jsondoc
 
 FORMAT = "loaderbench-results"
 #: The version this code writes.  Bump it, and add a line to the history above, on any change.

@@ -2,22 +2,5 @@
 
     pytest --benchmark --pyargs loaderbench.suite
 
-``workloads.toml`` and ``noise.toml`` here are the scenario and noise-prior files used when the rootdir has no
-``fixtures/workloads.toml`` / ``fixtures/noise.toml`` (kept identical to this repository's ``fixtures/`` copies).
+Their scenario and noise-prior files are :mod:`loaderbench.data`'s.
 """
-
-from __future__ import annotations
-
-from importlib.resources import files
-from pathlib import Path
-
-#: The packaged scenario and noise-prior files.
-WORKLOADS = Path(str(files(__name__) / "workloads.toml"))
-NOISE = Path(str(files(__name__) / "noise.toml"))
-
-
-def local_or_packaged(root: Path, packaged: Path) -> Path:
-    """``fixtures/<name>`` under the rootdir when it exists (this repository, or a user's own), else the
-    packaged copy: an installed loaderbench runs in any directory."""
-    local = root / "fixtures" / packaged.name
-    return local if local.exists() else packaged

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.cases import Case
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import Workload
 from loaderbench.pytest_plugin.session import LoaderbenchSession
-from loaderbench.tools.meter import agreement, round_length_agreement
-from loaderbench.tools.overhead import NEAR_ZERO, harness_overhead
+from loaderbench.selfcheck.meter import agreement, round_length_agreement
+from loaderbench.selfcheck.overhead import NEAR_ZERO, harness_overhead
+from loaderbench.workloads.recipes import Workload
 
 #: How far a self-check ratio may stray from 1 before the harness is broken, not noisy: measured within 3% on a
 #: quiet machine (README), so this bound only catches gross errors (a harness that undercounts by half), on any

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from loaderbench.tools.selfcheck_common import locked, log, upper_95
+from loaderbench.selfcheck.common import locked, log, upper_95
 
 #: A CPU hog: one process that spins until it is killed.
 _HOG = "while True: pass"

@@ -9,7 +9,7 @@ Three tables, printed as Markdown (what ``docs/history.md`` shows):
    when it lies within ``--tolerance`` points (default 5, the package's) of a true change point not matched
    yet; single outliers are not change points (the package's scoring excludes them too).
 2. **Synthetic steps at the smoke workloads' noise**: each workload's between-process noise of samples/s
-   from the noise priors (``fixtures/noise.toml``, shipped as ``loaderbench/suite/noise.toml``), as
+   from the noise priors (``loaderbench/data/noise.toml``), as
    multiplicative log-normal noise on nightly series of 60 runs with a step of -2, -5 or -10% after run 30;
    the share of series where a change point is found within 2 runs of the step, and the false change
    points per 100 runs of flat series of 100 runs.
@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from loaderbench.data import NOISE
 from loaderbench.gate.priors import load_priors
 from loaderbench.history.changepoints import ALPHA, MIN_SIZE, WINDOW, detect, update
 from loaderbench.report.table import Column, markdown_table
 from loaderbench.store import fingerprint
-from loaderbench.suite import NOISE
 
 #: The pattern families of otava-test-data's 17 patterns (every pattern in exactly one).
 FAMILIES: dict[str, tuple[str, ...]] = {

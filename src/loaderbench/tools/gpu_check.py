@@ -3,7 +3,7 @@
 
 It runs, each step in a child process with its own time limit, and writes every figure into OUTDIR:
 
-1. ``unit``: the GPU unit tests (``tests/test_cuda_gpu.py``, in a child pytest as the suite runs them);
+1. ``unit``: the GPU unit tests (``tests/cuda/test_cuda_gpu.py``, in a child pytest as the suite runs them);
 2. ``smoke``: the CUDA smoke tier with ``--loader-report`` (``report/``, ``cuda-smoke.json``), recording this
    machine's baseline file into ``baselines/`` (copy it to ``fixtures/baselines/`` to commit it);
 3. ``h2d``: the pinned host-to-device limit at 1, 16 and 256 MiB against the PCIe link NVML reports (the spec
@@ -30,18 +30,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loaderbench import suite
+from loaderbench import data
 from loaderbench.config import LoaderConfig
 from loaderbench.cuda.ops import measure_h2d_limit_bytes_per_s
 from loaderbench.cuda.spec import CudaSpec
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import InvalidConfig, LoaderbenchError
 from loaderbench.pipelines.registry import unavailable_reason
 from loaderbench.ranks.launch import launch
+from loaderbench.selection.run import run_case
 from loaderbench.testing.simulated_gpu import SimulatedGpu, SimulatedGpuSpec
 from loaderbench.testing.simulated_nvml import simulated_pynvml
+from loaderbench.workloads.recipes import load_scenarios
 
 #: The whole check's budget, and each step's share of it (seconds).
 BUDGET_S = 480.0
@@ -110,7 +111,7 @@ def _run_cases(cases: list[Any], plan: Any) -> dict[str, Any]:
 
 def _workload(name: str) -> Any:
 
-    return load_scenarios(suite.local_or_packaged(Path.cwd(), suite.WORKLOADS))[name]
+    return load_scenarios(data.local_or_packaged(Path.cwd(), data.WORKLOADS))[name]
 
 
 def step_nccl(simulated: bool) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def _command(step: str, out: Path, simulated: bool, quick: bool) -> tuple[list[s
     py, env = sys.executable, dict(os.environ)
     sim = ["--loader-simulated-gpu"] if simulated else []
     if step == "unit":
-        path = Path("tests/test_cuda_gpu.py")
+        path = Path("tests/cuda/test_cuda_gpu.py")
         if not path.exists():
             return f"not run: {path} not found; run the check from the repository root"
         env["LOADERBENCH_GPU_SUBPROCESS"] = "1"

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loaderbench.config import LoaderConfig
-from loaderbench.engine.cases import Case, run_case
+from loaderbench.data import WORKLOADS, local_or_packaged
+from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.machine import affinity_cpus
-from loaderbench.suite import WORKLOADS, local_or_packaged
+from loaderbench.selection.run import run_case
+from loaderbench.workloads.recipes import load_scenarios
 
 
 def _ints(option: str, text: str, minimum: int) -> list[int]:

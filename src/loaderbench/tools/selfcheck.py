@@ -25,7 +25,7 @@ about ``1 + s`` times slower.  The delay sleeps for sleep-bound (I/O) workloads
 and busy-waits, holding the GIL and a core, for the others.  The table reports
 the slowdown actually achieved next to each detection rate.
 
-``--ab`` checks the interleaved A/B instead (:mod:`loaderbench.tools.selfcheck_ab`).
+``--ab`` checks the interleaved A/B instead (:mod:`loaderbench.selfcheck.ab_jobs`).
 """
 
 from __future__ import annotations
@@ -44,11 +44,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loaderbench import stats
+from loaderbench import data, stats
 from loaderbench.config import LoaderConfig
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import Workload, calibrated, load_scenarios, spin_loops_per_s, use_calibration
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.gate.model import resolution, run_noise
 from loaderbench.gate.priors import load_priors
@@ -57,12 +56,8 @@ from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
 from loaderbench.report.table import Column, text_table
-from loaderbench.store import environment
-from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineStore
-from loaderbench.store.fingerprint import Fingerprint, current
-from loaderbench.tools import selfcheck_ab
-from loaderbench.tools.injector import slowed
-from loaderbench.tools.selfcheck_common import (
+from loaderbench.selfcheck import ab_jobs as selfcheck_ab
+from loaderbench.selfcheck.common import (
     DEFAULT_CASES,
     case_id,
     fraction_list,
@@ -72,6 +67,11 @@ from loaderbench.tools.selfcheck_common import (
     log,
     parse_cases,
 )
+from loaderbench.selfcheck.injector import slowed
+from loaderbench.store import environment
+from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineStore
+from loaderbench.store.fingerprint import Fingerprint, current
+from loaderbench.workloads.recipes import Workload, calibrated, load_scenarios, spin_loops_per_s, use_calibration
 
 _PLAN = Plan()
 
@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Every session runs in a fresh process.",
     )
     add = p.add_argument
-    add("--scenarios", default="fixtures/workloads.toml", help="workload scenario file (default: %(default)s)")
+    here = Path.cwd()
+    add("--scenarios", default=str(data.local_or_packaged(here, data.WORKLOADS)), help="scenario file")
     add("--cases", default=DEFAULT_CASES, help="WORKLOAD:CONFIG_ID list (default: %(default)s)")
     add("--reruns", type=int, default=10, help="A/A and power reruns, a session each (default: %(default)s)")
     add("--slowdowns", default="10,20", help="injected slowdowns in %% (default: %(default)s)")
@@ -189,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--round-seconds", type=float, default=_PLAN.round_s, help="seconds per round (default: %(default)s)")
     add("--threshold", default="10%", help="gate thresholds, as --loader-threshold (default: %(default)s)")
     add("--max-extra", type=int, default=3, help="extra measurements the gate may take (default: %(default)s)")
-    add("--priors", default="fixtures/noise.toml", help="noise priors; '' for none (default: %(default)s)")
+    add("--priors", default=str(data.local_or_packaged(here, data.NOISE)), help="noise priors; '' for none")
     add("--seed", type=int, default=0, help="seed for the order of A/A and power sessions (default: %(default)s)")
     add("--json", dest="json_path", default=None, help="also write the figures as JSON here (default: none)")
     add("--keep", default=None, help="record the baseline into this directory and keep it (default: a temp dir)")

@@ -3,7 +3,7 @@
 It writes what ``--loader-history=DIR`` would have kept over ``--nights`` nightly runs of the smoke tier on the
 machine of a real baseline (default: the 2-core AMD EPYC CI-class VM's, ``fixtures/baselines/``): each case's
 level and within-run interval are those of the baseline's newest recording, and each night's value moves by
-the workload's measured between-process noise (``fixtures/noise.toml``) plus a common offset per night (the
+the workload's measured between-process noise (``loaderbench/data/noise.toml``) plus a common offset per night (the
 file's ``[offset]``: the machine's drift between recordings).  Nothing here was measured night by night: the
 runs are named ``simulated-night-NN`` and every commit is a made-up hash.
 
@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from loaderbench.data import NOISE
 from loaderbench.gate.priors import load_priors
 from loaderbench.history import store
 from loaderbench.history.record import Figure, RunRecord, compact, figures
 from loaderbench.store import document
 from loaderbench.store.environment import Environment
-from loaderbench.suite import NOISE
 
 BASELINE = Path(__file__).resolve().parents[3] / "fixtures" / "baselines" / "x86_64-2cpu-24gib-cpu-9573dfdfea2d.json"
 NIGHTS = 42

@@ -40,7 +40,7 @@ from typing import Any
 
 from loaderbench.decision.job import EVERY_CASE, decide_job
 from loaderbench.decision.rules import Evidence, holds_in_each
-from loaderbench.tools.selfcheck_common import upper_95
+from loaderbench.selfcheck.common import upper_95
 
 #: The degrees of freedom a case's noise is known with in the gate (its prior's, plus the sessions').
 DOF = 8.0

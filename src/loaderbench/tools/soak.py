@@ -33,14 +33,15 @@ from pathlib import Path
 
 import psutil
 
-from loaderbench.engine.cases import Case
+from loaderbench import data
+from loaderbench.engine.case import Case
 from loaderbench.engine.cleanup import INFRASTRUCTURE, SHM_DIR, shm_segments
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.tiers import TIERS, build_tier
-from loaderbench.engine.workloads import load_scenarios
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.report.table import Column, text_table
+from loaderbench.selection.tiers import TIERS, build_tier
+from loaderbench.workloads.recipes import load_scenarios
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loaderbench.tools.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tier", choices=TIERS, default="standard", help="tier to soak (default: standard)")
     parser.add_argument("--workloads", default=None, help="comma-separated workloads to keep (default: all)")
-    parser.add_argument("--scenarios", default="fixtures/workloads.toml", help="scenario file (default: %(default)s)")
+    parser.add_argument(
+        "--scenarios",
+        default=str(data.local_or_packaged(Path.cwd(), data.WORKLOADS)),
+        help="scenario file (default: %(default)s)",
+    )
     parser.add_argument("--passes", type=int, default=2, help="passes over the cases (default: 2)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per case (default: 2)")
     parser.add_argument("--round-seconds", type=float, default=0.05, help="seconds per round (default: 0.05)")

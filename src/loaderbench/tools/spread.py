@@ -6,7 +6,7 @@ chosen tier) in N fresh processes, one after another, reads each run's
 coefficient of variation of the per-process medians of samples/s.  This is the
 noise a gate comparing two runs has to live with.
 
-``--priors-out fixtures/noise.toml`` also writes the gate's noise priors
+``--priors-out src/loaderbench/data/noise.toml`` also writes the gate's noise priors
 (:mod:`loaderbench.gate.priors`): per workload and metric (samples/s, TTFB, the
 epoch stall), the pooled standard deviation of log values between processes
 over the workload's cases, with the degrees of freedom it was measured with.

@@ -20,9 +20,9 @@ from torch.utils.data import IterableDataset, default_collate
 
 from loaderbench.engine.batches import tensor_bytes
 from loaderbench.errors import WorkloadError
+from loaderbench.formatting import fmt_bytes, fmt_rate
 from loaderbench.machine import affinity_cpus
 from loaderbench.report.cases import extra_float
-from loaderbench.report.format import fmt_bytes, fmt_rate
 from loaderbench.tune.search import Search, TuneSpec
 
 

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from loaderbench.report.format import fmt_rate
+from loaderbench.formatting import fmt_rate
 from loaderbench.tune.search import Progress
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from loaderbench.report.format import fmt_bytes, fmt_percent, fmt_rate, fmt_time, wrap
+from loaderbench.formatting import fmt_bytes, fmt_percent, fmt_rate, fmt_time, wrap
 from loaderbench.report.pipelines import fmt_cpu
 from loaderbench.report.table import Column, markdown_table, text_table
 from loaderbench.tune.pipelines import cpu_s_per_sample

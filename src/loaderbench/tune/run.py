@@ -5,7 +5,7 @@ this process, then runs :class:`loaderbench.tune.search.Search` with a measure
 function that drives :func:`loaderbench.engine.harness.measure` rounds back to
 back, drops each measurement's first round, and finally decides on
 ``persistent_workers`` (:func:`with_persistence`).  The user's workload is a
-``kind="user"`` :class:`~loaderbench.engine.workloads.Workload`; its collate is
+``kind="user"`` :class:`~loaderbench.workloads.recipes.Workload`; its collate is
 ``collate="user"``, resolved by the harness from the workload, so nothing
 global changes.
 """
@@ -20,17 +20,17 @@ from typing import Any
 
 from loaderbench.config import USER_COLLATE, LoaderConfig
 from loaderbench.cuda import CudaConsumer, CudaSpec, cuda_available
-from loaderbench.engine.cases import Case
+from loaderbench.engine.case import Case
 from loaderbench.engine.consumers import Consumer, CpuConsumer, StepConsumer, back_to_back
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
-from loaderbench.engine.workloads import Workload, import_callable, load_factory
 from loaderbench.errors import UsageError, WorkloadError
 from loaderbench.measurement import Measurement
 from loaderbench.ranks.launch import launch
 from loaderbench.tune.pipelines import Rivals, compare_pipelines
 from loaderbench.tune.probe import Bottleneck, Probe, check_picklable, classify, probe
 from loaderbench.tune.search import Progress, Search, Trial, TuneSpec
+from loaderbench.workloads.recipes import Workload, import_callable, load_factory
 
 
 @dataclass(frozen=True, slots=True)
