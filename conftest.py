@@ -29,7 +29,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: Added to PYTEST_ADDOPTS for every pytest this suite starts (pytester's inner runs, fresh confirming processes):
 #: pytest-randomly, a test dependency, would otherwise shuffle their order and reseed their random state.
-#: tests/test_plugin_thirdparty.py opts back in where it tests pytest-randomly itself.
+#: tests/pytest_plugin/test_plugin_thirdparty.py opts back in where it tests pytest-randomly itself.
 INNER_ADDOPTS = "-p no:randomly"
 
 
