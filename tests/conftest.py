@@ -12,45 +12,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import torch
-from torch.utils.data import Dataset
 
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import CaseFailed
 from loaderbench.measurement import Measurement
+from loaderbench.testing.datasets import FailingWorkload
 from loaderbench.tune.search import Search, TuneSpec
 from loaderbench.workloads.recipes import Workload
 
 # --- a workload whose dataset raises ----------------------------------------------------------------------------------
 
 
-class Failing(Dataset[torch.Tensor]):
-    def __len__(self) -> int:
-        return 1000
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if index == 40:
-            raise KeyError("sample 40 is missing")
-        return torch.zeros(2)
-
-
-@dataclass(frozen=True, slots=True)
-class FailingWorkload(Workload):
-    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
-        return Failing()
-
-
 @pytest.fixture
 def failing_workload() -> Workload:
-    """Sample 40 raises ``KeyError('sample 40 is missing')``, in a worker or in this process.
-
-    Its dataset is a class of this conftest, which a worker started with fork inherits; spawn and forkserver
-    workers would have to import it by name, and ``conftest`` names a different module in each folder, so the
-    cases built on it use fork (the platform default here, or set by the test)."""
+    """Sample 40 raises ``KeyError('sample 40 is missing')``, in a worker (of any start method) or in this process."""
     return FailingWorkload(name="failing", kind="sleep", batch_size=4, params={"latency_s": 0.0001})
 
 

@@ -172,6 +172,7 @@ def test_each_module_is_short_documented_and_imports_at_the_top(path: Path) -> N
                     assert not m.startswith("loaderbench"), f"{where}:{inner.lineno}: a sibling import in a function"
 
 
+@pytest.mark.slow
 def test_every_subpackage_imports_on_its_own() -> None:
     """Each module imports first in a fresh interpreter (an import-order cycle would fail here)."""
     names = [module_name(p) for p in MODULES if "testing" not in module_name(p) or "hypothesis" in sys.modules]

@@ -315,6 +315,7 @@ def test_not_a_benchmark():
 """
 
 
+@pytest.mark.slow
 def test_a_users_loader_benchmark_test_is_compared_in_each_arms_environment(pytester: pytest.Pytester) -> None:
     """A repository with only its own ``loader_benchmark`` test (no suite, no fixtures/): the A/B runs that test
     in both arms through pytest, pairs it, and finds the head's slowdown; the plain test is not run."""

@@ -82,6 +82,7 @@ def descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
+@pytest.mark.slow
 def test_a_pull_request_against_main_in_the_users_own_repository(pytester: pytest.Pytester, tmp_path: Path) -> None:
     repo = user_repo(pytester.path)
     base_commit = git(repo, "rev-parse", "HEAD")[:12]
@@ -120,6 +121,7 @@ def test_a_pull_request_against_main_in_the_users_own_repository(pytester: pytes
     assert descendants() <= before
 
 
+@pytest.mark.slow
 def test_the_base_arm_imports_the_base_commits_code_though_the_head_has_it_editable(tmp_path: Path) -> None:
     repo = user_repo(tmp_path / "repo", cost=0.001)
     (repo / "src" / "userpkg" / "__init__.py").write_text(DATASET.format(cost=0.003))
@@ -221,6 +223,7 @@ def test_cli_ab_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2 and "give BASE and HEAD" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_base_dir_without_an_ab_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--benchmark", f"--loader-ab-base-dir={pytester.path}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

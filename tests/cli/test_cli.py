@@ -112,6 +112,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 # --- end to end ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tune_end_to_end_then_report(app: tuple[Path, str]) -> None:
     where, module = app
     proc = run(

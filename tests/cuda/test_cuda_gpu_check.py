@@ -18,6 +18,7 @@ def test_pcie_spec_lines() -> None:
     assert gpu_check.pcie_spec_bytes_per_s(9, 16) is None
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_every_step_on_the_simulated_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the check runs from the repository root
     rc = gpu_check.run_check(tmp_path, simulated=True, quick=True)

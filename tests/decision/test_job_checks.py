@@ -60,12 +60,14 @@ def _noise(cases: int, sd: float) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 def test_simulated_jobs_on_the_gates_own_noise_model_stay_green_and_catch_a_large_slowdown() -> None:
     result = simulate_jobs.simulate(_noise(15, 0.02), jobs=150, sessions=3, offset_prior=0.03, slowdown=0.3, seed=1)
     assert result["red"] <= 2  # Holm at 1% per job
     assert min(result["power"].values()) >= 0.9
 
 
+@pytest.mark.slow
 def test_one_case_noisier_than_the_gate_assumes_shows_up_as_false_reds_and_many_are_widened_away() -> None:
     kw = {"jobs": 100, "sessions": 3, "offset_prior": 0.03, "slowdown": 0.1, "seed": 2}
     one = _noise(15, 0.02)

@@ -149,12 +149,14 @@ def test_a_hung_worker_is_killed(run_fault: RunFault) -> None:
     assert "timeout is 0 (wait forever)" in text and "raise Plan.batch_timeout_s" in text
 
 
+@pytest.mark.slow
 def test_the_cases_own_dataloader_timeout(run_fault: RunFault) -> None:
     text = run_fault(faulty("nap"), W2.replace(timeout=1.0), kind="timeout")
     assert "no batch arrived within the case's DataLoader timeout (RuntimeError: DataLoader timed out after 1" in text
     assert "raise timeout" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["sleep", "spin"])
 def test_a_hang_in_the_main_process_is_interrupted(fault: str, run_fault: RunFault) -> None:
     """num_workers=0: the dataset hangs in this very process; the watchdog interrupts it (main thread only)."""

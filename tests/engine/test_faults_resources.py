@@ -234,6 +234,7 @@ def test_a_bad_batch_timeout_is_refused() -> None:
         Plan(batch_timeout_s=0)
 
 
+@pytest.mark.slow
 def test_a_failing_case_in_the_plugin_fails_only_that_case(pytester: pytest.Pytester) -> None:
     pytester.makefile(
         ".toml",

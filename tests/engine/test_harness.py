@@ -188,12 +188,16 @@ def test_workers_are_gone_after_a_case() -> None:
     assert _children() <= before
 
 
-def test_a_failing_worker_gives_one_clear_message_and_leaves_no_workers(failing_workload: Workload) -> None:
+@pytest.mark.parametrize("start", [None, "spawn"])  # spawn workers import the dataset's class by name
+def test_a_failing_worker_gives_one_clear_message_and_leaves_no_workers(
+    failing_workload: Workload, start: str | None
+) -> None:
     before = _children()
+    config = LoaderConfig(batch_size=4, num_workers=2, multiprocessing_context=start)
     with pytest.raises(CaseFailed) as info:
-        measure(failing_workload, LoaderConfig(batch_size=4, num_workers=2), plan=Plan(rounds=2, round_s=0.05))
+        measure(failing_workload, config, plan=Plan(rounds=2, round_s=0.05))
     text = str(info.value)
-    assert text.startswith("case failing-cpu-w2-bs4 failed: the dataset or collate raised KeyError")
+    assert text.startswith(f"case failing-cpu-{config.id} failed: the dataset or collate raised KeyError")
     assert "sample 40 is missing" in text and "Remedy:" in text
     assert "\n" not in text
     assert _children() <= before
@@ -239,6 +243,7 @@ print(subprocess.run([sys.executable, "-c", sys.argv[2]], capture_output=True, t
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux's smaps_rollup")
 def test_memory_counts_no_file_pages_so_a_parent_mapping_the_same_libraries_changes_nothing() -> None:
     """A process's whole PSS is smaller when its parent maps the same torch files (the A/B's head arm, a

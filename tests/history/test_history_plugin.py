@@ -62,6 +62,7 @@ def history_file(p: pytest.Pytester) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_two_runs_append_one_record_each_and_a_failed_test_is_not_kept(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine=USER_TESTS)
     for _ in range(2):
@@ -83,6 +84,7 @@ def test_two_runs_append_one_record_each_and_a_failed_test_is_not_kept(pytester:
     assert h.cases() == [KEPT] and len(h.series(KEPT, "samples_per_s")) == 2
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_appends_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_mine=USER_TESTS,
@@ -146,6 +148,7 @@ def write_history(
 WOBBLE = [1 + 0.002 * ((i * 7) % 5 - 2) for i in range(40)]
 
 
+@pytest.mark.slow
 def test_history_fail_passes_on_a_flat_history(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine=USER_TESTS)
     write_history(pytester, WOBBLE[:20])
@@ -159,6 +162,7 @@ def test_history_fail_passes_on_a_flat_history(pytester: pytest.Pytester) -> Non
     )
 
 
+@pytest.mark.slow
 def test_history_fail_fails_on_a_step_naming_case_size_commits_and_environment(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine=USER_TESTS)
     # 20 runs twice as fast as today, then 4 at today's level under a new torch, from another runner of the class;
@@ -204,6 +208,7 @@ def test_gpu_feed(loader_benchmark):
 """
 
 
+@pytest.mark.slow
 def test_a_case_on_the_simulated_gpu_is_marked_simulated_in_a_history_of_its_own(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_sim=SIMULATED)
     result = pytester.runpytest_subprocess(

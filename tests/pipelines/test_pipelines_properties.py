@@ -81,6 +81,7 @@ def indices_of(batch: Any, config: LoaderConfig) -> list[int]:
     return [int(i) for i in batch[0].tolist()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", pipelines())
 @share(0.6)
 @given(data=st.data(), spec=lst.dataset_specs(containers=("tuple", "dict", "namedtuple"), **SMALL))

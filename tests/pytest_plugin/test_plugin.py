@@ -26,6 +26,7 @@ def test_without_benchmark_the_cases_are_skipped(project: pytest.Pytester) -> No
     result.stdout.fnmatch_lines(["*benchmark cases skipped*pytest --benchmark*"])
 
 
+@pytest.mark.slow
 def test_benchmark_runs_only_the_cases_and_records_extra_info(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess(
         "--benchmark",

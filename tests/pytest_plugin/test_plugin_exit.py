@@ -31,6 +31,7 @@ def test_a_failed_save_exits_1_and_the_final_line_says_so(project: pytest.Pytest
     assert "1 baseline not saved" in result.stdout.lines[-1]
 
 
+@pytest.mark.slow
 def test_require_baseline_fails_a_run_without_one(project: pytest.Pytester, run_suite: RunResultOf) -> None:
     result = run_suite(project, "--loader-require-baseline")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
@@ -62,6 +63,7 @@ def test_a_run_comparing_fewer_cases_than_it_measured_says_so_on_its_last_line(
     result.stdout.fnmatch_lines(["*--loader-require-baseline: 1 case(s) have no matching baseline entry (other-io-*"])
 
 
+@pytest.mark.slow
 def test_a_selection_with_no_case_exits_5_with_the_reason(project: pytest.Pytester, suite_project: Any) -> None:
     project.makefile(".toml", workloads=suite_project.scenario(tiers=["full"]))
     result = project.runpytest_subprocess("--benchmark", "--loader-scenarios=workloads.toml", "-p", "no:cacheprovider")
@@ -81,6 +83,7 @@ def test_gpu(loader_benchmark):
 """
 
 
+@pytest.mark.slow
 def test_a_run_whose_every_case_skipped_exits_5_without_a_benchmark_warning(pytester: pytest.Pytester) -> None:
     """A ``loader_benchmark`` test skips inside its call (``device="cuda"`` on a machine without a GPU): a run that
     benchmarked nothing must not look green to CI (before: exit 0, and pytest-benchmark's "fixture was not used"

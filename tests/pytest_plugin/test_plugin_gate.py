@@ -23,6 +23,7 @@ def run(run_suite: RunResultOf) -> RunResultOf:
     return functools.partial(run_suite, rounds=4, round_s=0.04)
 
 
+@pytest.mark.slow
 def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester, run: RunResultOf) -> None:
     result = run(project)
     assert result.ret == pytest.ExitCode.OK
@@ -102,12 +103,14 @@ def test_append_without_save_is_a_usage_error(project: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--loader-baseline-append only applies when recording*"])
 
 
+@pytest.mark.slow
 def test_a_baseline_dir_that_does_not_exist_is_created_on_save(project: pytest.Pytester, run: RunResultOf) -> None:
     target = Path(project.path) / "deep" / "new"
     assert run(project, "--loader-baseline-save", f"--loader-baseline-dir={target}").ret == pytest.ExitCode.OK
     assert list(target.glob("*.json"))
 
 
+@pytest.mark.slow
 def test_a_misspelled_per_case_threshold_is_a_usage_error_listing_the_cases(
     project: pytest.Pytester, run: RunResultOf
 ) -> None:

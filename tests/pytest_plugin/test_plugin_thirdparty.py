@@ -66,6 +66,7 @@ def baseline_case_ids(p: pytest.Pytester) -> dict[str, int]:
     ],
     ids=["n2-benchmark", "n2-baseline-save", "addopts-auto-baseline-save"],
 )
+@pytest.mark.slow
 def test_xdist_with_benchmark_is_a_usage_error_before_any_worker_starts(
     pytester: pytest.Pytester,
     addopts: str,
@@ -117,6 +118,7 @@ def test_dash_n_0_overrides_an_n_in_addopts_and_the_job_runs_and_records(
     assert baseline_case_ids(pytester) == dict.fromkeys(CASE_IDS, 3)
 
 
+@pytest.mark.slow
 def test_plain_xdist_runs_the_unit_tests_in_parallel_and_skips_the_benchmarks(
     pytester: pytest.Pytester, make_repo: Callable[..., None], run: RunResultOf
 ) -> None:
@@ -133,6 +135,7 @@ def test_plain_xdist_runs_the_unit_tests_in_parallel_and_skips_the_benchmarks(
     assert not (pytester.path / "baselines").exists()
 
 
+@pytest.mark.slow
 def test_a_global_timeout_smaller_than_a_case_is_raised_to_fit_its_plan(
     pytester: pytest.Pytester, make_repo: Callable[..., None], run: RunResultOf
 ) -> None:
@@ -191,6 +194,7 @@ def pytest_unconfigure(config):
 """
 
 
+@pytest.mark.slow
 def test_a_tests_own_timeout_marker_that_fires_reads_as_one_paragraph_and_leaves_no_worker(
     pytester: pytest.Pytester, run: RunResultOf
 ) -> None:

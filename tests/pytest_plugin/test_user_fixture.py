@@ -29,6 +29,7 @@ def make_project(user_repo: Callable[..., None]) -> Callable[[float], None]:
     return functools.partial(user_repo, MY_PIPELINE, module="test_mine")
 
 
+@pytest.mark.slow
 def test_without_benchmark_the_user_benchmark_is_skipped(
     pytester: pytest.Pytester, make_project: Callable[[float], None], run_fast: RunResultOf
 ) -> None:
@@ -38,6 +39,7 @@ def test_without_benchmark_the_user_benchmark_is_skipped(
     result.assert_outcomes(passed=1, skipped=1)
 
 
+@pytest.mark.slow
 def test_the_fixture_measures_records_and_gates_without_fixtures_or_toml(
     pytester: pytest.Pytester, make_project: Callable[[float], None], run_fast: RunResultOf
 ) -> None:
@@ -67,6 +69,7 @@ def test_the_fixture_measures_records_and_gates_without_fixtures_or_toml(
     assert "Benchmark fixture was not used" not in slower.stdout.str()
 
 
+@pytest.mark.slow
 def test_pytest_benchmark_time_is_seconds_per_sample_and_compare_fail_sees_a_slowdown(
     pytester: pytest.Pytester, make_project: Callable[[float], None], run_fast: RunResultOf
 ) -> None:
@@ -87,6 +90,7 @@ def test_pytest_benchmark_time_is_seconds_per_sample_and_compare_fail_sees_a_slo
     assert "1 compare-fail" in slower.stdout.lines[-1]
 
 
+@pytest.mark.slow
 def test_tier_configs_parametrize_a_users_test_over_a_tiers_sweep(pytester: pytest.Pytester) -> None:
     smoke = tier_configs("smoke", batch_size=16)
     assert {"w0-bs16", "w2-bs16", "w2-bs16-spawn"} <= {c.id for c in smoke}
@@ -108,6 +112,7 @@ def test_sweep(loader_benchmark, cfg):
     result.stdout.fnmatch_lines(["*test_sweep[[]w0-bs16[]]*", "*test_sweep[[]w2-bs16-spawn[]]*"])
 
 
+@pytest.mark.slow
 def test_a_users_benchmark_through_a_pipeline_that_is_not_installed_skips_with_the_reason(
     pytester: pytest.Pytester,
 ) -> None:

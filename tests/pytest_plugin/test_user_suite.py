@@ -19,6 +19,7 @@ batch_size = 8
 """
 
 
+@pytest.mark.slow
 def test_the_packaged_tiers_are_collected_in_any_directory(pytester: pytest.Pytester) -> None:
     assert not (pytester.path / "fixtures").exists()
     result = pytester.runpytest_subprocess("--benchmark", "--pyargs", "loaderbench.suite", "--collect-only", "-q")
@@ -26,6 +27,7 @@ def test_the_packaged_tiers_are_collected_in_any_directory(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(["*test_pipeline[[]io-cpu-w0-bs*", "*test_harness_overhead*"])
 
 
+@pytest.mark.slow
 def test_a_users_scenario_file_runs_through_the_packaged_cases(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", mine=MINE)  # no tiers key: in every tier
     result = pytester.runpytest_subprocess(

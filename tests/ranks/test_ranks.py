@@ -129,6 +129,7 @@ def no_leftovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert not left, f"left behind: {[(p.pid, p.info['cmdline']) for p in left]}"
 
 
+@pytest.mark.slow
 def test_two_ranks_through_the_plugin_record_the_job_and_its_ranks(suite_project: Any, no_leftovers: None) -> None:
     pytester = suite_project(0.0005, suite_project.ALL_TIERS)
     pytester.makepyfile(test_mine=MINE)  # beside the suite's case, a user's loader_benchmark
@@ -167,6 +168,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_two_nodes_on_loopback_record_the_job_on_node_zero_only(suite_project: Any, no_leftovers: None) -> None:
     """The README's several-nodes recipe, both nodes on this machine: two pytest processes, one rank each, joined
     by torchrun's static rendezvous on 127.0.0.1 (gloo); node 0 records the job's one case with ``ranks=2``,
@@ -210,6 +212,7 @@ def test_a_bad_rank_count_is_a_usage_error(suite_project: Any) -> None:
     result.stderr.fnmatch_lines(["*--loader-ranks='0' must be >= 1*"])
 
 
+@pytest.mark.slow
 def test_a_worker_raising_in_one_rank_names_the_rank_and_the_case(no_leftovers: None) -> None:
     case = _user_case(RaisingOnRank1(), "raising", num_workers=1)
     with pytest.raises(CaseFailed) as info:
@@ -219,6 +222,7 @@ def test_a_worker_raising_in_one_rank_names_the_rank_and_the_case(no_leftovers: 
     assert "Traceback" not in text and "\n" not in text
 
 
+@pytest.mark.slow
 def test_a_killed_rank_names_the_rank_and_the_signal(no_leftovers: None) -> None:
     case = _user_case(KilledOnRank1(), "killed")
     with pytest.raises(CaseFailed) as info:
@@ -227,6 +231,7 @@ def test_a_killed_rank_names_the_rank_and_the_signal(no_leftovers: None) -> None
     assert f"case {case.id} failed: rank 1 of 2 was killed by SIGKILL" in str(info.value)
 
 
+@pytest.mark.slow
 def test_a_hung_rank_is_stopped_by_its_watchdog_and_named(no_leftovers: None) -> None:
     case = _user_case(HungOnRank1(), "hung")
     with pytest.raises(CaseFailed) as info:
@@ -235,6 +240,7 @@ def test_a_hung_rank_is_stopped_by_its_watchdog_and_named(no_leftovers: None) ->
     assert info.value.kind in ("hang", "timeout")
 
 
+@pytest.mark.slow
 def test_ranks_reading_the_same_samples_are_detected_with_the_fix(no_leftovers: None) -> None:
     case = _user_case(Unsharded(), "unsharded")
     with pytest.raises(CaseFailed) as info:
@@ -243,6 +249,7 @@ def test_ranks_reading_the_same_samples_are_detected_with_the_fix(no_leftovers: 
     assert "ranks read the same samples" in str(info.value) and "DistributedSampler" in str(info.value)
 
 
+@pytest.mark.slow
 def test_the_next_case_runs_after_a_failed_one(no_leftovers: None) -> None:
     workload = Workload(name="io", kind="sleep", batch_size=4, params={"latency_s": 0.0005, "shape": [2]})
     m = run_case(Case(workload, LoaderConfig(batch_size=4, ranks=2)), PLAN)
@@ -275,6 +282,7 @@ def _tune(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_tune_with_ranks_answers_workers_per_rank_on_the_shared_cores(tmp_path: Path, no_leftovers: None) -> None:
     args = ("--ranks=2", "--budget=8", "--max-workers=1", "--rounds=2", "--round-seconds=0.05", "--batch-size=8")
     proc = _tune(tmp_path, *args, "--no-progress")

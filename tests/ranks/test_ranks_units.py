@@ -301,6 +301,7 @@ def test_a_timed_out_job_names_the_ranks_without_a_result(tmp_path: Path) -> Non
     assert other.kind == "ranks" and "last words" in str(other) and "exit code 1" in str(other)
 
 
+@pytest.mark.slow
 def test_the_launcher_kills_the_whole_tree_on_timeout() -> None:
     child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True); time.sleep(60)"  # noqa: E501
     proc = subprocess.Popen([sys.executable, "-c", child], start_new_session=True)

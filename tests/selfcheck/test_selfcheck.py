@@ -71,6 +71,7 @@ def _probe(tmp_path: Path, slowdown: float) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow
 def test_the_slowed_interpreter_slows_every_fetch_in_the_process_and_its_spawn_workers(tmp_path: Path) -> None:
     out = _probe(tmp_path, 1.0)
     assert out["main"] and out["worker"]
@@ -78,6 +79,7 @@ def test_the_slowed_interpreter_slows_every_fetch_in_the_process_and_its_spawn_w
     assert out["fetch_s"] >= 0.039
 
 
+@pytest.mark.slow
 def test_the_a_a_interpreter_changes_nothing(tmp_path: Path) -> None:
     out = _probe(tmp_path, 0.0)
     assert not out["main"] and not out["worker"]

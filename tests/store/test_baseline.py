@@ -169,6 +169,7 @@ def _save_many(directory: str, worker: int, count: int) -> None:
         store.save(FP, [entry(f"w{worker}-cpu-w0-bs{i + 1}", seed=i)])
 
 
+@pytest.mark.slow
 def test_concurrent_savers_lose_nothing(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_save_many, args=(str(tmp_path), w, 12)) for w in range(2)]

@@ -51,6 +51,7 @@ def _order(stdout: str) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_a_users_cuda_tests_run_after_every_cpu_one_on_the_simulated_device(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
     out = pytester.path / "bench.json"
@@ -74,6 +75,7 @@ def test_a_users_cuda_tests_run_after_every_cpu_one_on_the_simulated_device(pyte
     assert "simulated_gpu" not in records["test_c_cpu_feed"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(HAS_GPU, reason="checks the skip on a machine without a GPU")
 def test_without_the_option_a_cuda_measurement_skips_with_the_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
@@ -89,6 +91,7 @@ def test_without_the_option_a_cuda_measurement_skips_with_the_reason(pytester: p
     result.stdout.fnmatch_lines(["*no CUDA GPU*--loader-simulated-gpu runs it on the simulated device*"])
 
 
+@pytest.mark.slow
 def test_a_cuda_test_the_plugin_cannot_recognise_fails_before_initialising_cuda(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_user=USER_TESTS
@@ -113,6 +116,7 @@ def test_0_hidden(loader_benchmark):
     result.stdout.fnmatch_lines(["*runs before CPU cases*Mark the test @pytest.mark.loaderbench(device='cuda')*"])
 
 
+@pytest.mark.slow
 def test_the_suites_cuda_smoke_cases_run_end_to_end_on_the_simulated_device(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
@@ -169,6 +173,7 @@ def test_gpu_feed(loader_benchmark):
 """
 
 
+@pytest.mark.slow
 def test_a_slower_loader_feeding_the_simulated_gpu_is_caught_by_the_gate(pytester: pytest.Pytester) -> None:
     """Item 2: a regression injected into the loader of a CUDA case is caught on the simulated device, through
     the recording (its noise measured in fresh processes that also use the simulated device) and the gate."""
@@ -206,6 +211,7 @@ def test_copy_bound_feed(loader_benchmark):
 """
 
 
+@pytest.mark.slow
 def test_a_slower_copy_engine_is_caught_by_the_gate(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 2, the copy half: the same loader on a simulated device whose host-to-device copies are 4x slower
     (set from outside the code under test, keeping the baseline key, as a degraded link would) is a feed-rate

@@ -125,6 +125,7 @@ def make():
 """
 
 
+@pytest.mark.slow
 def test_tune_with_pipelines_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     module = f"tune_rivals_{uuid.uuid4().hex[:12]}"
     (tmp_path / f"{module}.py").write_text(SLEEPY)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,10 @@ def test_a_kind_survives_pickling_and_compares_as_text(kind: str) -> None:
 
 def test_an_unknown_kind_from_an_older_record_is_kept_as_text() -> None:
     assert CaseFailed("m", kind="from-the-future").kind == "from-the-future"
+
+
+def test_the_docs_list_every_kind_with_its_meaning() -> None:
+    docs = (PACKAGE.parents[1] / "docs" / "faults-and-fuzzing.md").read_text(encoding="utf-8")
+    docs = docs.split("### Failure kinds", 1)[1].split("\n#", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (.+?) \|$", docs, re.M))
+    assert rows == {kind.value: text for kind, text in FAILURE_KINDS.items()}

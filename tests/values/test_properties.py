@@ -96,6 +96,7 @@ def expected_delivered(spec: lst.DatasetSpec, config: LoaderConfig) -> Counter[i
 # --- every sample exactly once, batch counts, drop_last, persistent epochs --------------------------------------------
 
 
+@pytest.mark.slow
 @PROCESS_EXAMPLES
 @given(data=st.data(), spec=lst.dataset_specs(iterable=None, containers=("tuple", "dict", "namedtuple"), **SMALL))
 @example(data=None, spec=lst.DatasetSpec(0, lst.Node("int"), iterable=True))
@@ -142,6 +143,7 @@ def test_every_sample_is_delivered_exactly_once_per_epoch(data: Any, spec: lst.D
     batch_size=lst.batch_sizes(max_size=5),
     workers=st.integers(min_value=1, max_value=2),
 )
+@pytest.mark.slow
 def test_out_of_order_yields_the_same_batches(spec: lst.DatasetSpec, batch_size: int, workers: int) -> None:
     ordered = LoaderConfig(batch_size=batch_size, num_workers=workers, multiprocessing_context="fork")
     unordered = ordered.replace(in_order=False)
@@ -349,6 +351,7 @@ def torch_accepts(fields: dict[str, Any], dataset: Any) -> bool:
 
 # torch's _MultiProcessingDataLoaderIter.__del__ raises AttributeError when its __init__ failed on
 # prefetch_factor=0 (torch's unraisable exception, not ours)
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @settings.get_profile("share-2.4")
 @given(fields=FIELDS, iterable=st.booleans())

@@ -48,6 +48,7 @@ def test_lognormal_latency_is_seeded_and_has_the_requested_mean() -> None:
     assert sample_latency(7, 3, 0.001, 0.0) == 0.001
 
 
+@pytest.mark.slow
 def test_every_scenario_builds_a_dataset_of_the_requested_length(tmp_path: Path) -> None:
     for w in load_scenarios(SCENARIOS).values():
         ds = w.build(64, tmp_path)

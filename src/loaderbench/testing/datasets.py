@@ -6,6 +6,9 @@ holding only specs, so they pickle under the spawn and forkserver start methods.
 A sample is ``(index, payload)``: the index identifies it after collation, and
 the payload is a deterministic function of the index, so any sample can be
 rebuilt and compared.  :mod:`loaderbench.testing.strategies` draws them.
+
+:class:`FailingWorkload` is a workload whose sample 40 raises, for the fault tests; its dataset is a class of
+this module too, so it runs under every start method.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from loaderbench.workloads.recipes import Workload
 
 #: dtype name -> modulus that keeps ``index % modulus`` exact in that dtype.
 DTYPES: dict[str, int] = {
@@ -225,3 +230,29 @@ class RaggedDataset(Dataset[Any]):
         if not 0 <= index < self.spec.length:
             raise IndexError(index)
         return self.spec.item(index)
+
+
+# --- a workload whose dataset raises ------------------------------------------------------------------------------
+
+
+class FailingDataset(Dataset[torch.Tensor]):
+    """1000 samples of ``zeros(2)``; sample ``bad`` raises ``KeyError('sample <bad> is missing')``."""
+
+    def __init__(self, bad: int = 40) -> None:
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return 1000
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index == self.bad:
+            raise KeyError(f"sample {index} is missing")
+        return torch.zeros(2)
+
+
+@dataclass(frozen=True, slots=True)
+class FailingWorkload(Workload):
+    """A ``sleep`` workload whose dataset is a :class:`FailingDataset` (sample 40 raises), in a worker or not."""
+
+    def build(self, length: int, workdir: Any = None) -> Dataset[Any]:
+        return FailingDataset()
