@@ -170,7 +170,7 @@ class LoaderConfig:
             parts.append(self.pipeline)
         if self.ranks != 1:
             parts.append(f"ranks{self.ranks}")
-        return "-".join(parts)
+        return ids.encode(parts)
 
     @classmethod
     def from_id(cls, text: str) -> LoaderConfig:

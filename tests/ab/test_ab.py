@@ -259,6 +259,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+@pytest.mark.slow
 def test_end_to_end_finds_the_regression_and_not_the_unchanged_case(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

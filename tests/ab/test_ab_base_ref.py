@@ -1,6 +1,6 @@
 """``loaderbench ab --base-ref REF``: the A/B of a pull request in the user's own repository, in one command.
 
-The end-to-end test is the README's recipe as a user runs it: a fresh git repository with a ``src/`` package
+The end-to-end test is the recipe of docs/ab.md as a user runs it: a fresh git repository with a ``src/`` package
 and no remote, the project installed editable in its own environment (the head), an uncommitted change that
 makes the dataset slower, and ``loaderbench ab --base-ref main HEAD_PYTHON``."""
 

@@ -23,6 +23,7 @@ def test_holm_steps_down_and_stops_at_the_first_acceptance() -> None:
     assert rejected == [True, False, True, False]  # 0.012 <= 0.05/3, then 0.04 > 0.05/2 stops it
 
 
+@pytest.mark.slow
 def test_a_job_of_many_unchanged_cases_never_goes_red_at_the_per_test_level() -> None:
     """140 hypotheses of pure noise, 300 seeded jobs: Holm keeps red jobs near 1%, not the ~13% a per-test
     0.1% level would give."""

@@ -21,6 +21,7 @@ def project(suite_project: Any) -> pytest.Pytester:
     return suite_project(0.001)
 
 
+@pytest.mark.slow
 def test_a_failed_save_exits_1_and_the_final_line_says_so(project: pytest.Pytester, run_suite: RunResultOf) -> None:
     assert run_suite(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
     (doc_path,) = (project.path / "baselines").glob("*.json")
@@ -41,12 +42,14 @@ def test_require_baseline_fails_a_run_without_one(project: pytest.Pytester, run_
     assert run_suite(project).ret == pytest.ExitCode.OK
 
 
+@pytest.mark.slow
 def test_require_baseline_passes_once_recorded(project: pytest.Pytester, run_suite: RunResultOf) -> None:
     assert run_suite(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
     result = run_suite(project, "--loader-require-baseline")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
 
 
+@pytest.mark.slow
 def test_a_run_comparing_fewer_cases_than_it_measured_says_so_on_its_last_line(
     project: pytest.Pytester, run_suite: RunResultOf, suite_project: Any
 ) -> None:
@@ -98,6 +101,7 @@ def test_a_run_whose_every_case_skipped_exits_5_without_a_benchmark_warning(pyte
     assert "fixture was not used" not in out
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_exits_2_and_leaves_the_baseline_and_no_process(
     project: pytest.Pytester, run_suite: RunResultOf
 ) -> None:

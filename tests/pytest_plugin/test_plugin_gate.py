@@ -35,6 +35,7 @@ def test_no_baseline_reports_and_says_how_to_record(project: pytest.Pytester, ru
     )
 
 
+@pytest.mark.slow
 def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(
     project: pytest.Pytester, run: RunResultOf, suite_project: Any
 ) -> None:
@@ -72,6 +73,7 @@ def test_record_then_catch_a_real_slowdown_and_fail_with_exit_1(
     assert json.loads(doc_path.read_text()) == doc  # comparing never writes the baseline
 
 
+@pytest.mark.slow
 def test_a_corrupt_baseline_is_a_clear_error_naming_the_file(project: pytest.Pytester, run: RunResultOf) -> None:
     assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
     (doc_path,) = (project.path / "baselines").glob("*.json")
@@ -131,3 +133,19 @@ def test_a_threshold_above_100_percent_is_refused_and_the_help_says_what_it_mean
     helped = project.runpytest("--help")
     text = " ".join(helped.stdout.str().split())  # argparse wraps the help
     assert "the tolerated change in the bad direction (10%: up to 1.10x slower passes; at most 100%" in text
+
+
+@pytest.mark.slow
+def test_the_baselines_spin_calibration_is_reused_when_comparing(project: pytest.Pytester, run: RunResultOf) -> None:
+    """A baseline that recorded the cpu workload's spin calibration lends it to the comparing process (whose own
+    calibration could come out a few percent off and move every cpu case); the run says so."""
+    assert run(project, "--loader-baseline-save").ret == pytest.ExitCode.OK
+    (doc_path,) = (project.path / "baselines").glob("*.json")
+    doc = json.loads(doc_path.read_text())
+    assert len(doc["sessions"]) == 3  # one save: this process and 2 fresh ones
+    for session, loops in zip(doc["sessions"].values(), [12000.0, 12345.0, 99000.0], strict=True):
+        session["calibration"] = {"spin_loops_per_s": loops}  # their median is what is reused
+    doc_path.write_text(json.dumps(doc))
+    result = run(project)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["*cpu workload: the baseline's spin calibration (1.234e+04 loops/s) reused*"])

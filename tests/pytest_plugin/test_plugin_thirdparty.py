@@ -103,6 +103,7 @@ def test_an_xdist_worker_asked_to_measure_refuses_whatever_the_options(pytester:
     assert parallel.refusal(pytester.parseconfig("-p", "no:xdist", "--benchmark")) == ""
 
 
+@pytest.mark.slow
 def test_dash_n_0_overrides_an_n_in_addopts_and_the_job_runs_and_records(
     pytester: pytest.Pytester, make_repo: Callable[..., None], run: RunResultOf
 ) -> None:
@@ -244,6 +245,7 @@ def test_an_alarm_that_lands_in_a_cases_clean_up_is_held_until_the_clean_up_is_d
     assert finished == [True]
 
 
+@pytest.mark.slow
 def test_randomly_shuffles_the_order_and_changes_nothing_in_kind(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, make_repo: Callable[..., None], run: RunResultOf
 ) -> None:
@@ -265,6 +267,7 @@ def test_randomly_shuffles_the_order_and_changes_nothing_in_kind(
     assert baseline_case_ids(pytester) == dict.fromkeys(CASE_IDS, 3)
 
 
+@pytest.mark.slow
 def test_coverage_measurement_beside_the_benchmarks_runs_and_records_as_without_it(
     pytester: pytest.Pytester, make_repo: Callable[..., None], run: RunResultOf
 ) -> None:

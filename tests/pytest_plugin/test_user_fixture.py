@@ -138,6 +138,7 @@ def test_spdl(loader_benchmark):
     result.stdout.fnmatch_lines(["*pipeline 'spdl'*needs spdl*pip install*loaderbench[[]rivals[]]*"])
 
 
+@pytest.mark.slow
 def test_a_parametrized_test_is_reported_as_one_workload_of_configs(pytester: pytest.Pytester) -> None:
     """The README's fixture example over two configs: one table for the test function, ``vs w0`` filled in,
     the worker plot drawn, and ``results.json`` carrying the group beside each config's own baseline key."""

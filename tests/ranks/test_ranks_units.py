@@ -27,10 +27,10 @@ from loaderbench.ab.records import ChildSpec
 from loaderbench.ab.user_tests import pytest_args
 from loaderbench.engine.case import Case
 from loaderbench.engine.consumers import CpuConsumer, StepConsumer
-from loaderbench.errors import LoaderbenchError
+from loaderbench.errors import FailureKind, LoaderbenchError
 from loaderbench.measurement import Measurement
 from loaderbench.pytest_plugin import confirm
-from loaderbench.ranks import launch
+from loaderbench.ranks import launch, rank_main
 from loaderbench.ranks.combine import combine, slowest_rank
 from loaderbench.ranks.coverage import (
     duplicates,
@@ -404,3 +404,23 @@ def test_a_ranked_case_on_several_nodes_is_not_confirmed_or_remeasured_in_a_fres
         confirm.confirmer(spec, {}, [ranked, alone])([ranked.case_id])
     monkeypatch.setenv(launch.TORCHRUN_ARGS_ENV, "--standalone --nproc-per-node=2")
     assert confirm.on_this_node(ids, [ranked, alone]) == ids
+
+
+@pytest.mark.parametrize("other", ["io-cpu-w2-bs8-ranks2", None])
+def test_ranks_that_run_different_cases_fail_naming_both(monkeypatch: pytest.MonkeyPatch, other: str | None) -> None:
+    """Nodes whose pytest runs fell out of step join one rendezvous with different cases: refused by name."""
+    ids = [CASE.id, other or CASE.id]
+
+    def all_gather_object(out: list[Any], mine: Any) -> None:
+        assert mine == CASE.id
+        out[:] = ids
+
+    monkeypatch.setattr(rank_main.dist, "all_gather_object", all_gather_object)
+    if other is None:
+        rank_main._check_same_case(CASE, 0, 2)  # the same case on every rank: nothing to say
+        return
+    with pytest.raises(CaseFailed) as info:
+        rank_main._check_same_case(CASE, 1, 2)
+    assert info.value.kind == FailureKind.RANKS and info.value.phase == "joining the process group"
+    assert f"rank 1 of 2: the ranks run different cases ({CASE.id}, {other})" in str(info.value)
+    assert "same selection, on every node" in str(info.value)

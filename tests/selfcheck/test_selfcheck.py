@@ -1,5 +1,5 @@
 """The self-checks' own machinery: the slowed interpreter, the A/B self-check's variants and figures, and
-the stored self-check's baseline sizes.  (Their measured figures are in the README; these tests take
+the stored self-check's baseline sizes.  (Their measured figures are in docs/figures.md; these tests take
 no timing.)"""
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class CudaSpec:
         parts.append("plain" if self.pipeline == "plain" else "prefetch")
         if self.queue_depth != 2:
             parts.append(f"q{self.queue_depth}")
-        return "-".join(parts)
+        return ids.encode(parts)
 
     @classmethod
     def from_id(cls, text: str) -> CudaSpec:

@@ -15,7 +15,7 @@ from typing import Any
 
 from scipy.stats import beta
 
-from loaderbench import stats
+from loaderbench import measurement, stats
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import UsageError
 from loaderbench.workloads.recipes import Workload
@@ -42,7 +42,7 @@ def parse_cases(text: str, workloads: dict[str, Workload]) -> list[tuple[Workloa
 
 def case_id(workload: Workload, config: LoaderConfig) -> str:
     """The CPU case id of ``workload`` under ``config``, as the tiers name it."""
-    return f"{workload.name}-cpu-{config.id}"
+    return measurement.case_id(workload.name, "cpu", config)
 
 
 def fraction_list(text: str, *, option: str = "--slowdowns") -> list[float]:

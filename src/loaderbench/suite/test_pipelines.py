@@ -19,7 +19,7 @@ from loaderbench.selfcheck.overhead import NEAR_ZERO, harness_overhead
 from loaderbench.workloads.recipes import Workload
 
 #: How far a self-check ratio may stray from 1 before the harness is broken, not noisy: measured within 3% on a
-#: quiet machine (README), so this bound only catches gross errors (a harness that undercounts by half), on any
+#: quiet machine (docs/figures.md), so this bound only catches gross errors (a harness that undercounts by half), on any
 #: machine CI lands on (the pairs are interleaved, so a busy neighbour slows both sides).
 GROSS = 2.0
 

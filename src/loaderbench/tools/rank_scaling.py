@@ -1,5 +1,5 @@
 """Workers per rank: the io and cpu workloads at 1 and 2 ranks x 0/1/2 workers per rank, against the cost
-model's ideal for every rank's loading processes on the shared CPUs (the README's ranks table).
+model's ideal for every rank's loading processes on the shared CPUs (the ranks table in docs/ranks.md).
 
 ``python -m loaderbench.tools.rank_scaling [--workloads io,cpu] [--ranks 1,2] [--workers 0,1,2]``
 Run it alone on a quiet machine: every case competes for the same cores.
