@@ -40,7 +40,7 @@ from loaderbench.history.page import write_page
 from loaderbench.history.summary import markdown
 from loaderbench.metrics import METRICS
 from loaderbench.options import choice, number
-from loaderbench.report.files import ReportFiles, write_report_files
+from loaderbench.report.files import ReportFiles, prepare_report_dir, write_report_files
 from loaderbench.report.terminal import terminal_report
 from loaderbench.store.results import read_results
 from loaderbench.tune.pipelines import parse_pipelines
@@ -249,6 +249,8 @@ def cmd_tune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         round_s=args.round_seconds,
         ranks=args.ranks,
     )
+    if args.report:
+        prepare_report_dir(args.report, option="--report")
     bar = None if args.no_progress else ProgressBar(err)
     try:
         result = tune(spec, progress=bar, pipelines=pipelines)
@@ -275,7 +277,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     verdicts = dict(res.verdicts) or None
     for line in terminal_report(res.measurements, width=args.width, verdicts=verdicts):
         out.write(line + "\n")
-    directory = Path(args.out) if args.out else source.parent
+    directory = prepare_report_dir(args.out, option="--out") if args.out else source.parent
     tuned = res.context.get("tune")
     sections = [tuned["summary_markdown"]] if isinstance(tuned, dict) and tuned.get("summary_markdown") else []
     files = write_report_files(

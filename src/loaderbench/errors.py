@@ -105,6 +105,10 @@ class HistoryError(LoaderbenchError):
     """
 
 
+class ReportError(LoaderbenchError):
+    """The report files could not be written (the directory vanished, filled up or turned read-only)."""
+
+
 class CaseFailed(LoaderbenchError):
     """One benchmark case failed while it was measured.
 

@@ -181,6 +181,8 @@ def test_bad_input_through_the_console_script(app: tuple[Path, str]) -> None:
         (["tune", "{m}:make", "--collate={m}:missing"], "--collate='{m}:missing': {m} has no callable 'missing'"),
         (["tune", "{m}:make", "--collate=nowhere_at_all:f"], "--collate='nowhere_at_all:f': cannot import"),
         (["report", "does-not-exist.json"], "results='does-not-exist.json': file not found"),
+        # before tuning, not a traceback after it
+        (["tune", "{m}:make", "--report=/dev/null/out"], "--report=/dev/null/out: cannot create or write files"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(

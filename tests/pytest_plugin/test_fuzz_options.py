@@ -98,3 +98,39 @@ def test_report_of_a_directory_device_or_bad_name_is_a_usage_error(
     path: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     _run(["report", path, "--out", str(tmp_path), "--no-plots"], capsys)
+
+
+def _untyped_options() -> list[str]:
+    recorder = _Recorder()
+    plugin.pytest_addoption(recorder)  # type: ignore[arg-type]
+    return [
+        names[0]
+        for names, attrs in recorder.options
+        if attrs.get("type") is None and attrs.get("action") in (None, "store") and names[0].startswith("--loader-")
+    ]
+
+
+UNTYPED = _untyped_options()
+
+
+def test_the_untyped_options_are_found() -> None:
+    assert {"--loader-scenarios", "--loader-config", "--loader-ab", "--loader-baseline-dir"} <= set(UNTYPED)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", UNTYPED)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=12, deadline=None)
+@given(value=TEXT | st.sampled_from([".", "/", "/dev/null", "/proc/self/mem", "no/such/dir/x", "-", ",", "a,,b"]))
+def test_any_string_for_an_untyped_loader_option_is_accepted_or_a_usage_error(
+    pytester: pytest.Pytester, name: str, value: str
+) -> None:
+    """Options whose text is checked when the session starts (paths, ids, lists, an interpreter), through a whole
+    ``pytest --benchmark --collect-only`` in this process: exit 0, 4 (usage error) or 5, never an internal error."""
+    if name == "--loader-ab":
+        value = f"/nonexistent/{value}"  # never an interpreter that exists: the A/B must not start one
+    if "\x00" in value:
+        value = value.replace("\x00", "")  # a NUL cannot reach pytest through a real command line
+    result = pytester.runpytest_inprocess("--benchmark", "--collect-only", "-p", "no:cacheprovider", f"{name}={value}")
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED), text
+    assert "INTERNALERROR" not in text and "Traceback" not in text, text

@@ -91,6 +91,9 @@ def test_a_corrupt_baseline_is_a_clear_error_naming_the_file(project: pytest.Pyt
         ("--loader-threshold=abc", "*--loader-threshold*abc*"),
         ("--loader-threshold=nosuchmetric=5%", "*nosuchmetric*"),
         ("--loader-max-extra=-1", "*--loader-max-extra='-1' must be 0 or more*"),
+        # checked before anything is measured, not a traceback after the last case
+        ("--loader-report=/dev/null/report", "*--loader-report=/dev/null/report: cannot create or write files*"),
+        ("--loader-scenarios=.", "*scenarios='.': cannot be read as a text file (IsADirectoryError*"),
     ],
 )
 def test_bad_gate_options_are_usage_errors(project: pytest.Pytester, option: str, message: str) -> None:

@@ -170,9 +170,9 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_nodes_on_loopback_record_the_job_on_node_zero_only(suite_project: Any, no_leftovers: None) -> None:
-    """The several-nodes recipe of docs/ranks.md, both nodes on this machine: two pytest processes, one rank each, joined
-    by torchrun's static rendezvous on 127.0.0.1 (gloo); node 0 records the job's one case with ``ranks=2``,
-    node 1 records nothing and says where the result is."""
+    """The several-nodes recipe of docs/ranks.md, both nodes on this machine: two pytest processes, one rank
+    each, joined by torchrun's static rendezvous on 127.0.0.1 (gloo); node 0 records the job's one case with
+    ``ranks=2``, node 1 records nothing and says where the result is."""
     pytester = suite_project(0.0005, suite_project.ALL_TIERS)
     endpoint = f"127.0.0.1:{_free_port()}"
     nodes = []

@@ -16,7 +16,7 @@ import pytest
 
 from loaderbench import formatting as fmt
 from loaderbench.config import LoaderConfig
-from loaderbench.errors import UsageError
+from loaderbench.errors import ReportError, UsageError
 from loaderbench.measurement import Measurement
 from loaderbench.report import advice, cases, files, markdown, table, terminal
 from loaderbench.store import results
@@ -347,3 +347,18 @@ def test_a_users_test_function_groups_its_configs_unless_two_share_a_config(fixe
     table = "\n".join(terminal.terminal_report(mine))
     assert f"test_mine on cpu: {len(mine)} case(s)" in table
     assert f"{w2.samples_per_s / w0.samples_per_s:.2f}x" in table
+
+
+def test_a_report_directory_that_cannot_be_written_is_a_usage_error_at_once(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    assert files.prepare_report_dir(tmp_path / "new" / "dir", option="--report").is_dir()
+    with pytest.raises(UsageError, match=r"--report=.*a-file/out: cannot create or write files in this directory"):
+        files.prepare_report_dir(tmp_path / "a-file" / "out", option="--report")
+
+
+def test_a_report_that_cannot_be_written_after_measuring_is_a_report_error(
+    fixed: tuple[Measurement, ...], tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ReportError, match=r"the report was not written to .*a-file/out: .*The measurements and"):
+        files.write_report_files(tmp_path / "a-file" / "out", fixed, plots=False)

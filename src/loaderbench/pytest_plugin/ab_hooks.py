@@ -38,7 +38,7 @@ from loaderbench.ab.render import markdown_section, progress_line, representativ
 from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.data import NOISE, local_or_packaged
-from loaderbench.errors import LoaderbenchError
+from loaderbench.errors import LoaderbenchError, ReportError
 from loaderbench.gate.priors import load_priors
 from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
@@ -47,7 +47,7 @@ from loaderbench.pytest_plugin import exits
 from loaderbench.pytest_plugin.confirm import child_spec
 from loaderbench.pytest_plugin.history import HistoryKeeper
 from loaderbench.pytest_plugin.run_options import RunOptions, run_options
-from loaderbench.report.files import write_report_files
+from loaderbench.report.files import prepare_report_dir, write_report_files
 from loaderbench.report.verdicts import undecided_large
 from loaderbench.store import environment, fingerprint
 
@@ -93,6 +93,8 @@ class ABSession:
         self.skipped: list[str] = []
         self.skip_reason = ""
         try:
+            if opts.report and not opts.collect_only:
+                prepare_report_dir(opts.report, option="--loader-report")
             self.base = check_interpreter(opts.ab, label=self.label, cwd=self.cwd)
             cases = select_cases(spec)
             self.history = (
@@ -187,7 +189,10 @@ class ABSession:
             raise pytest.UsageError(str(exc)) from None
         report = run_options(self.config).report
         if report:
-            self._write_report(self.result, report)
+            try:
+                self._write_report(self.result, report)
+            except ReportError as exc:  # checked writable at the start; it vanished or filled up since
+                self.files = [f"loaderbench ab: {exc}"]
         if self.history is not None:  # the head arm's cases, as one run (a case that failed there is not kept)
             failed = {f.case_id for f in self.result.head_failures}
             heads = [h for c, ps in self.result.pairs.items() if c not in failed for _, h in ps]

@@ -23,6 +23,7 @@ import pytest
 
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.engine.case import Case, simulated_ranks_reason
+from loaderbench.errors import ReportError
 from loaderbench.formatting import terminal_width
 from loaderbench.pipelines.registry import unavailable_reason
 from loaderbench.pytest_plugin import exits, fixture, options, ordering, parallel, timeouts
@@ -296,13 +297,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             tr.write_line(line)
     report_dir = run_options(config).report
     if report_dir and s.measurements:
-        files = write_report_files(
-            report_dir,
-            s.measurements,
-            verdicts=verdicts,
-            context=s.context(),
-            step_summary=os.environ.get("GITHUB_STEP_SUMMARY") or None,
-        )
+        try:
+            files = write_report_files(
+                report_dir,
+                s.measurements,
+                verdicts=verdicts,
+                context=s.context(),
+                step_summary=os.environ.get("GITHUB_STEP_SUMMARY") or None,
+            )
+        except ReportError as exc:  # checked writable at the start; it vanished or filled up since
+            tr.write_line(f"loaderbench: {exc}", red=True)
+            return
         tr.write_line(f"loaderbench: wrote {files.markdown}, {files.results} and {len(files.plots)} plot(s)")
         for note in files.plot_notes:
             tr.write_line(f"  {note}")

@@ -28,6 +28,7 @@ from loaderbench.pytest_plugin.history import HistoryKeeper
 from loaderbench.pytest_plugin.recording import add_noise_sessions, resolution_note, sessions_held
 from loaderbench.pytest_plugin.run_options import RunOptions, run_options
 from loaderbench.ranks.launch import OTHER_NODE
+from loaderbench.report.files import prepare_report_dir
 from loaderbench.report.terminal import verdict_texts
 from loaderbench.report.verdicts import summary_lines
 from loaderbench.selection.run import run_case
@@ -119,6 +120,8 @@ class LoaderbenchSession:
             raise pytest.UsageError(f"{flag} only applies when recording: add --loader-baseline-save.")
         self.malloc = allocator.pin()  # before any case: batches allocate alike in every process
         try:
+            if opts.report and not opts.collect_only:
+                prepare_report_dir(opts.report, option="--loader-report")
             workloads = load_scenarios(self.scenarios_path)
             tier = self.selection.tier_of(workloads)
             self.fingerprint = fingerprint.current(simulated_gpu=opts.simulated_gpu)

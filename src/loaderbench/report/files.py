@@ -7,11 +7,13 @@ be appended to a CI job summary (``$GITHUB_STEP_SUMMARY``).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loaderbench.errors import ReportError, UsageError
 from loaderbench.measurement import Measurement
 from loaderbench.report import markdown
 from loaderbench.report import plots as plotting  # not `plots`: write_report_files has a `plots` argument
@@ -28,6 +30,22 @@ class ReportFiles:
     plots: tuple[Path, ...]
     plot_notes: tuple[str, ...]
     step_summary: Path | None = None
+
+
+def prepare_report_dir(directory: str | os.PathLike[str], *, option: str) -> Path:
+    """Create ``directory`` now and check that a file can be written in it, so that a bad ``option`` is a usage
+    error before anything is measured, not a traceback after."""
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".loaderbench-write-check-"):
+            pass
+    except (OSError, ValueError) as exc:  # not a directory, no permission, read-only, a NUL in the name
+        raise UsageError(
+            f"{option}={os.fspath(directory)}: cannot create or write files in this directory "
+            f"({exc.__class__.__name__}: {exc}). Pass a writable directory."
+        ) from None
+    return out
 
 
 def write_report_files(
@@ -47,7 +65,28 @@ def write_report_files(
     ``step_summary`` (the plugin passes ``$GITHUB_STEP_SUMMARY``) gets ``report.md`` appended.
     ``sections`` are extra Markdown blocks (``loaderbench tune`` adds its recommendation).
     ``results=False`` leaves ``results.json`` alone (``loaderbench report`` regenerating from it).
+    Raises :class:`ReportError` when a file cannot be written.
     """
+    try:
+        return _write(directory, measurements, verdicts, context, plots, step_summary, title, sections, results)
+    except OSError as exc:
+        raise ReportError(
+            f"the report was not written to {os.fspath(directory)}: {exc.__class__.__name__}: {exc}. "
+            "The measurements and verdicts stand; give a writable directory next time."
+        ) from None
+
+
+def _write(
+    directory: str | os.PathLike[str],
+    measurements: Sequence[Measurement],
+    verdicts: Mapping[str, str] | None,
+    context: Mapping[str, Any] | None,
+    plots: bool,
+    step_summary: str | os.PathLike[str] | None,
+    title: str,
+    sections: Sequence[str],
+    results: bool,
+) -> ReportFiles:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     results_path = None

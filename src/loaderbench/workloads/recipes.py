@@ -371,6 +371,11 @@ def load_scenarios(path: str | os.PathLike[str]) -> dict[str, Workload]:
         raise WorkloadError(f"scenarios={str(p)!r}: file not found. Pass the path of a workloads TOML file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise WorkloadError(f"scenarios={str(p)!r}: not valid TOML ({exc}). Fix the file.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # a directory, unreadable, not text, a NUL
+        raise WorkloadError(
+            f"scenarios={str(p)!r}: cannot be read as a text file ({exc.__class__.__name__}: {exc}). "
+            "Pass the path of a workloads TOML file."
+        ) from None
     out: dict[str, Workload] = {}
     for entry in data.get("workload", []):
         entry = dict(entry)
