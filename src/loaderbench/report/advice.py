@@ -9,9 +9,10 @@ cases as a fallback) and gets a verdict with the numbers behind it:
 * ``depends``: some do and some do not, and the verdict says on what;
 * ``not measured``: the run holds no case that can test the claim, and says which would.
 
-A throughput comparison counts as "faster" only when the median ratio is at
-least :data:`FASTER` *and*, where both cases have three or more rounds, a
-one-sided Mann-Whitney U test on the raw per-round samples gives p <= :data:`ALPHA`.
+A throughput comparison counts as "faster" only when the median ratio is above
+:data:`FASTER` *and* a one-sided Mann-Whitney U test on the raw per-round samples gives
+p <= :data:`ALPHA` (:func:`loaderbench.stats.clearly_greater`, the rule ``loaderbench tune``
+uses): with fewer than three rounds a side the test cannot get there, and nothing is called faster.
 One-off timings (TTFB, the epoch stall) have one value per case, so they are
 compared by ratio alone, with the rule stated in the evidence.
 
@@ -30,7 +31,6 @@ from loaderbench.formatting import fmt_bytes, fmt_rate, fmt_ratio, fmt_time, wra
 from loaderbench.measurement import Measurement
 from loaderbench.report.cases import families
 from loaderbench.report.table import Column, text_table
-from loaderbench.stats import mann_whitney_greater
 
 #: A median ratio at least this large (and significant) counts as faster.
 FASTER = 1.10
@@ -69,14 +69,9 @@ def rate(m: Measurement) -> float:
 
 
 def faster(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether samples ``a`` are faster than ``b``: ratio of medians >= FASTER and, with >= 3 rounds each,
-    one-sided Mann-Whitney U p <= ALPHA."""
-    ma, mb = stats.median(a), stats.median(b)
-    if math.isnan(ma) or math.isnan(mb) or mb <= 0 or ma / mb < FASTER:
-        return False
-    if len(a) >= 3 and len(b) >= 3:
-        return mann_whitney_greater(a, b) <= ALPHA
-    return True
+    """Whether samples ``a`` are faster than ``b``: :func:`loaderbench.stats.clearly_greater` by more than
+    ``FASTER - 1`` at ``ALPHA`` (the rule ``loaderbench tune`` separates configs by)."""
+    return stats.clearly_greater(a, b, by=FASTER - 1, alpha=ALPHA)
 
 
 def _samples(m: Measurement, metric: str = "samples_per_s") -> tuple[float, ...]:

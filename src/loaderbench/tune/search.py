@@ -211,10 +211,9 @@ class Search:
         return stats.mann_whitney_greater(a.samples, b.samples)
 
     def separated(self, best: Trial, other: Trial) -> bool:
-        """``best`` is faster than ``other`` by at least ``tie`` and the rounds say so (p <= alpha)."""
-        if not self._better(best.median, other.median):
-            return False
-        return self.p_value(best, other) <= self.spec.alpha
+        """``best`` is faster than ``other`` by more than ``tie`` and the rounds say so (p <= alpha):
+        :func:`loaderbench.stats.clearly_greater`, the rule the report's advice uses too."""
+        return stats.clearly_greater(best.samples, other.samples, by=self.spec.tie, alpha=self.spec.alpha)
 
     def tied(self, best: Trial, other: Trial) -> bool:
         """``best`` is not faster than ``other`` by more than ``tie``."""
