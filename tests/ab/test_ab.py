@@ -26,9 +26,9 @@ from loaderbench.ab.paired import ABVerdict
 from loaderbench.ab.process import PROBE_MARK, check_interpreter
 from loaderbench.ab.records import BASE_ENVIRON, ChildSpec
 from loaderbench.ab.render import progress_line, summary_lines
-from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
+from loaderbench.ab.schedule import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.history import store
-from loaderbench.workloads.recipes import CALIBRATION_ENV
+from loaderbench.workloads.calibration import CALIBRATION_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -469,7 +469,7 @@ def test_the_child_spec_carries_the_simulated_gpu_and_the_child_marks_its_cuda_c
 
 
 def test_a_metric_decided_at_a_look_stays_decided_while_the_case_runs_on() -> None:
-    from loaderbench.ab.runner import _keep_decided
+    from loaderbench.ab.schedule import _keep_decided
 
     def v(metric: str, outcome: str, pairs: int) -> ABVerdict:
         return ABVerdict(metric=metric, outcome=outcome, pairs=pairs, **BLANK)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import pytest
 from loaderbench import cli
 from loaderbench.ab.checkout import base_checkout, installable, linked_environment, project_dir
 from loaderbench.ab.errors import ABError
-from loaderbench.ab.runner import moved
+from loaderbench.ab.schedule import moved
 
 PYPROJECT = """
 [build-system]

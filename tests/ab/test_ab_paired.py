@@ -12,7 +12,7 @@ import pytest
 from loaderbench.ab.paired import ABVerdict, decide_runs
 from loaderbench.ab.paired import decide as decide_at
 from loaderbench.ab.records import snapshot_variables, variable_changes
-from loaderbench.ab.runner import arm_order
+from loaderbench.ab.schedule import arm_order
 from loaderbench.decision.sequential import look_level
 from loaderbench.formatting import fmt_change
 from loaderbench.gate.priors import Prior

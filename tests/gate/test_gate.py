@@ -1,5 +1,5 @@
 """The regression gate's decisions against synthetic samples with known answers: verdicts, thresholds, the
-noise, priors and the lines that report them (the Gate over a baseline store is in test_gate_runner.py).
+noise, priors and the lines that report them (the Gate over a baseline store is in test_gate_job.py).
 
 Every sample comes from a seeded ``random.Random``; nothing here measures time.
 """

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from loaderbench.config import LoaderConfig
+from loaderbench.gate.job import Gate
 from loaderbench.gate.priors import NoisePriors, Prior, pooled
-from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.history import alarms, drift, store
 from loaderbench.history.changepoints import ChangePoint

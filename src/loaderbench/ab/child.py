@@ -1,6 +1,6 @@
 """The A/B child process: ``ARM -m loaderbench.ab.child SPEC.json RECORDS.jsonl``.
 
-Run by the A/B runner in each arm's own interpreter and environment, in a fresh
+Run by the A/B scheduler in each arm's own interpreter and environment, in a fresh
 process per block, in the arm's own directory (the head's invocation directory, or
 the base checkout's copy of it), whose git commit the environment records as the
 pytest session records its rootdir's.  It builds the tier from the spec exactly as
@@ -8,11 +8,11 @@ the pytest session does (so ``kind = "user"`` workloads are imported in the arm'
 own environment), runs each requested case once, and appends one JSON record per
 case to ``RECORDS`` (the protocol: :mod:`loaderbench.ab.records`); a user's ``loader_benchmark``
 tests among the cases run through pytest (:mod:`loaderbench.ab.user_tests`).  The spin
-calibration comes from ``$LOADERBENCH_SPIN_LOOPS_PER_S``, which the runner
+calibration comes from ``$LOADERBENCH_SPIN_LOOPS_PER_S``, which the scheduler
 sets to the one value it measured, for both arms; glibc's malloc thresholds are
 pinned first (:mod:`loaderbench.engine.allocator`), as in the pytest session.
 
-:func:`select_cases` is also how the runner itself validates the selection and
+:func:`select_cases` is also how the scheduler itself validates the selection and
 learns the case ids.  Exit status: 0 when every case was answered for (a case
 that failed is a record, not a crash); 3 when the cases cannot be built; 2 on
 bad arguments.
@@ -35,7 +35,8 @@ from loaderbench.engine.plan import Plan
 from loaderbench.errors import CaseFailed, LoaderbenchError
 from loaderbench.selection.run import run_case
 from loaderbench.store import environment
-from loaderbench.workloads.recipes import load_scenarios, spin_loops_per_s
+from loaderbench.workloads.calibration import spin_loops_per_s
+from loaderbench.workloads.recipes import load_scenarios
 
 
 def select_cases(spec: ChildSpec) -> list[Case]:
@@ -93,7 +94,7 @@ def run(spec: ChildSpec, out: TextIO) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
-        sys.stderr.write("usage: python -m loaderbench.ab.child SPEC.json RECORDS.jsonl (run by the A/B runner)\n")
+        sys.stderr.write("usage: python -m loaderbench.ab.child SPEC.json RECORDS.jsonl (run by the A/B scheduler)\n")
         return 2
     try:
         spec = ChildSpec.from_json(json.loads(Path(args[0]).read_text(encoding="utf-8")))

@@ -1,13 +1,13 @@
 """The A/B's evidence: per case and metric, is the head worse than the base, from paired runs?
 
-Pure functions over run values; :mod:`loaderbench.ab.runner` collects the pairs, and the one decision
+Pure functions over run values; :mod:`loaderbench.ab.schedule` collects the pairs, and the one decision
 engine (:mod:`loaderbench.decision`) decides.
 
 Block ``i`` of the schedule runs the case once in a fresh base process and once in a fresh head
 process, back to back (ABBA order: A then B, then B then A, ...).  Pair ``i`` gives one run value per
 arm (the median of the run's rounds, or the one-off value) and one oriented log ratio
 ``x_i = log(slowdown(base_i, head_i))``, above 0 when the head is worse.  Pairing cancels what both
-runs of a block share (the runner's load, its thermal state); ABBA ordering cancels a linear drift.
+runs of a block share (the machine's load, its thermal state); ABBA ordering cancels a linear drift.
 
 The evidence is ``x = mean(x_i)`` with ``se = sd / sqrt(n)``, where ``sd`` is the pairs' spread pooled
 with the workload's stored between-process prior behind an F-check
@@ -95,7 +95,7 @@ def decide(
     reason = _reason(e, out, n, can, level)
     if out in ("regressed", "improved"):
         out, reason = _robust(xs, x, threshold, noise.dof, levels)
-    more = out == "inconclusive"  # at the last look too: the runner says what stopped it
+    more = out == "inconclusive"  # at the last look too: the scheduler says what stopped it
     if more and not final and futile(x, noise.sd, noise.dof, n, threshold, alpha, max_pairs):
         more = False
         reason = (

@@ -3,7 +3,7 @@ in its own process group, killed as a group on any failure, timeout or KeyboardI
 
 Every child (the probe, each arm's run per block) starts with ``start_new_session=True``, so it and
 everything it starts (DataLoader workers, a forkserver, a wrapper script's helpers) share one process
-group.  When the child exits, the runner sees it without reaping it (``waitid`` with ``WNOWAIT``),
+group.  When the child exits, the scheduler sees it without reaping it (``waitid`` with ``WNOWAIT``),
 kills whatever is left of its group, and only then reaps it, so the group id cannot have been reused.
 """
 
@@ -74,7 +74,7 @@ def check_interpreter(value: str, *, label: str, cwd: Path) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """A child that ended: its exit status (negative: killed by that signal), whether the runner killed
+    """A child that ended: its exit status (negative: killed by that signal), whether the scheduler killed
     it for running past its time, and the tail of what it printed."""
 
     returncode: int

@@ -1,7 +1,7 @@
-"""The protocol between the A/B runner and its child processes: the spec it hands a child, and the JSON
+"""The protocol between the A/B scheduler and its child processes: the spec it hands a child, and the JSON
 lines a child writes back, one record a line.
 
-The runner writes a :class:`ChildSpec` as JSON; the child (``ARM -m loaderbench.ab.child SPEC RECORDS``)
+The scheduler writes a :class:`ChildSpec` as JSON; the child (``ARM -m loaderbench.ab.child SPEC RECORDS``)
 appends to ``RECORDS``, flushing each line:
 
 * ``{"type": "environment", "protocol": 1, "environment": ..., "variables": ..., "calibration": ...,
@@ -34,7 +34,7 @@ from loaderbench.measurement import Measurement
 from loaderbench.selection.select import Selection
 from loaderbench.store.environment import Environment
 
-#: The protocol version a child writes and the runner reads.
+#: The protocol version a child writes and the scheduler reads.
 PROTOCOL = 1
 #: The prefix of a case id that is a ``loader_benchmark`` test's pytest node id.
 TEST_PREFIX = "test:"
@@ -44,7 +44,7 @@ TEST_PREFIX = "test:"
 BASE_ENVIRON = "LOADERBENCH_AB_BASE_ENVIRON"
 #: Environment variables whose values are never recorded (only a hash of them).
 _SECRET = re.compile(r"TOKEN|SECRET|PASS|KEY|AUTH|CRED|COOKIE|SESSION|PRIVATE|SIGNATURE", re.IGNORECASE)
-#: Variables that differ between the arms for reasons of the runner or the shell, not of the arms.
+#: Variables that differ between the arms for reasons of the scheduler or the shell, not of the arms.
 IGNORED_PREFIXES = ("PYTEST_", "LOADERBENCH_AB_")
 IGNORED_NAMES = frozenset({"_", "PWD", "OLDPWD", "SHLVL"})
 
@@ -167,7 +167,7 @@ def read_records(path: Path, *, where: str) -> ChildOutput:
             kind = record["type"]
             if kind == "environment":
                 if record.get("protocol") != PROTOCOL:
-                    raise ValueError(f"protocol {record.get('protocol')!r}, the runner speaks {PROTOCOL}")
+                    raise ValueError(f"protocol {record.get('protocol')!r}, the scheduler speaks {PROTOCOL}")
                 out.environment = Environment.from_dict(record.get("environment") or {})
                 out.variables = {str(k): str(v) for k, v in (record.get("variables") or {}).items()}
                 calibration = record.get("calibration")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from loaderbench.ab.paired import ABVerdict
-from loaderbench.ab.runner import ABResult, Step
+from loaderbench.ab.schedule import ABResult, Step
 from loaderbench.formatting import fmt_time
 from loaderbench.measurement import Measurement
 from loaderbench.report.table import Column, markdown_table

@@ -41,10 +41,10 @@ from loaderbench.cuda.ops import (
 )
 from loaderbench.cuda.rates import StepTiming, accelerator_utilization, round_metrics
 from loaderbench.cuda.spec import (
-    PIPELINES,
+    CUDA_PIPELINES,
     SAFE_START_METHODS,
+    CudaPipeline,
     CudaSpec,
-    Pipeline,
     check_start_method,
     cuda_available,
     fork_hazard,
@@ -52,16 +52,16 @@ from loaderbench.cuda.spec import (
 )
 
 __all__ = [
+    "CUDA_PIPELINES",
     "NVML_FIELDS",
-    "PIPELINES",
     "SAFE_START_METHODS",
     "CudaConsumer",
     "CudaOps",
+    "CudaPipeline",
     "CudaSpec",
     "GpuOps",
     "NvmlSample",
     "NvmlSampler",
-    "Pipeline",
     "StepTiming",
     "accelerator_utilization",
     "calibrate_sleep_cycles_per_ms",

@@ -25,9 +25,11 @@ from loaderbench import ids
 from loaderbench.config import LoaderConfig
 from loaderbench.config_rules import fail
 
-Pipeline = Literal["plain", "prefetcher"]
-PIPELINES: tuple[Pipeline, ...] = ("plain", "prefetcher")
-_PIPELINE_TOKEN: dict[str, Pipeline] = {"plain": "plain", "prefetch": "prefetcher"}
+#: How a CUDA case copies batches to the GPU (:attr:`CudaSpec.pipeline`); not a loader pipeline
+#: (``LoaderConfig.pipeline``, :mod:`loaderbench.pipelines`).
+CudaPipeline = Literal["plain", "prefetcher"]
+CUDA_PIPELINES: tuple[CudaPipeline, ...] = ("plain", "prefetcher")
+_PIPELINE_TOKEN: dict[str, CudaPipeline] = {"plain": "plain", "prefetch": "prefetcher"}
 
 #: Start methods a CUDA case may use for its workers.
 SAFE_START_METHODS = ("spawn", "forkserver")
@@ -64,7 +66,7 @@ class CudaSpec:
 
     step_ms: float = 0.0
     non_blocking: bool = True
-    pipeline: Pipeline = "plain"
+    pipeline: CudaPipeline = "plain"
     queue_depth: int = 2
 
     def __post_init__(self) -> None:
@@ -76,8 +78,8 @@ class CudaSpec:
         object.__setattr__(self, "step_ms", float(ms))  # 5 and 5.0 give one id and one JSON value
         if not isinstance(self.non_blocking, bool):
             raise fail("non_blocking", self.non_blocking, "must be True or False", "Pass a bool")
-        if self.pipeline not in PIPELINES:
-            raise fail("pipeline", self.pipeline, "is not a CUDA pipeline", f"Use one of {PIPELINES}")
+        if self.pipeline not in CUDA_PIPELINES:
+            raise fail("pipeline", self.pipeline, "is not a CUDA pipeline", f"Use one of {CUDA_PIPELINES}")
         q = self.queue_depth
         if isinstance(q, bool) or not isinstance(q, int) or q < 1:
             raise fail(

@@ -17,7 +17,7 @@ stops early (:func:`futile`): ``unchanged`` out of reach (``T - z_p * sd / sqrt(
 and ``regressed`` too (even the change's upper bound ``|x| + 2 se`` is below what the last look could
 resolve at this spread), with ``sd`` taken at its 10% lower confidence bound, so that a few pairs with
 one disturbed among them do not stop a case quieter pairs could decide.  A metric decided at a look
-stays decided (the runner keeps its first verdict): a boundary once crossed is not un-crossed.
+stays decided (the A/B scheduler keeps its first verdict): a boundary once crossed is not un-crossed.
 A futility stop never says ``regressed``, so it cannot raise the false-red
 rate; it saves the pairs an A/A case of a noisy metric (time to first batch, epoch stall) would spend
 to the limit for an ``inconclusive`` anyway.

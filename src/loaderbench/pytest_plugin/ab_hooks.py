@@ -6,7 +6,7 @@ usual options (``--loader-tier``, ``--loader-device``, ``--loader-workloads``, `
 ``--loader-scenarios``, ``--loader-rounds``, ``--loader-round-seconds``, ``--loader-batch-timeout``,
 ``--loader-threshold``, ``--loader-report``) when the suite's own test is collected (or nothing is),
 adds every collected ``loader_benchmark`` test (by its node id: :mod:`loaderbench.ab.user_tests`),
-deselects every item, probes BASE, and runs the A/B (:mod:`loaderbench.ab.runner`) between BASE and
+deselects every item, probes BASE, and runs the A/B (:mod:`loaderbench.ab.schedule`) between BASE and
 this interpreter (``sys.executable``, the head).  The
 cases run in child processes, not as pytest-benchmark items, so there is no ``extra_info`` and
 ``--benchmark-json`` has no cases; the report files (``--loader-report``) hold every measurement of
@@ -35,12 +35,12 @@ from loaderbench.ab.errors import ABError
 from loaderbench.ab.process import check_interpreter, probe
 from loaderbench.ab.records import BASE_ENVIRON, TEST_PREFIX
 from loaderbench.ab.render import markdown_section, progress_line, representatives, summary_lines, verdict_texts
-from loaderbench.ab.runner import ABResult, Arm, Schedule, Step, run_ab
+from loaderbench.ab.schedule import ABResult, Arm, Schedule, Step, run_ab
 from loaderbench.cuda.spec import cuda_available
 from loaderbench.data import NOISE, local_or_packaged
 from loaderbench.errors import LoaderbenchError, ReportError
+from loaderbench.gate.job import DEFAULT_MAX_EXTRA
 from loaderbench.gate.priors import load_priors
-from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.pytest_names import CASE_FIXTURE, FIXTURE
 from loaderbench.pytest_plugin import exits

@@ -26,11 +26,11 @@ from loaderbench.ab.process import run_grouped
 from loaderbench.ab.records import TEST_PREFIX, ChildSpec, read_records
 from loaderbench.engine.case import Case
 from loaderbench.errors import LoaderbenchError, UsageError
-from loaderbench.gate.runner import Confirm
+from loaderbench.gate.job import Confirm
 from loaderbench.measurement import Measurement
 from loaderbench.pytest_plugin.run_options import run_options
 from loaderbench.ranks.launch import several_nodes
-from loaderbench.workloads.recipes import CALIBRATION_ENV, calibrated, spin_loops_per_s
+from loaderbench.workloads.calibration import CALIBRATION_ENV, calibrated, spin_loops_per_s
 
 
 def fresh_process(spec: ChildSpec, requests: Mapping[str, str], case_ids: Sequence[str]) -> dict[str, Measurement]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loaderbench.engine.plan import Plan
-from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
+from loaderbench.gate.job import DEFAULT_MAX_EXTRA
 from loaderbench.options import choice, number
 from loaderbench.pytest_plugin.history import history_directory
 from loaderbench.pytest_plugin.session import threshold_option

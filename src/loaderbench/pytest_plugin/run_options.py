@@ -11,7 +11,7 @@ import pytest
 
 from loaderbench import data
 from loaderbench.engine.plan import Plan
-from loaderbench.gate.runner import DEFAULT_MAX_EXTRA
+from loaderbench.gate.job import DEFAULT_MAX_EXTRA
 from loaderbench.gate.thresholds import Thresholds
 from loaderbench.selection.select import Selection
 

@@ -17,9 +17,9 @@ from loaderbench.engine import allocator, control
 from loaderbench.engine.case import Case
 from loaderbench.engine.plan import Plan
 from loaderbench.errors import CaseFailed, LoaderbenchError
+from loaderbench.gate.job import Gate
 from loaderbench.gate.model import Verdict
 from loaderbench.gate.priors import load_priors
-from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.gate.verdict import DEFAULT_SETTINGS
 from loaderbench.measurement import Measurement
@@ -36,7 +36,8 @@ from loaderbench.selection.tiers import Tier
 from loaderbench.store import environment, fingerprint
 from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineDoc, BaselineStore
 from loaderbench.testing.simulated_gpu import SimulatedGpuSpec
-from loaderbench.workloads.recipes import calibrated, load_scenarios, spin_loops_per_s, use_calibration
+from loaderbench.workloads.calibration import calibrated, spin_loops_per_s, use_calibration
+from loaderbench.workloads.recipes import load_scenarios
 
 
 def threshold_option(text: str) -> Any:

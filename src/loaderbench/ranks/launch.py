@@ -48,7 +48,7 @@ from loaderbench.engine.plan import Plan
 from loaderbench.errors import CaseFailed, FailureKind
 from loaderbench.interrupts import terminate_interrupts
 from loaderbench.measurement import Measurement
-from loaderbench.workloads.recipes import CALIBRATION_ENV, calibrated, spin_loops_per_s
+from loaderbench.workloads.calibration import CALIBRATION_ENV, calibrated, spin_loops_per_s
 
 if TYPE_CHECKING:
     from loaderbench.engine.case import Case

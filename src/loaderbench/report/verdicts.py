@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 
 from loaderbench.formatting import fmt_change, fmt_ratio
+from loaderbench.gate.job import Gate
 from loaderbench.gate.model import Verdict
-from loaderbench.gate.runner import Gate
 from loaderbench.metrics import METRICS
 from loaderbench.report.table import Column, text_table
 

@@ -1,6 +1,6 @@
 """The A/B's self-check: ``python -m loaderbench.tools.selfcheck --ab``.
 
-It runs whole interleaved A/B jobs (:func:`loaderbench.ab.runner.run_ab`, the engine of
+It runs whole interleaved A/B jobs (:func:`loaderbench.ab.schedule.run_ab`, the engine of
 ``pytest --benchmark --loader-ab=BASE``) between this interpreter (the base) and a head that is a
 wrapper around the same interpreter (:mod:`loaderbench.selfcheck.slow_interpreter`):
 
@@ -36,7 +36,7 @@ from loaderbench import stats
 from loaderbench.ab.child import select_cases
 from loaderbench.ab.errors import ABError
 from loaderbench.ab.records import ChildSpec
-from loaderbench.ab.runner import Arm, Schedule, Step, run_ab
+from loaderbench.ab.schedule import Arm, Schedule, Step, run_ab
 from loaderbench.engine.plan import Plan
 from loaderbench.errors import LoaderbenchError, UsageError
 from loaderbench.formatting import fmt_time

@@ -49,9 +49,9 @@ from loaderbench.config import LoaderConfig
 from loaderbench.engine.harness import measure
 from loaderbench.engine.plan import Plan
 from loaderbench.errors import LoaderbenchError, UsageError
+from loaderbench.gate.job import Gate
 from loaderbench.gate.model import resolution, run_noise
 from loaderbench.gate.priors import load_priors
-from loaderbench.gate.runner import Gate
 from loaderbench.gate.thresholds import parse_thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
@@ -71,7 +71,8 @@ from loaderbench.selfcheck.injector import slowed
 from loaderbench.store import environment
 from loaderbench.store.baseline import SPIN_CALIBRATION, BaselineStore
 from loaderbench.store.fingerprint import Fingerprint, current
-from loaderbench.workloads.recipes import Workload, calibrated, load_scenarios, spin_loops_per_s, use_calibration
+from loaderbench.workloads.calibration import calibrated, spin_loops_per_s, use_calibration
+from loaderbench.workloads.recipes import Workload, load_scenarios
 
 _PLAN = Plan()
 

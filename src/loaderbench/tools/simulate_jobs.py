@@ -16,7 +16,7 @@ A simulated job then redraws everything that a real job draws afresh: a baseline
 offset per metric (``offset``), today's process per case (``process``), and for each suspected
 regression a confirming fresh process, and decides the job with the gate's own
 :func:`loaderbench.decision.job.decide_job` on the gate's ``se``, keeping a regression only when both
-processes show a threshold-sized change on their own (as :meth:`loaderbench.gate.runner.Gate.finalize`
+processes show a threshold-sized change on their own (as :meth:`loaderbench.gate.job.Gate.finalize`
 and :func:`loaderbench.gate.model.confirmed` do).  A red job is one with any
 ``regressed`` verdict.  Power: the same, with the case's samples/s ``--slowdown`` slower (default: at
 the 10% threshold), one case at a time.

@@ -17,9 +17,9 @@ import pytest
 
 from loaderbench.config import LoaderConfig
 from loaderbench.errors import CaseFailed, UsageError
+from loaderbench.gate.job import Gate
 from loaderbench.gate.model import Settings, Verdict
 from loaderbench.gate.priors import NoisePriors, Prior
-from loaderbench.gate.runner import Gate
 from loaderbench.measurement import Measurement
 from loaderbench.report.verdicts import summary_lines
 from loaderbench.store.baseline import BaselineStore

@@ -1,11 +1,11 @@
-"""The A/B runner: the ABBA schedule of child processes, the budget, and the decisions after each block.
+"""The A/B scheduler: the ABBA schedule of child processes, the budget, and the decisions after each block.
 
 Schedule: block ``i`` runs every still-undecided case once in a fresh base process and once in a fresh
 head process, base first in odd blocks and head first in even ones (A B, B A, A B, ...), so a drift
 across the job (a warming machine, a neighbour's load) favours neither arm: with a linear drift, pair
 ``i``'s log ratio is off by ``+d`` in odd blocks and ``-d`` in even ones, and the mean cancels it.
 After each block every case with a new pair is decided (:mod:`loaderbench.ab.paired`, per metric);
-a case leaves the schedule once no metric is ``inconclusive``.  The runner stops when every case is
+a case leaves the schedule once no metric is ``inconclusive``.  The scheduler stops when every case is
 decided, after ``max_pairs`` blocks, or before a block that the budget cannot fit (predicted from the
 last block); at least 3 blocks always run (a change is decided from 3 pairs on), and the block
 the budget stops after is the last look, which spends what the earlier looks left.
@@ -43,7 +43,7 @@ from loaderbench.gate.thresholds import Thresholds
 from loaderbench.measurement import Measurement
 from loaderbench.metrics import METRICS
 from loaderbench.store.environment import Environment, changes
-from loaderbench.workloads.recipes import CALIBRATION_ENV, spin_loops_per_s
+from loaderbench.workloads.calibration import CALIBRATION_ENV, spin_loops_per_s
 
 ARMS = ("base", "head")
 #: The module each arm runs as a child.
