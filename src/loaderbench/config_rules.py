@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,17 +38,30 @@ COLLATES: dict[str, Callable[[Any], Any] | None] = {
     "pad": pad_collate,
 }
 
-#: The input pipelines a case can run through (``LoaderConfig.pipeline``), and what each is.
-#: The value is also the config id's token (none for ``dataloader``).
-PIPELINES: Mapping[str, str] = {
-    "dataloader": "torch.utils.data.DataLoader",
-    "nodesthread": "torchdata.nodes with a thread ParallelMapper",
-    "nodesprocess": "torchdata.nodes with a process ParallelMapper",
-    "stateful": "torchdata StatefulDataLoader",
-    "spdl": "SPDL pipeline (thread-based)",
-}
 
-#: Knobs (fields that differ from their default) each pipeline other than ``dataloader`` has no
+@dataclass(frozen=True, slots=True)
+class PipelineFacts:
+    """What the suite knows of one input pipeline (``LoaderConfig.pipeline``): the one table every other
+    place reads (the config's validation, the registry, the environment record, the tests)."""
+
+    description: str
+    #: Knobs this pipeline has no equivalent for (see :data:`PIPELINE_FACTS`).
+    unsupported: frozenset[str] = frozenset()
+    #: ``(module, distribution)`` it imports: the modules checked before a case runs, the distribution named
+    #: in the install advice and always recorded in the environment.
+    requires: tuple[tuple[str, str], ...] = ()
+    #: Whether it loads in worker processes (memory and CPU time are summed over them; the start method
+    #: applies) rather than in threads of the main process.
+    processes: bool = True
+
+
+#: What a thread-based pipeline has no equivalent for: everything about worker processes.
+_THREAD_UNSUPPORTED = frozenset(
+    {"persistent_workers", "multiprocessing_context", "timeout", "batching", "sharing_strategy"}
+)
+
+#: The input pipelines a case can run through, in this order; the name is also the config id's token (none
+#: for ``dataloader``).  ``unsupported``: knobs (fields that differ from their default) a pipeline has no
 #: equivalent for; a config that sets one is rejected rather than silently ignored.  The rest map onto
 #: each pipeline's own (see :mod:`loaderbench.pipelines`): ``num_workers`` -> mapper threads/processes
 #: or SPDL's concurrency and threads (0: torchdata maps inline in the main thread; SPDL, which has no
@@ -60,14 +74,30 @@ PIPELINES: Mapping[str, str] = {
 #: apart from batch_size/shuffle/drop_last (``batching='sampler'`` would read the same batches); only the
 #: process mapper passes tensors between processes, so only it has a sharing strategy.  The map-style
 #: rivals (nodes, SPDL) refuse an ``IterableDataset`` when the case is built.
-PIPELINE_UNSUPPORTED: Mapping[str, frozenset[str]] = {
-    "nodesthread": frozenset(
-        {"persistent_workers", "multiprocessing_context", "timeout", "batching", "sharing_strategy"}
+PIPELINE_FACTS: Mapping[str, PipelineFacts] = {
+    "dataloader": PipelineFacts("torch.utils.data.DataLoader"),
+    "nodesthread": PipelineFacts(
+        "torchdata.nodes with a thread ParallelMapper",
+        _THREAD_UNSUPPORTED,
+        (("torchdata.nodes", "torchdata"),),
+        processes=False,
     ),
-    "nodesprocess": frozenset({"persistent_workers", "timeout", "batching"}),
-    "stateful": frozenset(),
-    "spdl": frozenset({"persistent_workers", "multiprocessing_context", "timeout", "batching", "sharing_strategy"}),
+    "nodesprocess": PipelineFacts(
+        "torchdata.nodes with a process ParallelMapper",
+        frozenset({"persistent_workers", "timeout", "batching"}),
+        (("torchdata.nodes", "torchdata"),),
+    ),
+    "stateful": PipelineFacts(
+        "torchdata StatefulDataLoader", requires=(("torchdata.stateful_dataloader", "torchdata"),)
+    ),
+    "spdl": PipelineFacts(
+        "SPDL pipeline (thread-based)", _THREAD_UNSUPPORTED, (("spdl.pipeline", "spdl"),), processes=False
+    ),
 }
+#: Each pipeline's description, by name (from :data:`PIPELINE_FACTS`).
+PIPELINES: Mapping[str, str] = {name: facts.description for name, facts in PIPELINE_FACTS.items()}
+#: Each pipeline's unsupported knobs, by name (from :data:`PIPELINE_FACTS`).
+PIPELINE_UNSUPPORTED: Mapping[str, frozenset[str]] = {n: f.unsupported for n, f in PIPELINE_FACTS.items()}
 
 
 def loading_processes(ranks: int, workers: int) -> int:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from loaderbench import CaseFailed, LoaderConfig, Plan, measure
-from loaderbench.config_rules import PIPELINE_UNSUPPORTED, PIPELINES
+from loaderbench.config_rules import PIPELINE_FACTS, PIPELINE_UNSUPPORTED, PIPELINES
 from loaderbench.engine.case import Case
 from loaderbench.measurement import Measurement, from_extra_info
 from loaderbench.pipelines import registry
@@ -35,7 +35,7 @@ def needs(name: str) -> Any:
 
 
 ALL = [needs(p) for p in PIPELINES]
-PROCESSES = {"dataloader", "stateful", "nodesprocess"}
+PROCESSES = {name for name, facts in PIPELINE_FACTS.items() if facts.processes}
 
 
 def config_for(pipeline: str, **fields: Any) -> LoaderConfig:

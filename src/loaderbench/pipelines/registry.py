@@ -15,21 +15,16 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from loaderbench.config import LoaderConfig
-from loaderbench.config_rules import PIPELINE_UNSUPPORTED, PIPELINES
+from loaderbench.config_rules import PIPELINE_FACTS, PIPELINE_UNSUPPORTED, PIPELINES
 from loaderbench.errors import CaseFailed, FailureKind, InvalidConfig
 from loaderbench.pipelines.base import Pipeline
 from loaderbench.pipelines.dataloader import DataLoaderPipeline, stateful_pipeline
 from loaderbench.pipelines.nodes import NodesPipeline
 from loaderbench.pipelines.spdl_pipeline import SpdlPipeline
 
-#: The modules each pipeline imports, and the distribution that provides them.
-REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {
-    "dataloader": (),
-    "stateful": (("torchdata.stateful_dataloader", "torchdata"),),
-    "nodesthread": (("torchdata.nodes", "torchdata"),),
-    "nodesprocess": (("torchdata.nodes", "torchdata"),),
-    "spdl": (("spdl.pipeline", "spdl"),),
-}
+#: The modules each pipeline imports, and the distribution that provides them (``PipelineFacts.requires``; a
+#: dict, so that a test can make a pipeline look uninstalled).
+REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {name: f.requires for name, f in PIPELINE_FACTS.items()}
 
 #: How to install every rival pipeline.
 INSTALL = 'pip install "loaderbench[rivals]"'

@@ -37,13 +37,16 @@ from typing import Any
 
 import torch
 
+from loaderbench.config_rules import PIPELINE_FACTS
 from loaderbench.store.fingerprint import gpus_and_driver, read_text
 from loaderbench.version import __version__
 
 #: The format :meth:`Environment.as_dict` writes (see the module docstring).
 VERSION = 2
-#: The distributions the suite's own workloads use: always recorded when installed, and named first.
-WORKLOAD_PACKAGES = ("Pillow", "numpy", "torchdata", "spdl")
+#: The distributions the suite's own workloads and pipelines use: always recorded when installed, and named first.
+WORKLOAD_PACKAGES = tuple(
+    dict.fromkeys(["Pillow", "numpy", *(dist for f in PIPELINE_FACTS.values() for _, dist in f.requires)])
+)
 #: At most this many package changes are named; the rest are counted ("and N more").
 MAX_NAMED_CHANGES = 12
 NOT_INSTALLED = "not installed"

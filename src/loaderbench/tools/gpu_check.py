@@ -32,6 +32,7 @@ from typing import Any
 
 from loaderbench import data
 from loaderbench.config import LoaderConfig
+from loaderbench.config_rules import PIPELINE_FACTS
 from loaderbench.cuda.ops import measure_h2d_limit_bytes_per_s
 from loaderbench.cuda.spec import CudaSpec
 from loaderbench.engine.case import Case
@@ -135,7 +136,7 @@ def step_decode(simulated: bool, quick: bool) -> dict[str, Any]:
     configs: dict[str, dict[str, Any]] = {"dataloader": dict(base)}
     if workers:
         configs["dataloader"].update(multiprocessing_context="spawn", persistent_workers=True)
-    for pipeline in ("nodesthread", "spdl"):
+    for pipeline in (name for name, facts in PIPELINE_FACTS.items() if not facts.processes):  # the thread pipelines
         configs[pipeline] = {**base, "pipeline": pipeline}
     cases, skipped = [], {}
     for name, kwargs in configs.items():
