@@ -15,8 +15,10 @@ import os
 import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +27,10 @@ import psutil
 import pytest
 import torch
 from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data._utils import signal_handling
 
 from loaderbench import CaseFailed, CpuConsumer, LoaderConfig, Plan, UsageError, Workload, measure
+from loaderbench.engine.cleanup import reap
 from loaderbench.engine.explain import explain_failure
 from loaderbench.pipelines.dataloader import DataLoaderPipeline
 
@@ -334,3 +338,24 @@ def test_pipeline(loaderbench_case, loaderbench_session, benchmark):
     )
     assert "Traceback" not in result.stdout.str()
     assert stored.read_bytes() == before
+
+
+def test_killing_workers_torch_still_watches_raises_nothing_in_the_clean_up() -> None:
+    """Ctrl-C (or pytest-timeout's alarm) while ``iter()`` starts the workers leaves them registered with torch's
+    SIGCHLD check, whose "worker is killed by signal" error, raised inside the harness's kill, would replace the
+    interruption (the run then went on as a failed case instead of stopping)."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    previous = signal.getsignal(signal.SIGCHLD)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    signal_handling._set_worker_pids(id(worker), (worker.pid,))
+    signal_handling._set_SIGCHLD_handler()
+    try:
+        assert reap(me, before, timeout_s=0.05) == 1
+        time.sleep(0.2)  # a SIGCHLD still to be handled would raise here
+        assert not psutil.pid_exists(worker.pid)  # killed and reaped
+        assert worker.wait(timeout=5) == 0  # Popen learns it was reaped elsewhere (ECHILD reads as 0)
+        assert signal.getsignal(signal.SIGCHLD) is not signal.SIG_DFL  # torch's handler is back
+    finally:
+        signal_handling._remove_worker_pids(id(worker))
+        signal.signal(signal.SIGCHLD, previous)

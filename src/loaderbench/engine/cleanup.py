@@ -54,13 +54,41 @@ def kill(procs: list[psutil.Process]) -> None:
             proc.kill()
 
 
+#: Seconds a case stopped from outside (Ctrl-C, pytest-timeout's alarm) gives its workers to exit before they are
+#: killed: an iterator interrupted while starting them never tells them to stop, so they would use the whole
+#: ``Plan.shutdown_timeout_s``.
+INTERRUPTED_GRACE_S = 2.0
+
+
 def reap(me: psutil.Process, before: Iterable[int], timeout_s: float) -> int:
     """Wait for the case's processes to exit; kill stragglers.  Returns how many had to be killed."""
     procs = case_processes(me, before)
-    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    kill(alive)
-    psutil.wait_procs(alive, timeout=5)
+    with sigchld_quiet():
+        _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+        kill(alive)
+        psutil.wait_procs(alive, timeout=5)
     return len(alive)
+
+
+@contextlib.contextmanager
+def sigchld_quiet() -> Iterator[None]:
+    """Keep torch's SIGCHLD handler out of the block, which kills and reaps the case's workers.
+
+    A ``DataLoader`` iterator registers its workers' pids and a handler that raises ``RuntimeError: DataLoader
+    worker (pid N) is killed by signal`` when one of them dies.  When its own shutdown never ran (Ctrl-C or
+    pytest-timeout's alarm while ``iter()`` was starting the workers), the workers the harness kills here
+    would raise that error inside the clean-up, in place of the interruption: the run would then go on as a
+    failed case instead of stopping.  The workers are reaped before the handler is back, so it has no dead
+    worker to report afterwards.  Only on the main thread, where Python runs signal handlers."""
+    previous = signal.getsignal(signal.SIGCHLD)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
 
 
 def shm_segments(path: str = SHM_DIR) -> set[str]:

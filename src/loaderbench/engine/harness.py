@@ -57,7 +57,7 @@ from loaderbench.collates import ExplainingCollate
 from loaderbench.config import LoaderConfig
 from loaderbench.engine import allocator
 from loaderbench.engine.batches import tensor_bytes
-from loaderbench.engine.cleanup import alarm_held, reap, remove_leftover_segments, shm_segments
+from loaderbench.engine.cleanup import INTERRUPTED_GRACE_S, alarm_held, reap, remove_leftover_segments, shm_segments
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
 from loaderbench.engine.explain import explain_failure
 from loaderbench.engine.memory import PeakMemorySampler, known_processes, tree_cpu_seconds
@@ -113,6 +113,7 @@ def measure(
     exits: dict[int, int] = {}
     notes: list[str] = []
     loader: Pipeline | None = None
+    stopped = False  # interrupted from outside
     tmp = tempfile.TemporaryDirectory(prefix="loaderbench-") if workdir is None else None
     where: str | os.PathLike[str] = tmp.name if tmp is not None else workdir  # type: ignore[assignment]
     dog = Watchdog(cid, plan.batch_timeout_s, before=children_before)
@@ -166,6 +167,7 @@ def measure(
         raise explain_failure(cid, exc, phase=dog.current_phase, worker_exits=exits, in_process=zero) from None
     except BaseException as exc:  # stopped from outside (pytest-timeout's alarm, Ctrl-C): cleaned up below
         note_interruption(exc, case=cid, phase=dog.current_phase)
+        stopped = True
         raise
     finally:
         try:
@@ -173,7 +175,8 @@ def measure(
                 dog.stop()
                 loader = None
                 gc.collect()
-                leaked = reap(me, children_before, plan.shutdown_timeout_s)
+                # stopped from outside: whoever pressed Ctrl-C waits a moment, not the whole shutdown timeout
+                leaked = reap(me, children_before, INTERRUPTED_GRACE_S if stopped else plan.shutdown_timeout_s)
                 removed = remove_leftover_segments(shm_before, workers)
                 torch.set_num_threads(old_threads)
                 torch.multiprocessing.set_sharing_strategy(old_strategy)  # type: ignore[no-untyped-call]
