@@ -117,6 +117,9 @@ def test_an_interrupted_run_exits_2_and_leaves_the_baseline_and_no_process(
              "--loader-baseline-dir=baselines", "--loader-baseline-save", "--loader-baseline-append",
              "-p", "no:cacheprovider"],
             cwd=project.path, stdout=out, stderr=subprocess.STDOUT,
+            # a shell's background job ignores SIGINT, and so would this pytest (Python then installs no
+            # KeyboardInterrupt handler): the child gets the default, as from a terminal
+            preexec_fn=_default_sigint,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 120
@@ -136,6 +139,10 @@ def test_an_interrupted_run_exits_2_and_leaves_the_baseline_and_no_process(
     assert "nterrupted" in text, text
     assert stored.read_bytes() == before
     assert not [w.pid for w in workers if _alive(w)]
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _alive(proc: psutil.Process) -> bool:
