@@ -27,6 +27,7 @@ from torch.utils.data import (
 from loaderbench import ids
 from loaderbench.config_rules import (
     COLLATES,
+    PIPELINE_FACTS,
     PIPELINES,
     START_METHODS,
     TORCH_HAS_IN_ORDER,
@@ -347,8 +348,9 @@ class LoaderConfig:
 
     @property
     def start_method(self) -> str | None:
-        """The start method workers really use (the platform default when unset)."""
-        if self.num_workers == 0:
+        """The start method workers really use (the platform default when unset); ``None`` when nothing
+        starts a process: no workers, or a pipeline that loads in threads."""
+        if self.num_workers == 0 or not PIPELINE_FACTS[self.pipeline].processes:
             return None
         return self.multiprocessing_context or multiprocessing.get_start_method(allow_none=False)
 

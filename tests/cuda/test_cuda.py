@@ -139,6 +139,15 @@ def test_check_start_method() -> None:
     assert "Use multiprocessing_context='spawn' or 'forkserver' for CUDA cases." in str(info.value)
 
 
+def test_a_thread_pipeline_starts_no_process_so_cuda_allows_its_workers() -> None:
+    for pipeline in ("nodesthread", "spdl"):  # workers are threads: nothing is forked from the CUDA process
+        config = LoaderConfig(num_workers=4, pin_memory=True, pipeline=pipeline)
+        assert config.start_method is None
+        check_start_method(config)
+        assert fork_hazard(config) is None
+    assert LoaderConfig(num_workers=4, pipeline="nodesprocess", multiprocessing_context="fork").start_method == "fork"
+
+
 def test_check_start_method_counts_the_platform_default() -> None:
     config = LoaderConfig(num_workers=1)
     if multiprocessing.get_start_method() != "fork":

@@ -18,6 +18,16 @@ def test_pcie_spec_lines() -> None:
     assert gpu_check.pcie_spec_bytes_per_s(9, 16) is None
 
 
+def test_a_step_with_a_failed_case_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = {"cases": {"a": {"feed_samples_per_s": 1.0}, "b": {"failed": "multiprocessing_context=None: ..."}}}
+    monkeypatch.setattr(gpu_check, "step_decode", lambda simulated, quick: figures)
+    assert gpu_check.main(["--step", "decode", "--simulated", str(tmp_path)]) == 1
+    assert json.loads((tmp_path / "decode.json").read_text()) == figures
+    figures["cases"].pop("b")
+    assert gpu_check.main(["--step", "decode", "--simulated", str(tmp_path)]) == 0
+    assert gpu_check.failed_cases({"skipped": "no NCCL"}) == []
+
+
 @pytest.mark.slow
 def test_the_gpu_check_runs_every_step_on_the_simulated_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the check runs from the repository root

@@ -82,12 +82,14 @@ def _samples(m: Measurement, metric: str = "samples_per_s") -> tuple[float, ...]
 
 
 def _plain(ms: Iterable[Measurement], workload: str) -> list[Measurement]:
-    """CPU cases of ``workload`` with the platform's default start method and non-persistent workers."""
+    """DataLoader CPU cases of ``workload`` with the platform's default start method and non-persistent
+    workers."""
     return [
         m
         for m in ms
         if m.workload == workload
         and m.device == "cpu"
+        and m.config.pipeline == "dataloader"
         and not m.consumer
         and m.config.start_method in (None, "fork")
         and not m.config.persistent_workers

@@ -94,7 +94,10 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _method(m: Measurement) -> str:
-    return m.config.start_method or "in-process"
+    """How the case loads: its start method, "in-process" or "threads"; other pipelines than the DataLoader
+    are named (their workers are not the DataLoader's)."""
+    method = m.config.start_method or ("in-process" if m.config.num_workers == 0 else "threads")
+    return method if m.config.pipeline == "dataloader" else f"{m.config.pipeline} {method}"
 
 
 def _quartiles(m: Measurement) -> tuple[float, float]:

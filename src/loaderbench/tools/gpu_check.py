@@ -154,6 +154,12 @@ def step_decode(simulated: bool, quick: bool) -> dict[str, Any]:
     return {"cases": _run_cases(cases, plan), "skipped": skipped}
 
 
+def failed_cases(figures: dict[str, Any]) -> list[str]:
+    """The ids of the cases a step's figures say failed (a step with a failed case fails)."""
+    cases = figures.get("cases", {})
+    return [case_id for case_id, record in cases.items() if isinstance(record, dict) and "failed" in record]
+
+
 # --- the orchestration ----------------------------------------------------------------------------------
 
 
@@ -253,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             figures = step_decode(args.simulated, args.quick)
         (args.outdir / f"{args.step}.json").write_text(json.dumps(figures, indent=2, default=str))
         print(json.dumps(figures, default=str)[:4000])
-        return 0
+        failed = failed_cases(figures)
+        for case_id in failed:
+            print(f"FAILED {case_id}: {figures['cases'][case_id]['failed']}", file=sys.stderr)
+        return 1 if failed else 0
     rc = run_check(args.outdir, simulated=args.simulated, quick=args.quick)
     print((args.outdir / "summary.md").read_text())
     return rc
