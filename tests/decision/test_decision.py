@@ -69,6 +69,32 @@ def test_every_loader_slower_while_the_control_held_fails_as_one_verdict() -> No
     assert [d.evidence.case_id for d in job.regressed] == [EVERY_CASE]
 
 
+@pytest.mark.parametrize("control_x", [math.log(1 / 1.65), math.log(1.5)])
+def test_a_control_that_moved_while_the_cases_held_makes_no_verdict(control_x: float) -> None:
+    """Seen on an H200: the spin loop 1.65x faster than at recording while the CUDA cases held; the offset
+    hypothesis was d - c = +0.4 and three 'every case 1.00x faster' metrics were regressed."""
+    rng = random.Random(5)
+    cases = [ev(f"c{i}", rng.gauss(0, 0.02)) for i in range(30)]
+    job = decide_job(
+        cases,
+        offset_sigma={"samples_per_s": 0.03},
+        control=Control(control_x, 0.02, "spin moved"),
+        controlled=frozenset({"samples_per_s"}),
+    )
+    assert not job.regressed
+    every = [d for d in job.decisions if d.evidence.case_id == EVERY_CASE]
+    assert len(every) == 1 and every[0].outcome != "improved"
+    assert abs(every[0].evidence.x) <= abs(job.offsets[0].estimate)  # the control never enlarges the offset
+
+
+def test_the_control_explains_at_most_the_cases_own_shift() -> None:
+    from loaderbench.decision.job import explained
+
+    assert explained(0.2, 0.3) == 0.2 and explained(0.2, 0.1) == 0.1
+    assert explained(0.2, -0.4) == 0.0 and explained(0.0, -0.4) == 0.0
+    assert explained(-0.2, -0.3) == -0.2 and explained(-0.2, 0.5) == 0.0
+
+
 def test_cases_scattering_more_than_their_model_widen_every_noise_figure() -> None:
     rng = random.Random(4)
     cases = [ev(f"c{i}", rng.gauss(0, 0.08)) for i in range(40)]  # the model says 2%, the run shows 8%

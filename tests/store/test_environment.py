@@ -28,6 +28,15 @@ def test_host_id_is_a_hash_of_the_machine_id(tmp_path: Path) -> None:
     assert envm.host_id(tmp_path / "nowhere") is None
 
 
+def test_a_host_without_a_machine_id_is_known_by_its_boot_id(tmp_path: Path) -> None:
+    (tmp_path / "proc/sys/kernel/random").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/random/boot_id").write_text("5f1c-boot\n")
+    assert envm.host_id(tmp_path) == hashlib.sha256(b"5f1c-boot").hexdigest()[:12]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/machine-id").write_text("0123456789abcdef\n")
+    assert envm.host_id(tmp_path) == hashlib.sha256(b"0123456789abcdef").hexdigest()[:12]
+
+
 def test_git_commit_of_the_working_tree(tmp_path: Path) -> None:
     def git(*args: str) -> None:
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)

@@ -11,9 +11,12 @@ at least :data:`MIN_OFFSET_CASES` cases have it):
 * the residuals' z scores should scatter like a standard normal; their robust spread
   (``1.4826 * MAD``), when above 1 with at least :data:`MIN_SCALE_CASES` cases, scales every ``se`` of
   the group up by that factor;
-* the offset is one more hypothesis of the family: ``x = d - c`` where ``c`` is the control case's own
-  change (0 without a control), so "every loader is slower while the control held" fails the job, and
-  "everything moved with the control" is one line.
+* the offset is one more hypothesis of the family: ``x = d - e`` where ``e`` is the part of ``d`` the
+  control case's own change ``c`` explains (``c`` clamped between 0 and ``d``; 0 without a control), so
+  "every loader is slower while the control held" fails the job, and "everything moved with the control"
+  is one line.  The control only ever explains a shift away; it never makes or enlarges one: a control
+  that moved while the cases held (a spin loop 1.65x faster on a fresh GPU machine whose CUDA cases did
+  not move) says the control does not speak for these cases, not that every loader regressed.
 
 Holm's step-down procedure over the family's regression p-values assigns each hypothesis the level
 ``job_alpha / (m - i)``; improvements are tested at Bonferroni's ``job_alpha / m``.
@@ -122,8 +125,8 @@ def offsets(
             zs = [(e.x - d) / e.se for e in es]
             scale = max(1.0, _mad(zs, statistics.median(zs)))
         sigma = offset_sigma.get(unit, 0.0)
-        c = control.x if control is not None and unit in controlled else 0.0
-        c_se = control.se if control is not None and unit in controlled else 0.0
+        c = explained(d, control.x) if control is not None and unit in controlled else 0.0
+        c_se = control.se if c and control is not None else 0.0
         se = math.sqrt(sigma**2 + se_median**2 + c_se**2)
         base = statistics.median(e.baseline for e in es)
         hypothesis = Evidence(
@@ -140,6 +143,15 @@ def offsets(
         )
         out[unit] = Offset(unit, d, se, scale, len(es), hypothesis)
     return out
+
+
+def explained(d: float, c: float) -> float:
+    """The part of the common offset ``d`` that the control's change ``c`` explains: ``c`` clamped between 0
+    and ``d`` (both logs).  A control that moved the other way, or while the cases held, explains nothing
+    and adds nothing."""
+    if d > 0:
+        return min(max(c, 0.0), d)
+    return max(min(c, 0.0), d)
 
 
 def holm_levels(p_values: Sequence[float], alpha: float) -> tuple[list[bool], list[float]]:
@@ -223,6 +235,8 @@ def _lines(found: Mapping[str, Offset], control: Control | None) -> list[str]:
             why = f"{ctrl} moved as much: the machine or its load changed, not the loaders"
         elif control is not None and not control.moved:
             why = f"{ctrl} held: if this stands, every loader changed"
+        elif control is not None and explained(o.estimate, control.x) == 0.0:
+            why = f"{ctrl} moved, the cases did not follow: it does not speak for these cases and is not used"
         else:
             why = ctrl
         scale = (

@@ -135,11 +135,12 @@ class Gate:
     def context(self) -> str:
         """What changed since the baseline, and whether this host recorded it: the header of a comparison."""
         changed = "; ".join(self.changes) if self.changes else "none"
-        host = (
-            "this host is not one the baseline was recorded on (between-host noise allowed for)"
-            if self.other_host
-            else "recorded on this host"
-        )
+        if self.environment.host_id is None:
+            host = "this host has no id (no /etc/machine-id, DMI UUID or boot id): between-host noise allowed for"
+        elif self.other_host:
+            host = "this host is not one the baseline was recorded on (between-host noise allowed for)"
+        else:
+            host = "recorded on this host"
         return f"environment changes since the baseline: {changed}; {host}"
 
     def _sessions_note(self, doc: BaselineDoc) -> str:

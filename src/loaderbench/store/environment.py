@@ -248,9 +248,16 @@ def git_commit(repo: str | Path) -> str | None:
 
 
 def host_id(root: Path = Path("/")) -> str | None:
-    """A hashed id of this host (``/etc/machine-id``, else the DMI product UUID): tells hosts of one
-    class apart without revealing the id."""
-    for path in (root / "etc/machine-id", root / "var/lib/dbus/machine-id", root / "sys/class/dmi/id/product_uuid"):
+    """A hashed id of this host (``/etc/machine-id``, else the DMI product UUID, else the kernel's boot id):
+    tells hosts of one class apart without revealing the id.  The boot id is the last resort, for the
+    containers and VMs that have neither (a GPU machine lent for one session had none): it holds for one
+    boot, so a rebooted host counts as another one, the cautious side (between-host noise is allowed for)."""
+    for path in (
+        root / "etc/machine-id",
+        root / "var/lib/dbus/machine-id",
+        root / "sys/class/dmi/id/product_uuid",
+        root / "proc/sys/kernel/random/boot_id",
+    ):
         text = (read_text(path) or "").strip()
         if text:
             return hashlib.sha256(text.encode()).hexdigest()[:12]
