@@ -247,6 +247,20 @@ def test_one_disturbed_measurement_is_not_confirmed() -> None:
     assert "not confirmed" in both.reason
 
 
+def test_a_suspect_is_decided_on_its_fresh_process_alone() -> None:
+    """Seen in a stored-gate A/A job: 1.79x slower in the session (a neighbour's burst), 1.12x in the fresh
+    process; pooled, 1.43x was `regressed`.  The fresh process alone decides, and the verdict says why."""
+    rng = random.Random(25)
+    base = runs(rng, 10, 1000.0, run_cv=0.05)
+    disturbed, fresh = runs(rng, 1, 560.0), runs(rng, 1, 890.0)
+    v = compare("c", SPS, base, disturbed + fresh, threshold=0.10)
+    assert v.outcome == "inconclusive" and not v.needs_more
+    assert v.current == pytest.approx(fresh[0].samples_per_s)  # the estimate is the fresh process's
+    assert re.search(r"not confirmed: 1\.\d\dx slower in this session's measurement, 1\.1\dx slower in the fresh", v.reason)
+    real = compare("c", SPS, base, disturbed + runs(rng, 1, 600.0), threshold=0.10)
+    assert real.outcome == "regressed" and real.current_runs == 2  # a real regression still confirms
+
+
 def test_noise_never_below_the_metrics_process_noise() -> None:
     rng = random.Random(22)
     one = runs(rng, 1, 1000.0, round_cv=0.0001)

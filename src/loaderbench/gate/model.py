@@ -14,7 +14,12 @@ averaged first: a process's offset (CPU calibration, allocator state) persists a
 they count as one draw.
 
 * ``x`` = log of the slowdown between the geometric mean of today's process means and that of the
-  baseline's session means, oriented so that ``x > 0`` is worse.
+  baseline's session means, oriented so that ``x > 0`` is worse.  Once a suspect was measured again in
+  fresh processes, ``x`` and ``se`` come from the fresh processes alone (:func:`judged_runs`): the
+  session's own measurement raised the suspicion and must itself show a threshold-sized change
+  (:func:`confirmed`), but it is not pooled into the estimate, so one far-off measurement taken during a
+  neighbour's burst cannot outweigh a fresh process near the baseline (seen: 1.79x slower in session,
+  1.12x in the fresh process, pooled 1.43x: a red A/A job).
 * ``sigma`` = the case's session-to-session noise: the variance of the baseline's session means
   (``k - 1`` degrees of freedom) pooled with the workload's prior (:mod:`loaderbench.gate.priors`,
   worth the degrees of freedom it was measured with): ``sigma^2 = ((k-1) s^2 + d p^2) / (k-1+d)``;
@@ -212,6 +217,14 @@ def process_values(metric: Metric, runs: Sequence[Measurement]) -> list[list[flo
     return list(groups.values())
 
 
+def judged_runs(metric: Metric, current: Sequence[Measurement]) -> list[Measurement]:
+    """The runs today's estimate is taken from: every run when one process measured the case, else the
+    fresh processes' alone (the first process, the session's, only raised the suspicion)."""
+    first = current[0].session if current else None
+    fresh = [r for r in current if r.session != first] if first else list(current[1:])
+    return fresh if fresh and len(process_values(metric, current)) > 1 else list(current)
+
+
 def evidence(
     case_id: str,
     metric: Metric,
@@ -226,6 +239,7 @@ def evidence(
     """One case and metric against its baseline (see the module docstring)."""
     base_logs = session_values(metric, baseline)
     k = len(base_logs)
+    current = judged_runs(metric, current)
     procs = [sum(g) / len(g) for g in process_values(metric, current)]
     m = len(procs)
     base, cur = math.exp(sum(base_logs) / k), math.exp(sum(procs) / m)
@@ -261,12 +275,20 @@ def evidence(
     )
 
 
-def confirmed(metric: Metric, e: Evidence, current: Sequence[Measurement]) -> bool:
-    """Whether every process of today, on its own, shows a threshold-sized change beyond the offset the job
-    took (``e`` is the offset-adjusted evidence): one disturbed process cannot carry a regression."""
+def process_changes(metric: Metric, e: Evidence, current: Sequence[Measurement]) -> list[float]:
+    """Each of today's processes' own change beyond the offset the job took (``e`` is the offset-adjusted
+    evidence), oriented like ``e.x``, in the order the processes ran."""
     offset = math.log(metric.slowdown(e.baseline, e.current)) - e.x
     own = (math.log(metric.slowdown(e.baseline, math.exp(sum(g) / len(g)))) for g in process_values(metric, current))
-    return holds_in_each(e, (x - offset for x in own))
+    return [x - offset for x in own]
+
+
+def confirmed(
+    metric: Metric, e: Evidence, current: Sequence[Measurement], settings: Settings = DEFAULT_SETTINGS
+) -> bool:
+    """Whether every process of today, on its own, shows a threshold-sized change beyond the offset the job
+    took (``e`` is the offset-adjusted evidence): one disturbed process cannot carry a regression."""
+    return holds_in_each(e, process_changes(metric, e, current), settings.levels)
 
 
 def compare(
@@ -317,10 +339,25 @@ def stored_verdict(
                 needs_more=True,
                 reason="suspected: awaiting confirmation in a fresh process",
             )
-        if not confirmed(metric, e, current):
+        if not confirmed(metric, e, current, settings):
             return replace(
                 v,
                 outcome="inconclusive",
                 reason=f"not confirmed: only some of the {processes} processes show a threshold-sized change",
+            )
+    elif processes > 1 and v.outcome != "improved" and e.gated:
+        changes = process_changes(metric, e, current)
+        if holds_in_each(e, changes[:1], settings.levels):  # the session's measurement alone looked like one
+            first = metric.describe_change(math.exp(changes[0]))
+            fresh = ", ".join(metric.describe_change(math.exp(c)) for c in changes[1:])
+            return replace(
+                v,
+                outcome="inconclusive",
+                needs_more=False,
+                reason=(
+                    f"not confirmed: {first} in this session's measurement, {fresh} in the fresh process(es), which "
+                    "alone do not show a threshold-sized regression; the session's measurement may have been "
+                    "disturbed (another process's load?): rerun on a quiet machine to be sure"
+                ),
             )
     return v

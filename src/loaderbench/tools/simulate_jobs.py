@@ -116,9 +116,8 @@ def _job(
         for key, case, metric, c in cases:
             x = draws[key][0]
             se = c["se"]
-            if key in fresh:  # the mean of two processes: today's process share of the variance halves
-                x = (x + fresh[key]) / 2
-                se *= math.sqrt((1 / sessions + 0.5) / (1 / sessions + 1))
+            if key in fresh:  # a confirmed suspect is estimated from its fresh process alone, as the gate does
+                x = fresh[key]
             out.append(Evidence(case, metric, x, se, DOF, c["threshold"], 1.0, math.exp(x), unit=metric))
         return out
 
