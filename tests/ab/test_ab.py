@@ -101,7 +101,7 @@ def test_abba_order_early_decisions_and_one_calibration(tmp_path: Path) -> None:
     assert [s.arm for s in steps] == [r["arm"] for r in log]
     assert log[0]["cases"] == ["same", "slow", "noisy"]
     assert log[2]["cases"] == log[0]["cases"]  # nothing is decided from one pair
-    assert log[4]["cases"] == ["slow", "noisy"]  # "same": unchanged after 2 pairs, no more runs
+    assert log[4]["cases"] == ["same", "slow", "noisy"]  # no case is decided before the first look (3 pairs)
     # "slow": regressed after 3 pairs; "noisy" (±30% a run): no outcome is within reach by 5 pairs, so it
     # stops too (futility: it could only have ended inconclusive)
     assert len(log) == 6 and result.blocks == 3
@@ -110,7 +110,7 @@ def test_abba_order_early_decisions_and_one_calibration(tmp_path: Path) -> None:
     assert result.failed and result.stopped == "every case was decided"
     noisy = next(v for v in result.verdicts if v.case_id == "noisy")
     assert "too noisy to be decided within 5 pairs" in noisy.reason
-    assert len(result.pairs["same"]) == 2 and len(result.pairs["slow"]) == 3 and len(result.pairs["noisy"]) == 3
+    assert len(result.pairs["same"]) == 3 and len(result.pairs["slow"]) == 3 and len(result.pairs["noisy"]) == 3
     assert progress_line(steps[0]) == "loaderbench ab: block 1/5 (A B), base, 3 case(s) left, starting"
     assert "noisy: samples_per_s" in "\n".join(summary_lines(result))
 

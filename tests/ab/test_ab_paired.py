@@ -96,6 +96,30 @@ def test_below_the_metric_floor_is_unchanged() -> None:
     assert v.outcome == "unchanged" and "floor" in v.reason
 
 
+def sequential(effect: float, noise: float, seed: int, prior: Prior | None = None) -> ABVerdict:
+    """One case run as the scheduler runs it: a look after every pair, stopping at the first decision."""
+    base, head = pairs(MAX_PAIRS, effect=effect, noise=noise, seed=seed)
+    for n in range(1, MAX_PAIRS + 1):
+        v = decide("c", THROUGHPUT, base[:n], head[:n], threshold=0.10, prior=prior, final=n == MAX_PAIRS)
+        if not v.needs_more:
+            return v
+    return v
+
+
+def test_a_threshold_sized_change_seldom_stops_unchanged_over_the_looks() -> None:
+    """A head exactly 10% slower at a 10% threshold, pairs spreading ±5%: with the 90% margin at every look
+    it stopped `unchanged` early in many jobs (the looks add up); the early looks' stricter margin keeps
+    that near the 10% of one final look.  A/A cases still stop after 3 pairs."""
+    wrong = sum(sequential(1 / 1.1, 0.05, seed).outcome == "unchanged" for seed in range(200))
+    assert wrong <= 29  # 10% of 200 is 20, the binomial's 97.5% bound 29; the old rule: 67
+    quiet = [sequential(1.0, 0.01, seed) for seed in range(20)]
+    assert all(v.outcome == "unchanged" and v.pairs <= 5 for v in quiet)
+    assert sorted(v.pairs for v in quiet)[10] <= 4
+    base, head = pairs(3, effect=1 / 1.04, noise=0.005, seed=7)  # 4% slower, the cpu prior's noise: once unchanged
+    early = decide("c", THROUGHPUT, base, head, threshold=0.10, prior=Prior(0.034, 20))
+    assert early.outcome == "inconclusive" and "not yet ruled out" in early.reason
+
+
 def test_the_looks_spend_the_hypothesis_level_obrien_fleming() -> None:
     levels = [look_level(ALPHA, n, MAX_PAIRS) for n in range(1, MAX_PAIRS + 2)]
     assert levels[0] == levels[1] == 0.0 and levels[-1] == 0.0  # no look before 3 pairs, none past the last

@@ -34,7 +34,7 @@ from scipy import stats as sps
 
 from loaderbench.decision.job import Decision
 from loaderbench.decision.rules import DEFAULT_LEVELS, Evidence, Levels, Outcome, outcome, power_margin, resolves
-from loaderbench.decision.sequential import MIN_PAIRS, futile, look_level, pair_noise
+from loaderbench.decision.sequential import MIN_PAIRS, futile, look_level, pair_noise, unchanged_margin
 from loaderbench.decision.verdict import Verdict, verdict_of
 from loaderbench.gate.priors import Prior
 from loaderbench.measurement import Measurement
@@ -93,6 +93,15 @@ def decide(
     out: Outcome = outcome(e, worse=worse, better=better, levels=levels) if e.gated else "inconclusive"
     can = resolves(e, look_level(alpha, max(n, MIN_PAIRS), max_pairs, final=True), levels)
     reason = _reason(e, out, n, can, level)
+    if out == "unchanged" and not e.below_floor:
+        margin = unchanged_margin(threshold, se, e.dof, n, max_pairs, final=final, z_power=levels.z_power)
+        if not abs(x) < margin:
+            out = "inconclusive"
+            reason = (
+                f"{n} pairs: {metric.describe_change(math.exp(x))} so far, within the threshold, but a "
+                f"{threshold:.0%} change is not yet ruled out at this look's margin (an early look needs a "
+                "stricter one, so that stopping early keeps the power to catch a threshold-sized change)"
+            )
     if out in ("regressed", "improved"):
         out, reason = _robust(xs, x, threshold, noise.dof, levels)
     more = out == "inconclusive"  # at the last look too: the scheduler says what stopped it

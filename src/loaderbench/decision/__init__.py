@@ -35,7 +35,9 @@ Then the same rules decide, written once here and in :mod:`~loaderbench.decision
 5. **The A/B decides sequentially** (:mod:`~loaderbench.decision.sequential`): a case is looked at
    after every pair from 3 on; each hypothesis spends its share of the job's level (Bonferroni over the
    job's hypotheses) over its looks, 10% evenly over the early looks and the rest at the last one, so a
-   large change stops early and a small one keeps its power to the end; ``unchanged`` may stop early;
+   large change stops early and a small one keeps its power to the end; ``unchanged`` may stop early,
+   from 3 pairs on, with its own error (calling a threshold-sized change unchanged, 10%) spent over the
+   looks the same way, so the looks together do not miss more often than one final look would;
    and the pairs' variance is pooled with the stored between-process prior behind an F-check, so a 2x
    change is decided in 3 pairs.
 """
