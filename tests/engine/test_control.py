@@ -50,3 +50,32 @@ def test_a_cpu_hog_beside_the_control_is_seen_at_once() -> None:
         hog.wait()
     # one spinning process is one CPU of the machine's: about 1/cpus of its time (half of it on one CPU)
     assert busy.others_busy >= 0.5 / max(2, cpus), (busy, cpus, os.getloadavg())
+
+
+def test_others_share_is_the_machines_busy_time_less_the_measured_processes_own() -> None:
+    from collections import namedtuple
+
+    from loaderbench.engine.memory import others_share
+
+    times = namedtuple("times", "user system idle iowait steal")
+    before, after = times(10.0, 2.0, 50.0, 1.0, 0.0), times(13.0, 3.0, 53.0, 1.0, 0.0)  # 7 s passed, 4 s busy
+    assert others_share(before, after, 1.0) == 3.0 / 7.0  # 1 s of it was the case's own
+    assert others_share(before, after, 5.0) == 0.0  # own time counted in ticks can exceed it: clamped
+    assert math.isnan(others_share(before, before, 0.0)) and math.isnan(others_share(before, after, math.nan))
+
+
+def test_each_case_records_what_other_processes_took_during_its_rounds() -> None:
+    from loaderbench import LoaderConfig, Plan, measure
+    from loaderbench.workloads.recipes import Workload
+
+    sleepy = Workload(name="sleepy", kind="sleep", batch_size=4, params={"latency_s": 0.002})
+    plan = Plan(rounds=3, round_s=0.1, warmup_batches=1, min_batches_per_round=2)
+    cpus = psutil.cpu_count() or 1
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = measure(sleepy, LoaderConfig(batch_size=4), plan=plan)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert busy.extra["others_busy"] >= 0.5 / max(2, cpus), (busy.extra, cpus, os.getloadavg())
+    assert busy.extra_info()["others_busy"] == busy.extra["others_busy"]

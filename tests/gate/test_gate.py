@@ -262,6 +262,19 @@ def test_a_suspect_is_decided_on_its_fresh_process_alone() -> None:
     assert real.outcome == "regressed" and real.current_runs == 2  # a real regression still confirms
 
 
+def test_a_regression_measured_while_others_took_the_machine_is_put_down_to_the_load() -> None:
+    rng = random.Random(26)
+    quiet = [dataclasses.replace(r, extra={"others_busy": 0.02}) for r in runs(rng, 10, 1000.0, run_cv=0.02)]
+    slow = runs(rng, 2, 700.0)
+    assert compare("c", SPS, quiet, slow, threshold=0.10).outcome == "regressed"  # no load figure: decided
+    calm = [dataclasses.replace(r, extra={"others_busy": 0.1}) for r in slow]
+    assert compare("c", SPS, quiet, calm, threshold=0.10).outcome == "regressed"
+    busy = [calm[0], dataclasses.replace(slow[1], extra={"others_busy": 0.5})]  # the deciding process was loaded
+    v = compare("c", SPS, quiet, busy, threshold=0.10)
+    assert v.outcome == "inconclusive" and not v.failed
+    assert v.reason.startswith("other processes used 50% of the machine's CPU time while it was measured (2% at")
+
+
 def test_noise_never_below_the_metrics_process_noise() -> None:
     rng = random.Random(22)
     one = runs(rng, 1, 1000.0, round_cv=0.0001)

@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from loaderbench.decision.job import Control
+from loaderbench.engine.memory import others_share
 
 #: Names the control's figures are recorded under in a baseline session's ``calibration``.
 SPIN = "control_spin_per_s"
@@ -116,20 +117,12 @@ def measure(
     return ControlReading(spin, copy, load, max(0.0, steal), others_busy(before, after, own_before, own_after))
 
 
-def _idle(t: Any) -> float:
-    return float(sum(getattr(t, name, 0.0) for name in ("idle", "iowait", "steal", "guest", "guest_nice")))
-
-
 def others_busy(before: Any, after: Any, own_before: Any, own_after: Any) -> float:
     """The share of the machine's CPU time (every CPU's) that processes other than this one used between
-    two ``psutil.cpu_times()`` readings, given this process's ``cpu_times()`` at both; NaN when no time
-    passed.  Idle, I/O wait and stolen time are not busy; guest time is already counted in user time."""
-    total = float(sum(after) - sum(before))
-    if total <= 0:
-        return math.nan
-    busy = total - (_idle(after) - _idle(before))
+    two ``psutil.cpu_times()`` readings, given this process's ``cpu_times()`` at both (see
+    :func:`others_share`)."""
     own = float((own_after.user + own_after.system) - (own_before.user + own_before.system))
-    return min(1.0, max(0.0, (busy - own) / total))
+    return others_share(before, after, own)
 
 
 def shift(recorded: Sequence[ControlReading], today: ControlReading) -> Control | None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import tempfile
 import traceback
@@ -60,7 +61,7 @@ from loaderbench.engine.batches import tensor_bytes
 from loaderbench.engine.cleanup import INTERRUPTED_GRACE_S, alarm_held, reap, remove_leftover_segments, shm_segments
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
 from loaderbench.engine.explain import explain_failure
-from loaderbench.engine.memory import PeakMemorySampler, known_processes, tree_cpu_seconds
+from loaderbench.engine.memory import PeakMemorySampler, known_processes, others_share, tree_cpu_seconds
 from loaderbench.engine.plan import (
     REPLAN_FACTOR,
     Epoch,
@@ -140,7 +141,7 @@ def measure(
             text = f"torch warned: {str(w.message).splitlines()[0]}"
             if text not in notes:
                 notes.append(text)
-        rounds, phases, steady, nbytes, memory, cpu_s = result
+        rounds, phases, steady, nbytes, memory, (cpu_s, others) = result
         if "epoch_end_s" not in phases:
             notes.append("the epoch did not end where planned, so epoch_end_s is not measured")
         extra = dict(consumer.finish())
@@ -149,6 +150,8 @@ def measure(
                 notes.append(str(text))
         if cpu_s is not None and steady:
             extra["cpu_s_per_sample"] = cpu_s / (steady * epoch.batch_size)
+        if math.isfinite(others):
+            extra["others_busy"] = others
     except Hung as exc:
         _release_frames(exc)
         raise dog.failure(config.timeout) from None
@@ -247,7 +250,7 @@ def _run(
     workers: set[int],
     exits: dict[int, int],
     notes: list[str],
-) -> tuple[dict[str, tuple[float, ...]], dict[str, float], int, int, PeakMemorySampler, float | None]:
+) -> tuple[dict[str, tuple[float, ...]], dict[str, float], int, int, PeakMemorySampler, tuple[float | None, float]]:
     phases: dict[str, float] = {}
     per_round: dict[str, list[float]] = {"samples_per_s": [], "batches_per_s": [], "bytes_per_s": [], "round_s": []}
     live: list[Iterator[Any]] = []  # the live iterator, so a failure can shut its workers down
@@ -256,6 +259,7 @@ def _run(
     bytes_per_sample = 0
     steady = 0
     cpu_s: float | None = None
+    others = math.nan
 
     def round_fn() -> None:
         nonlocal steady
@@ -311,8 +315,12 @@ def _run(
             dog.phase("measuring the steady-state rounds")
             with memory.paused():  # no instrument inside the timed rounds
                 cpu_before = tree_cpu_seconds(known_processes(workers))  # before the first round (no /proc scan)
+                machine_before = psutil.cpu_times()
                 runner(round_fn, plan.rounds, memory.sample)
+                machine_after = psutil.cpu_times()
                 cpu_s = _cpu_delta(cpu_before, tree_cpu_seconds(known_processes(workers)))  # and after the last
+                if cpu_s is not None:  # what other processes took of the machine meanwhile (a neighbour's burst)
+                    others = others_share(machine_before, machine_after, cpu_s)
             dog.phase("sampling memory (an untimed round)")
             phases.update(_memory_round(live[0], k, consumer, clock, dog))
             if "epoch_end_s" not in phases:
@@ -350,7 +358,7 @@ def _run(
             with contextlib.suppress(Exception):
                 loader.close()
     rounds = {name: tuple(values) for name, values in per_round.items()}
-    return rounds, phases, steady, bytes_per_sample, memory, cpu_s
+    return rounds, phases, steady, bytes_per_sample, memory, (cpu_s, others)
 
 
 def _release(loader: Pipeline, live: list[Iterator[Any]], notes: list[str], which: str) -> None:

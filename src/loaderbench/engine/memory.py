@@ -16,11 +16,13 @@ process) counted 177 MB against 209 MB for the same code whose parent did not ma
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -122,6 +124,22 @@ def tree_cpu_seconds(procs: list[psutil.Process] | None = None) -> dict[int, flo
             continue
         out[proc.pid] = float(times.user + times.system)
     return out
+
+
+def _idle(t: Any) -> float:
+    return float(sum(getattr(t, name, 0.0) for name in ("idle", "iowait", "steal", "guest", "guest_nice")))
+
+
+def others_share(before: Any, after: Any, own_s: float) -> float:
+    """The share of the machine's CPU time (every CPU's) that other processes used between two
+    ``psutil.cpu_times()`` readings, when the measured processes themselves used ``own_s`` CPU seconds;
+    NaN when no time passed.  Idle, I/O wait and stolen time are not busy; guest time is already counted
+    in user time.  The harness records it for every case's timed rounds (``extra['others_busy']``)."""
+    total = float(sum(after) - sum(before))
+    if total <= 0 or not math.isfinite(own_s):
+        return math.nan
+    busy = total - (_idle(after) - _idle(before))
+    return min(1.0, max(0.0, (busy - own_s) / total))
 
 
 class PeakMemorySampler:

@@ -275,6 +275,28 @@ def evidence(
     )
 
 
+#: The share of the machine other processes may take during a deciding measurement, beyond what they took
+#: while the baseline was recorded, before a regression is put down to the load rather than the code.
+BUSY_EXCESS = 0.25
+
+
+def load_during(baseline: Sequence[Measurement], deciding: Sequence[Measurement]) -> str | None:
+    """Why the load may explain a regression (None when it cannot): the most that other processes took of
+    the machine during a deciding measurement (``extra['others_busy']``, the case's own timed rounds)
+    against the recording's median, when it is :data:`BUSY_EXCESS` or more above it."""
+    today = [b for r in deciding if math.isfinite(b := float(r.extra.get("others_busy", math.nan)))]
+    recorded = [b for r in baseline if math.isfinite(b := float(r.extra.get("others_busy", math.nan)))]
+    if not today:
+        return None
+    then = sorted(recorded)[len(recorded) // 2] if recorded else 0.0
+    if max(today) - then < BUSY_EXCESS:
+        return None
+    return (
+        f"other processes used {max(today):.0%} of the machine's CPU time while it was measured ({then:.0%} at "
+        "recording): the load may explain the change; rerun on a quiet machine to decide"
+    )
+
+
 def process_changes(metric: Metric, e: Evidence, current: Sequence[Measurement]) -> list[float]:
     """Each of today's processes' own change beyond the offset the job took (``e`` is the offset-adjusted
     evidence), oriented like ``e.x``, in the order the processes ran."""
@@ -345,6 +367,9 @@ def stored_verdict(
                 outcome="inconclusive",
                 reason=f"not confirmed: only some of the {processes} processes show a threshold-sized change",
             )
+        loaded = load_during(baseline, judged_runs(metric, current))
+        if loaded is not None:
+            return replace(v, outcome="inconclusive", reason=loaded)
     elif processes > 1 and v.outcome != "improved" and e.gated:
         changes = process_changes(metric, e, current)
         if holds_in_each(e, changes[:1], settings.levels):  # the session's measurement alone looked like one
