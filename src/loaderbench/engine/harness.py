@@ -319,7 +319,7 @@ def _run(
                 runner(round_fn, plan.rounds, memory.sample)
                 machine_after = psutil.cpu_times()
                 cpu_s = _cpu_delta(cpu_before, tree_cpu_seconds(known_processes(workers)))  # and after the last
-                if cpu_s is not None:  # what other processes took of the machine meanwhile (a neighbour's burst)
+                if cpu_s is not None and config.ranks == 1:  # what other processes took meanwhile (not other ranks)
                     others = others_share(machine_before, machine_after, cpu_s)
             dog.phase("sampling memory (an untimed round)")
             phases.update(_memory_round(live[0], k, consumer, clock, dog))
