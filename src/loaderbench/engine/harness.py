@@ -61,7 +61,7 @@ from loaderbench.engine.batches import tensor_bytes
 from loaderbench.engine.cleanup import INTERRUPTED_GRACE_S, alarm_held, reap, remove_leftover_segments, shm_segments
 from loaderbench.engine.consumers import Consumer, CpuConsumer, Runner, default_runner
 from loaderbench.engine.explain import explain_failure
-from loaderbench.engine.memory import PeakMemorySampler, known_processes, others_share, tree_cpu_seconds
+from loaderbench.engine.memory import PeakMemorySampler, cpu_delta, known_processes, others_share, tree_cpu_seconds
 from loaderbench.engine.plan import (
     REPLAN_FACTOR,
     Epoch,
@@ -318,7 +318,7 @@ def _run(
                 machine_before = psutil.cpu_times()
                 runner(round_fn, plan.rounds, memory.sample)
                 machine_after = psutil.cpu_times()
-                cpu_s = _cpu_delta(cpu_before, tree_cpu_seconds(known_processes(workers)))  # and after the last
+                cpu_s = cpu_delta(cpu_before, tree_cpu_seconds(known_processes(workers)))  # and after the last
                 if cpu_s is not None and config.ranks == 1:  # what other processes took meanwhile (not other ranks)
                     others = others_share(machine_before, machine_after, cpu_s)
             dog.phase("sampling memory (an untimed round)")
@@ -366,14 +366,6 @@ def _release(loader: Pipeline, live: list[Iterator[Any]], notes: list[str], whic
     for it in live:
         loader.release(it, notes, which)
     live.clear()
-
-
-def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float | None:
-    """CPU seconds spent between two :func:`tree_cpu_seconds` readings (a process started in between
-    counts from zero; one that exited in between is lost, so the figure is then None)."""
-    if not after or any(pid not in after for pid in before):
-        return None
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _memory_round(it: Iterator[Any], batches: int, consumer: Consumer, clock: Clock, dog: Watchdog) -> dict[str, float]:

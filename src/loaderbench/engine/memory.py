@@ -126,6 +126,14 @@ def tree_cpu_seconds(procs: list[psutil.Process] | None = None) -> dict[int, flo
     return out
 
 
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float | None:
+    """CPU seconds spent between two :func:`tree_cpu_seconds` readings (a process started in between
+    counts from zero; one that exited in between is lost, so the figure is then None)."""
+    if not after or any(pid not in after for pid in before):
+        return None
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 def _idle(t: Any) -> float:
     return float(sum(getattr(t, name, 0.0) for name in ("idle", "iowait", "steal", "guest", "guest_nice")))
 
