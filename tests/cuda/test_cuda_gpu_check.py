@@ -46,5 +46,7 @@ def test_the_gpu_check_runs_every_step_on_the_simulated_device(tmp_path: Path, m
     assert smoke and all(b["extra_info"]["simulated_gpu"] is True for b in smoke)
     assert (tmp_path / "report" / "report.md").exists()
     assert list((tmp_path / "baselines").glob("*.json")), "the smoke step records the machine's baseline file"
+    assert "loaderbench gate: comparing against" in (tmp_path / "aa.log").read_text()  # the rerun was judged
+    assert json.loads((tmp_path / "cuda-aa.json").read_text())["benchmarks"]
     md = (tmp_path / "summary.md").read_text()
     assert "simulated device (not a GPU)" in md and "spec line 15.8 GB/s" in md

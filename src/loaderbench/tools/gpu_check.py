@@ -6,11 +6,14 @@ It runs, each step in a child process with its own time limit, and writes every 
 1. ``unit``: the GPU unit tests (``tests/cuda/test_cuda_gpu.py``, in a child pytest as the suite runs them);
 2. ``smoke``: the CUDA smoke tier with ``--loader-report`` (``report/``, ``cuda-smoke.json``), recording this
    machine's baseline file into ``baselines/`` (copy it to ``fixtures/baselines/`` to commit it);
-3. ``h2d``: the pinned host-to-device limit at 1, 16 and 256 MiB against the PCIe link NVML reports (the spec
+3. ``aa``: the CUDA smoke tier again, against the baseline the smoke step just recorded
+   (``--loader-require-baseline``): nothing changed, so a red rerun is a false alarm of the gate on this GPU
+   (``cuda-aa.json``; the verdict lines are in ``aa.log``);
+4. ``h2d``: the pinned host-to-device limit at 1, 16 and 256 MiB against the PCIe link NVML reports (the spec
    line from its generation and width, and the measured fraction of it; published: about 55.5 GB/s pinned on
    PCIe gen5 x16, whose spec line is 63.0 GB/s);
-4. ``nccl``: one case in one rank through ``torch.distributed.run`` with NCCL (the ranks path's GPU side);
-5. ``decode``: the decode workload fed to the GPU through the DataLoader (spawn workers) and each installed
+5. ``nccl``: one case in one rank through ``torch.distributed.run`` with NCCL (the ranks path's GPU side);
+6. ``decode``: the decode workload fed to the GPU through the DataLoader (spawn workers) and each installed
    thread pipeline (torchdata.nodes threads, SPDL).
 
 ``summary.json`` and ``summary.md`` hold each step's outcome, time and figures.  The exit status is 0 when
@@ -47,7 +50,7 @@ from loaderbench.workloads.recipes import load_scenarios
 
 #: The whole check's budget, and each step's share of it (seconds).
 BUDGET_S = 480.0
-STEP_LIMIT_S = {"unit": 120.0, "smoke": 200.0, "h2d": 40.0, "nccl": 90.0, "decode": 120.0}
+STEP_LIMIT_S = {"unit": 120.0, "smoke": 200.0, "aa": 150.0, "h2d": 40.0, "nccl": 90.0, "decode": 120.0}
 STEPS = tuple(STEP_LIMIT_S)
 #: PCIe payload bandwidth per lane in bytes/s after line encoding, by generation (gen6: 64 GT/s, FLIT 242/256).
 PCIE_LANE_BYTES_PER_S = {1: 0.25e9, 2: 0.5e9, 3: 8e9 * 128 / 130 / 8, 4: 16e9 * 128 / 130 / 8,
@@ -174,12 +177,16 @@ def _command(step: str, out: Path, simulated: bool, quick: bool) -> tuple[list[s
         env["LOADERBENCH_GPU_SUBPROCESS"] = "1"
         return [py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(path),
                 f"--junitxml={out / 'unit.xml'}"], env  # fmt: skip
-    if step == "smoke":
+    if step in ("smoke", "aa"):
         fast = ["-k", "cuda-w0", "--loader-rounds=2", "--loader-round-seconds=0.05"] if quick else []
-        return [py, "-m", "pytest", "--benchmark", "--loader-device=cuda", "--loader-tier=smoke", *sim, *fast,
-                f"--loader-report={out / 'report'}", f"--benchmark-json={out / 'cuda-smoke.json'}",
-                f"--loader-baseline-dir={out / 'baselines'}", "--loader-baseline-save",
-                "-p", "no:cacheprovider", "-rs", "-q"], env  # fmt: skip
+        smoke = [f"--loader-report={out / 'report'}", f"--benchmark-json={out / 'cuda-smoke.json'}"]
+        role = (
+            [*smoke, "--loader-baseline-save"]
+            if step == "smoke"
+            else [f"--benchmark-json={out / 'cuda-aa.json'}", "--loader-require-baseline"]
+        )
+        return [py, "-m", "pytest", "--benchmark", "--loader-device=cuda", "--loader-tier=smoke", *sim, *fast, *role,
+                f"--loader-baseline-dir={out / 'baselines'}", "-p", "no:cacheprovider", "-rs", "-q"], env  # fmt: skip
     flags = (["--simulated"] if simulated else []) + (["--quick"] if quick else [])
     return [py, "-m", "loaderbench.tools.gpu_check", "--step", step, *flags, str(out)], env
 
